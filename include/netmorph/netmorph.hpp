@@ -1,0 +1,14 @@
+#ifndef NETMORPH_NETMORPH_HPP
+#define NETMORPH_NETMORPH_HPP
+
+/// \file netmorph.hpp
+/// Umbrella header: everything in the core library (Eigen only).
+
+#include <netmorph/error.hpp>
+#include <netmorph/ops/compose.hpp>
+#include <netmorph/ops/conv2d.hpp>
+#include <netmorph/ops/dense.hpp>
+#include <netmorph/tensor.hpp>
+#include <netmorph/version.hpp>
+
+#endif  // NETMORPH_NETMORPH_HPP

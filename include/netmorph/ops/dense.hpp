@@ -1,0 +1,61 @@
+#ifndef NETMORPH_OPS_DENSE_HPP
+#define NETMORPH_OPS_DENSE_HPP
+
+/// \file dense.hpp
+/// Fully connected layer, batched: `y = x W^T + b` with `W` of shape `(out, in)` (PyTorch's
+/// `Linear` layout).
+
+#include <netmorph/detail/message.hpp>
+#include <netmorph/error.hpp>
+#include <netmorph/tensor.hpp>
+
+namespace netmorph {
+
+/// A dense layer's parameters: weight `(out, in)`, bias `(out)` or empty for "no bias".
+template <typename Scalar>
+struct dense_layer {
+  tensor<Scalar> weight;
+  tensor<Scalar> bias;
+};
+
+/// Dense forward pass on a batch: \f$ y[n] = W x[n] + b \f$.
+///
+/// \param x      `(N, in)`
+/// \param weight `(out, in)`
+/// \param bias   `(out)`, or an empty tensor for no bias
+/// \returns      `(N, out)`
+/// \throws shape_error on mismatched ranks, feature counts or bias length.
+template <typename Scalar>
+tensor<Scalar> dense(const tensor<Scalar>& x, const tensor<Scalar>& weight,
+                     const tensor<Scalar>& bias = tensor<Scalar>()) {
+  detail::require<shape_error>(x.rank() == 2, "dense: input must be (N, features), got shape ",
+                               detail::shape_string(x.shape()));
+  detail::require<shape_error>(weight.rank() == 2, "dense: weight must be (out, in), got shape ",
+                               detail::shape_string(weight.shape()));
+  detail::require<shape_error>(x.dim(1) == weight.dim(1), "dense: input has ", x.dim(1),
+                               " features, weight expects ", weight.dim(1));
+  detail::require<shape_error>(bias.empty() || (bias.rank() == 1 && bias.dim(0) == weight.dim(0)),
+                               "dense: bias must have shape (", weight.dim(0), "), got ",
+                               detail::shape_string(bias.shape()));
+  const index n = x.dim(0), in = x.dim(1), out = weight.dim(0);
+  tensor<Scalar> y({n, out});
+  if (y.size() == 0) return y;
+  auto ym = y.matrix(n, out);
+  if (in == 0) {
+    ym.setZero();
+  } else {
+    ym.noalias() = x.matrix(n, in) * weight.matrix(out, in).transpose();
+  }
+  if (!bias.empty()) ym.rowwise() += bias.vector().transpose();
+  return y;
+}
+
+/// Dense forward pass with a layer's weight and bias.
+template <typename Scalar>
+tensor<Scalar> dense(const tensor<Scalar>& x, const dense_layer<Scalar>& layer) {
+  return dense(x, layer.weight, layer.bias);
+}
+
+}  // namespace netmorph
+
+#endif  // NETMORPH_OPS_DENSE_HPP

@@ -1,0 +1,329 @@
+#ifndef NETMORPH_TENSOR_HPP
+#define NETMORPH_TENSOR_HPP
+
+/// \file tensor.hpp
+/// `netmorph::tensor<Scalar>`: an owning, contiguous, row-major (C order, like numpy and
+/// PyTorch) n-d array with zero-copy Eigen views.
+
+#include <netmorph/detail/message.hpp>
+#include <netmorph/error.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <initializer_list>
+#include <limits>
+#include <random>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace netmorph {
+
+/// Signed index type used for every size and index in netmorph (as Eigen::Index).
+using index = std::ptrdiff_t;
+/// A tensor shape, outermost dimension first.
+using shape_type = std::vector<index>;
+
+/// Owning n-d array of `Scalar` in row-major order.
+///
+/// The strides are those of a C-contiguous array: `stride(d) = prod(shape[d+1:])`. Element access
+/// with `at()` is bounds-checked and throws `shape_error`; `operator()` is unchecked.
+/// `matrix(rows, cols)` and `vector()` are zero-copy `Eigen::Map` views of the storage.
+template <typename Scalar>
+class tensor {
+  static_assert(std::is_floating_point<Scalar>::value,
+                "netmorph::tensor holds floating-point scalars (float or double).");
+
+ public:
+  using scalar_type = Scalar;
+  using matrix_type = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using vector_type = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using matrix_map = Eigen::Map<matrix_type>;
+  using const_matrix_map = Eigen::Map<const matrix_type>;
+  using vector_map = Eigen::Map<vector_type>;
+  using const_vector_map = Eigen::Map<const vector_type>;
+
+  /// An empty tensor: rank 0, size 0. Used for "no bias".
+  tensor() = default;
+
+  /// A zero-filled tensor of the given shape. Throws `shape_error` on a negative extent.
+  explicit tensor(shape_type shape) : shape_(std::move(shape)) {
+    data_.assign(static_cast<std::size_t>(checked_size(shape_, "tensor")), Scalar(0));
+    compute_strides();
+  }
+
+  /// A tensor of the given shape filled with `value`.
+  tensor(shape_type shape, Scalar value) : tensor(std::move(shape)) {
+    std::fill(data_.begin(), data_.end(), value);
+  }
+
+  /// A tensor of the given shape holding `values` in row-major order.
+  /// Throws `shape_error` when the number of values differs from the shape's size.
+  tensor(shape_type shape, std::vector<Scalar> values) : shape_(std::move(shape)) {
+    const index n = checked_size(shape_, "tensor");
+    detail::require<shape_error>(static_cast<index>(values.size()) == n, "tensor: shape ",
+                                 detail::shape_string(shape_), " holds ", n, " values, got ",
+                                 values.size());
+    data_ = std::move(values);
+    compute_strides();
+  }
+
+  /// Zeros of the given shape.
+  static tensor zeros(shape_type shape) { return tensor(std::move(shape)); }
+
+  /// Independent N(0, stddev^2) draws.
+  template <typename Rng>
+  static tensor random_normal(shape_type shape, Rng& rng, double stddev = 1.0) {
+    tensor t(std::move(shape));
+    std::normal_distribution<double> dist(0.0, stddev);
+    for (auto& v : t.data_) v = static_cast<Scalar>(dist(rng));
+    return t;
+  }
+
+  /// Independent U(lo, hi) draws.
+  template <typename Rng>
+  static tensor random_uniform(shape_type shape, Rng& rng, double lo = -1.0, double hi = 1.0) {
+    tensor t(std::move(shape));
+    std::uniform_real_distribution<double> dist(lo, hi);
+    for (auto& v : t.data_) v = static_cast<Scalar>(dist(rng));
+    return t;
+  }
+
+  index rank() const { return static_cast<index>(shape_.size()); }
+  index size() const { return static_cast<index>(data_.size()); }
+  bool empty() const { return data_.empty(); }
+  const shape_type& shape() const { return shape_; }
+  const shape_type& strides() const { return strides_; }
+
+  /// Extent of dimension `d`; negative `d` counts from the back. Throws `shape_error`.
+  index dim(index d) const {
+    const index r = rank();
+    const index k = d < 0 ? d + r : d;
+    detail::require<shape_error>(k >= 0 && k < r, "tensor::dim: dimension ", d,
+                                 " out of range for a rank-", r, " tensor");
+    return shape_[static_cast<std::size_t>(k)];
+  }
+
+  Scalar* data() { return data_.data(); }
+  const Scalar* data() const { return data_.data(); }
+  Scalar* begin() { return data_.data(); }
+  Scalar* end() { return data_.data() + data_.size(); }
+  const Scalar* begin() const { return data_.data(); }
+  const Scalar* end() const { return data_.data() + data_.size(); }
+
+  /// Unchecked element access; the caller guarantees rank and bounds.
+  template <typename... Idx>
+  Scalar& operator()(Idx... idx) {
+    return data_[static_cast<std::size_t>(offset_unchecked(idx...))];
+  }
+  template <typename... Idx>
+  const Scalar& operator()(Idx... idx) const {
+    return data_[static_cast<std::size_t>(offset_unchecked(idx...))];
+  }
+
+  /// Bounds-checked element access. Throws `shape_error` naming the index and the shape.
+  template <typename... Idx>
+  Scalar& at(Idx... idx) {
+    return data_[static_cast<std::size_t>(offset_checked({static_cast<index>(idx)...}))];
+  }
+  template <typename... Idx>
+  const Scalar& at(Idx... idx) const {
+    return data_[static_cast<std::size_t>(offset_checked({static_cast<index>(idx)...}))];
+  }
+
+  /// Row-major view of the storage as a `rows x cols` matrix. Throws `shape_error` unless
+  /// `rows * cols == size()`.
+  matrix_map matrix(index rows, index cols) {
+    check_matrix(rows, cols);
+    return matrix_map(data_.data(), rows, cols);
+  }
+  const_matrix_map matrix(index rows, index cols) const {
+    check_matrix(rows, cols);
+    return const_matrix_map(data_.data(), rows, cols);
+  }
+  /// View as `shape[0] x (size / shape[0])`: rows are the outermost index (e.g. OIHW -> O x IHW).
+  matrix_map matrix() { return matrix(leading(), trailing()); }
+  const_matrix_map matrix() const { return matrix(leading(), trailing()); }
+
+  /// View of the storage as one column vector.
+  vector_map vector() { return vector_map(data_.data(), size()); }
+  const_vector_map vector() const { return const_vector_map(data_.data(), size()); }
+
+  /// Same data, new shape (a copy; use the rvalue overload to move). Throws `shape_error` unless
+  /// the sizes agree.
+  tensor reshape(shape_type new_shape) const& {
+    tensor t(*this);
+    t.reshape_in_place(std::move(new_shape));
+    return t;
+  }
+  tensor reshape(shape_type new_shape) && {
+    reshape_in_place(std::move(new_shape));
+    return std::move(*this);
+  }
+
+  /// Element-wise conversion to another scalar type.
+  template <typename Other>
+  tensor<Other> cast() const {
+    std::vector<Other> v(data_.begin(), data_.end());
+    return tensor<Other>(shape_, std::move(v));
+  }
+
+  /// Exact equality of shape and values.
+  friend bool operator==(const tensor& a, const tensor& b) {
+    return a.shape_ == b.shape_ && a.data_ == b.data_;
+  }
+  friend bool operator!=(const tensor& a, const tensor& b) { return !(a == b); }
+
+ private:
+  static index checked_size(const shape_type& shape, const char* who) {
+    index n = 1;
+    for (index e : shape) {
+      detail::require<shape_error>(e >= 0, who, ": negative extent in shape ",
+                                   detail::shape_string(shape));
+      n *= e;
+    }
+    return shape.empty() ? 0 : n;
+  }
+
+  void compute_strides() {
+    strides_.assign(shape_.size(), 1);
+    for (std::size_t d = shape_.size(); d-- > 1;) strides_[d - 1] = strides_[d] * shape_[d];
+  }
+
+  void reshape_in_place(shape_type new_shape) {
+    const index n = checked_size(new_shape, "tensor::reshape");
+    detail::require<shape_error>(n == size(), "tensor::reshape: cannot view ",
+                                 detail::shape_string(shape_), " (", size(), " values) as ",
+                                 detail::shape_string(new_shape), " (", n, " values)");
+    shape_ = std::move(new_shape);
+    compute_strides();
+  }
+
+  index leading() const { return rank() == 0 ? 0 : shape_[0]; }
+  index trailing() const { return leading() == 0 ? 0 : size() / leading(); }
+
+  void check_matrix(index rows, index cols) const {
+    detail::require<shape_error>(rows >= 0 && cols >= 0 && rows * cols == size(),
+                                 "tensor::matrix: cannot view ", detail::shape_string(shape_),
+                                 " (", size(), " values) as a ", rows, " x ", cols, " matrix");
+  }
+
+  template <typename... Idx>
+  index offset_unchecked(Idx... idx) const {
+    const index ids[] = {static_cast<index>(idx)...};
+    index off = 0;
+    for (std::size_t d = 0; d < sizeof...(Idx); ++d) off += ids[d] * strides_[d];
+    return off;
+  }
+
+  index offset_checked(std::initializer_list<index> idx) const {
+    const bool rank_ok = static_cast<index>(idx.size()) == rank();
+    bool in_range = rank_ok;
+    index off = 0;
+    std::size_t d = 0;
+    for (index i : idx) {
+      if (!rank_ok) break;
+      if (i < 0 || i >= shape_[d]) in_range = false;
+      off += i * strides_[d];
+      ++d;
+    }
+    if (!in_range) {
+      throw shape_error(detail::cat("tensor::at: index ",
+                                    detail::shape_string(shape_type(idx.begin(), idx.end())),
+                                    " out of range for shape ", detail::shape_string(shape_)));
+    }
+    return off;
+  }
+
+  shape_type shape_;
+  shape_type strides_;
+  std::vector<Scalar> data_;
+};
+
+/// \f$ \|a-b\|_2 / \max(\|b\|_2, \text{tiny}) \f$, accumulated in double. Throws `shape_error`
+/// when the shapes differ.
+template <typename Scalar>
+double relative_error(const tensor<Scalar>& a, const tensor<Scalar>& b) {
+  detail::require<shape_error>(a.shape() == b.shape(), "relative_error: shapes ",
+                               detail::shape_string(a.shape()), " and ",
+                               detail::shape_string(b.shape()), " differ");
+  double num = 0, den = 0;
+  for (index i = 0; i < a.size(); ++i) {
+    const double d = double(a.data()[i]) - double(b.data()[i]);
+    num += d * d;
+    den += double(b.data()[i]) * double(b.data()[i]);
+  }
+  if (den == 0) return std::sqrt(num);
+  return std::sqrt(num / den);
+}
+
+/// \f$ \max_i |a_i - b_i| \f$. Throws `shape_error` when the shapes differ.
+template <typename Scalar>
+double max_abs_error(const tensor<Scalar>& a, const tensor<Scalar>& b) {
+  detail::require<shape_error>(a.shape() == b.shape(), "max_abs_error: shapes ",
+                               detail::shape_string(a.shape()), " and ",
+                               detail::shape_string(b.shape()), " differ");
+  double m = 0;
+  for (index i = 0; i < a.size(); ++i)
+    m = std::max(m, std::abs(double(a.data()[i]) - double(b.data()[i])));
+  return m;
+}
+
+/// True when the shapes agree and \f$ |a_i - b_i| \le atol + rtol |b_i| \f$ for every element
+/// (numpy's `allclose`). NaN never compares close.
+template <typename Scalar>
+bool all_close(const tensor<Scalar>& a, const tensor<Scalar>& b, double rtol, double atol = 0.0) {
+  if (a.shape() != b.shape()) return false;
+  for (index i = 0; i < a.size(); ++i) {
+    const double x = a.data()[i], y = b.data()[i];
+    if (!(std::abs(x - y) <= atol + rtol * std::abs(y))) return false;
+  }
+  return true;
+}
+
+/// Fraction of elements that are exactly non-zero (0 for an empty tensor).
+template <typename Scalar>
+double nonzero_fraction(const tensor<Scalar>& t) {
+  if (t.size() == 0) return 0.0;
+  index nz = 0;
+  for (Scalar v : t) nz += (v != Scalar(0));
+  return double(nz) / double(t.size());
+}
+
+/// Population standard deviation of all elements, in double (0 for an empty tensor).
+template <typename Scalar>
+double stddev(const tensor<Scalar>& t) {
+  if (t.size() == 0) return 0.0;
+  double mean = 0;
+  for (Scalar v : t) mean += v;
+  mean /= double(t.size());
+  double ss = 0;
+  for (Scalar v : t) ss += (double(v) - mean) * (double(v) - mean);
+  return std::sqrt(ss / double(t.size()));
+}
+
+/// Throws `value_error` naming `who`, `what` and the first offending index when `t` holds a NaN
+/// or an infinity.
+template <typename Scalar>
+void require_finite(const tensor<Scalar>& t, const char* who, const char* what) {
+  for (index i = 0; i < t.size(); ++i) {
+    if (!std::isfinite(t.data()[i])) {
+      shape_type pos(t.shape().size());
+      index rem = i;
+      for (std::size_t d = 0; d < pos.size(); ++d) {
+        pos[d] = rem / t.strides()[d];
+        rem %= t.strides()[d];
+      }
+      throw value_error(detail::cat(who, ": ", what, " holds ", double(t.data()[i]), " at index ",
+                                    detail::shape_string(pos), " (shape ",
+                                    detail::shape_string(t.shape()), ")"));
+    }
+  }
+}
+
+}  // namespace netmorph
+
+#endif  // NETMORPH_TENSOR_HPP

@@ -1,0 +1,170 @@
+#include "support/test_support.hpp"
+
+#include <netmorph/solve/factor_ls.hpp>
+
+#include <Eigen/QR>
+
+using netmorph::shape_error;
+using netmorph::tensor;
+using netmorph::solve::factor_solve_info;
+using netmorph::solve::factor_solve_settings;
+using nmtest::draw;
+using nmtest::idx;
+
+namespace {
+
+Eigen::MatrixXd rows_of(const tensor<double>& t) {
+  return t.matrix(t.dim(0), t.size() / t.dim(0));
+}
+
+}  // namespace
+
+TEST_CASE("toeplitz_matrix, its Gram matrices and the adjoint agree with the definitions",
+          "[solve][property]") {
+  auto rng = nmtest::make_rng(40);
+  for (int trial = 0; trial < 40; ++trial) {
+    const idx cin = draw(rng, 1, 4), cmid = draw(rng, 1, 4), cout = draw(rng, 1, 3),
+              kf = draw(rng, 1, 4), kx = draw(rng, 1, 4), kt = kf + kx - 1;
+    CAPTURE(trial, cin, cmid, cout, kf, kx);
+    auto f = nmtest::randn<double>({cmid, cin, kf, kf}, rng);
+    auto x = nmtest::randn<double>({cout, cmid, kx, kx}, rng);
+    const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, kx);
+    REQUIRE(a.rows() == cin * kt * kt);
+    REQUIRE(a.cols() == cmid * kx * kx);
+    // vec(compose(X, F)[o]) = A vec(X[o]) for every o.
+    const Eigen::MatrixXd lhs = rows_of(netmorph::compose(x, f));
+    const Eigen::MatrixXd rhs = rows_of(x) * a.transpose();
+    REQUIRE((lhs - rhs).norm() <= 1e-12 * (1 + lhs.norm()));
+    const Eigen::MatrixXd ata = a.transpose() * a, aat = a * a.transpose();
+    REQUIRE((netmorph::solve::detail::gram_cols(f, kx) - ata).norm() <= 1e-12 * (1 + ata.norm()));
+    REQUIRE((netmorph::solve::detail::gram_rows(f, kx) - aat).norm() <= 1e-12 * (1 + aat.norm()));
+    auto y = nmtest::randn<double>({cout, cin, kt, kt}, rng);
+    const Eigen::MatrixXd adj = rows_of(netmorph::solve::detail::adjoint_apply(y, f, kx));
+    const Eigen::MatrixXd ref = rows_of(y) * a;
+    REQUIRE((adj - ref).norm() <= 1e-12 * (1 + ref.norm()));
+  }
+}
+
+TEST_CASE("solve_second_factor: overdetermined systems give the least-squares solution",
+          "[solve][property]") {
+  auto rng = nmtest::make_rng(41);
+  int checked = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    const idx cin = draw(rng, 2, 5), cmid = draw(rng, 1, 3), cout = draw(rng, 1, 4),
+              kf = draw(rng, 1, 3), kx = draw(rng, 1, 3), kt = kf + kx - 1;
+    if (cmid * kx * kx > cin * kt * kt) continue;
+    ++checked;
+    CAPTURE(trial, cin, cmid, cout, kf, kx);
+    auto f = nmtest::randn<double>({cmid, cin, kf, kf}, rng);
+    auto t = nmtest::randn<double>({cout, cin, kt, kt}, rng);
+    factor_solve_info info;
+    auto x = netmorph::solve::solve_second_factor(t, f, kx, rng, {}, &info);
+    REQUIRE_FALSE(info.underdetermined);
+    const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, kx);
+    const Eigen::MatrixXd ref = a.householderQr().solve(rows_of(t).transpose()).transpose();
+    REQUIRE((rows_of(x) - ref).norm() <= 1e-9 * (1 + ref.norm()));
+    factor_solve_settings cod;
+    cod.force_cod = true;
+    factor_solve_info cinfo;
+    auto xc = netmorph::solve::solve_second_factor(t, f, kx, rng, cod, &cinfo);
+    REQUIRE(cinfo.route == netmorph::solve::ls_route::cod);
+    REQUIRE((rows_of(xc) - ref).norm() <= 1e-9 * (1 + ref.norm()));
+  }
+  REQUIRE(checked >= 10);
+}
+
+TEST_CASE("solve_second_factor: underdetermined systems are least squares, dense, not minimum-norm",
+          "[solve][property]") {
+  auto rng = nmtest::make_rng(42);
+  int checked = 0, exact = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    const idx cin = draw(rng, 1, 3), cmid = draw(rng, 3, 12), cout = draw(rng, 1, 4),
+              kf = draw(rng, 1, 3), kx = draw(rng, 1, 3), kt = kf + kx - 1;
+    if (cmid * kx * kx < cin * kt * kt + 2) continue;
+    ++checked;
+    CAPTURE(trial, cin, cmid, cout, kf, kx);
+    auto f = nmtest::randn<double>({cmid, cin, kf, kf}, rng);
+    auto t = nmtest::randn<double>({cout, cin, kt, kt}, rng);
+    // More unknowns than equations does not make A(F) surjective: with one input channel and
+    // K_x >= K_f, the Koszul syzygies X_c = F_c', X_c' = -F_c lie in its null space. The
+    // reference is therefore the optimal residual of a rank-revealing solve.
+    const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, kx);
+    const auto cod_ref = a.completeOrthogonalDecomposition();
+    const Eigen::MatrixXd mn = cod_ref.solve(rows_of(t).transpose()).transpose();
+    const double best = (mn * a.transpose() - rows_of(t)).norm() / rows_of(t).norm();
+    CAPTURE(best);
+    if (best <= 1e-10) ++exact;
+    for (bool cod : {false, true}) {
+      CAPTURE(cod);
+      factor_solve_settings s;
+      s.force_cod = cod;
+      factor_solve_info info;
+      auto x = netmorph::solve::solve_second_factor(t, f, kx, rng, s, &info);
+      REQUIRE(info.underdetermined);
+      REQUIRE(info.kronecker == (kf == 1 && kx > 1));
+      REQUIRE(info.relative_residual <= best + 1e-10);
+      REQUIRE(netmorph::relative_error(netmorph::compose(x, f), t) <= best + 1e-10);
+      if (best > 1e-10) REQUIRE(info.route == netmorph::solve::ls_route::cod);
+      REQUIRE(netmorph::nonzero_fraction(x) >= 0.99);
+      // The null-space component makes it differ from the minimum-norm solution ...
+      REQUIRE((rows_of(x) - mn).norm() >= 0.1 * mn.norm());
+      // ... by a vector of the null space only: the minimum-norm part is unchanged.
+      const Eigen::MatrixXd back = cod_ref.solve(a * rows_of(x).transpose()).transpose();
+      REQUIRE((back - mn).norm() <= 1e-8 * (1 + mn.norm()));
+    }
+  }
+  REQUIRE(checked >= 10);
+  REQUIRE(exact >= checked / 2);
+}
+
+TEST_CASE("solve_first_factor solves compose(F2, X) = T", "[solve][property]") {
+  auto rng = nmtest::make_rng(43);
+  for (int trial = 0; trial < 30; ++trial) {
+    const idx c0 = draw(rng, 1, 3), c2 = draw(rng, 1, 3), k2 = draw(rng, 1, 3),
+              k1 = draw(rng, 1, 3), kt = k1 + k2 - 1;
+    const idx c1 = c2 * kt * kt + draw(rng, 0, 3);  // enough unknowns for an exact solve
+    CAPTURE(trial, c0, c1, c2, k1, k2);
+    auto f2 = nmtest::randn<double>({c2, c1, k2, k2}, rng);
+    auto t = nmtest::randn<double>({c2, c0, kt, kt}, rng);
+    factor_solve_info info;
+    auto x = netmorph::solve::solve_first_factor(t, f2, k1, rng, {}, &info);
+    REQUIRE(x.shape() == netmorph::shape_type{c1, c0, k1, k1});
+    REQUIRE(netmorph::relative_error(netmorph::compose(f2, x), t) <= 1e-10);
+  }
+}
+
+TEST_CASE("a rank-deficient system falls back to the orthogonal decomposition",
+          "[solve]") {
+  auto rng = nmtest::make_rng(44);
+  // Two identical channels in F make A(F) rank deficient: the Gram matrix is singular.
+  auto f = nmtest::randn<double>({2, 1, 1, 1}, rng);
+  f(1, 0, 0, 0) = f(0, 0, 0, 0);
+  auto t = nmtest::randn<double>({3, 1, 1, 1}, rng);
+  factor_solve_info info;
+  auto x = netmorph::solve::solve_second_factor(t, f, 1, rng, {}, &info);
+  REQUIRE(info.underdetermined);
+  REQUIRE(netmorph::relative_error(netmorph::compose(x, f), t) <= 1e-12);
+  auto f3 = nmtest::randn<double>({2, 3, 1, 1}, rng);
+  for (idx i = 0; i < 3; ++i) f3(1, i, 0, 0) = 2 * f3(0, i, 0, 0);  // rank 1, overdetermined
+  auto t3 = nmtest::randn<double>({2, 3, 1, 1}, rng);
+  factor_solve_info info3;
+  auto x3 = netmorph::solve::solve_second_factor(t3, f3, 1, rng, {}, &info3);
+  REQUIRE(info3.route == netmorph::solve::ls_route::cod);
+  const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f3, 1);
+  const Eigen::MatrixXd ref =
+      a.completeOrthogonalDecomposition().solve(rows_of(t3).transpose()).transpose();
+  REQUIRE((rows_of(x3) - ref).norm() <= 1e-10 * (1 + ref.norm()));
+}
+
+TEST_CASE("factor solves reject shapes that do not fit", "[solve][error]") {
+  std::mt19937_64 rng(1);
+  tensor<double> t({2, 3, 3, 3}), f({4, 3, 3, 3});
+  NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_second_factor(t, f, 2, rng), shape_error,
+                         "solve_second_factor: target kernel 3 != K_f + K_x - 1 = 3 + 2 - 1");
+  NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_second_factor(t, tensor<double>({4, 2, 1, 1}), 3, rng),
+                         shape_error, "solve_second_factor: target has 3 input channels, F has 2");
+  NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_first_factor(t, tensor<double>({3, 4, 1, 1}), 3, rng),
+                         shape_error, "solve_first_factor: target has 2 output channels, F2 has 3");
+  NM_REQUIRE_THROWS_WITH(netmorph::solve::toeplitz_matrix(f, 0), netmorph::value_error,
+                         "toeplitz_matrix: K_x must be >= 1, got 0");
+}

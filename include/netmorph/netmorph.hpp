@@ -5,9 +5,11 @@
 /// Umbrella header: everything in the core library (Eigen only).
 
 #include <netmorph/error.hpp>
+#include <netmorph/morph/depth.hpp>
 #include <netmorph/ops/compose.hpp>
 #include <netmorph/ops/conv2d.hpp>
 #include <netmorph/ops/dense.hpp>
+#include <netmorph/solve/factor_ls.hpp>
 #include <netmorph/tensor.hpp>
 #include <netmorph/version.hpp>
 

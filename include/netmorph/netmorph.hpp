@@ -4,8 +4,12 @@
 /// \file netmorph.hpp
 /// Umbrella header: everything in the core library (Eigen only).
 
+#include <netmorph/activations.hpp>
 #include <netmorph/error.hpp>
 #include <netmorph/morph/depth.hpp>
+#include <netmorph/morph/kernel_size.hpp>
+#include <netmorph/morph/width.hpp>
+#include <netmorph/ops/batch_norm.hpp>
 #include <netmorph/ops/compose.hpp>
 #include <netmorph/ops/conv2d.hpp>
 #include <netmorph/ops/dense.hpp>

@@ -1,0 +1,69 @@
+#ifndef NETMORPH_MORPH_KERNEL_SIZE_HPP
+#define NETMORPH_MORPH_KERNEL_SIZE_HPP
+
+/// \file kernel_size.hpp
+/// Kernel-size morphing (paper §3.4.2, DESIGN §4): zero-pad a filter centred from `K` to `K'`
+/// and grow the padding by `(K' - K)/2`; the output is unchanged at every pixel.
+
+#include <netmorph/detail/message.hpp>
+#include <netmorph/error.hpp>
+#include <netmorph/ops/compose.hpp>
+#include <netmorph/ops/conv2d.hpp>
+#include <netmorph/tensor.hpp>
+
+#include <cstdint>
+#include <random>
+
+namespace netmorph {
+
+/// What a kernel-size morph did, measured on random probe inputs.
+struct grow_kernel_report {
+  index old_kernel = 0, new_kernel = 0;
+  double max_output_error = 0, relative_output_error = 0;
+};
+
+/// A layer with a grown kernel and the report.
+template <typename Scalar>
+struct grow_kernel_result {
+  conv2d_layer<Scalar> layer;
+  grow_kernel_report report;
+};
+
+/// Grows a square kernel from `K` to `new_kernel` (zero-padded, centred; padding + (K'-K)/2).
+/// \throws shape_error on a non-square or non-OIHW weight; value_error on a shrinking kernel,
+///         an odd growth, or NaN/Inf weights.
+template <typename Scalar>
+grow_kernel_result<Scalar> grow_kernel(const conv2d_layer<Scalar>& layer, index new_kernel,
+                                       std::uint64_t seed = 0, index probe_count = 2) {
+  detail::require<shape_error>(layer.weight.rank() == 4,
+                               "grow_kernel: weight must be OIHW (rank 4), got shape ",
+                               detail::shape_string(layer.weight.shape()));
+  const index k = layer.weight.dim(2);
+  detail::require<shape_error>(layer.weight.dim(3) == k, "grow_kernel: kernel must be square, got ",
+                               k, "x", layer.weight.dim(3));
+  detail::require<value_error>(new_kernel >= k, "grow_kernel: cannot shrink the kernel from ", k,
+                               " to ", new_kernel);
+  detail::require<value_error>((new_kernel - k) % 2 == 0, "grow_kernel: growth from ", k, " to ",
+                               new_kernel, " is odd; a centred zero-padding needs an even growth");
+  require_finite(layer.weight, "grow_kernel", "weight");
+  require_finite(layer.bias, "grow_kernel", "bias");
+  grow_kernel_result<Scalar> r;
+  r.layer = conv2d_layer<Scalar>{pad_kernel(layer.weight, new_kernel, new_kernel), layer.bias,
+                                 conv2d_params{layer.params.stride,
+                                               layer.params.padding + (new_kernel - k) / 2}};
+  r.report.old_kernel = k;
+  r.report.new_kernel = new_kernel;
+  if (probe_count > 0) {
+    std::mt19937_64 rng(seed);
+    const index hw = std::max<index>(1, k - 2 * layer.params.padding) + 2 * layer.params.stride + 3;
+    auto x = tensor<Scalar>::random_normal({probe_count, layer.weight.dim(1), hw, hw}, rng);
+    auto y = conv2d(x, layer), z = conv2d(x, r.layer);
+    r.report.max_output_error = max_abs_error(z, y);
+    r.report.relative_output_error = relative_error(z, y);
+  }
+  return r;
+}
+
+}  // namespace netmorph
+
+#endif  // NETMORPH_MORPH_KERNEL_SIZE_HPP

@@ -1,0 +1,191 @@
+#include "support/test_support.hpp"
+
+#include <optional>
+#include <set>
+
+using netmorph::activation;
+using netmorph::activation_kind;
+using netmorph::batch_norm;
+using netmorph::conv2d_layer;
+using netmorph::conv2d_params;
+using netmorph::dense_layer;
+using netmorph::tensor;
+using netmorph::widen_options;
+using netmorph::width_rule;
+using nmtest::draw;
+using nmtest::idx;
+
+namespace {
+
+const activation_kind kinds[] = {activation_kind::identity, activation_kind::relu,
+                                 activation_kind::leaky_relu, activation_kind::tanh,
+                                 activation_kind::sigmoid,  activation_kind::elu,
+                                 activation_kind::softplus, activation_kind::gelu};
+
+template <typename Scalar>
+batch_norm<Scalar> random_bn(idx c, std::mt19937_64& rng) {
+  batch_norm<Scalar> bn{nmtest::randn<Scalar>({c}, rng), nmtest::randn<Scalar>({c}, rng),
+                        nmtest::randn<Scalar>({c}, rng), tensor<Scalar>({c}), 1e-5};
+  for (Scalar& v : bn.running_var) v = static_cast<Scalar>(0.5 + std::uniform_real_distribution<double>(0, 1)(rng));
+  return bn;
+}
+
+template <typename Scalar>
+tensor<Scalar> between(tensor<Scalar> h, const std::optional<batch_norm<Scalar>>& bn,
+                       activation phi) {
+  if (bn) h = netmorph::batch_norm_inference(std::move(h), *bn);
+  return netmorph::apply(phi, std::move(h));
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("widen conv -> conv preserves the function for every activation and rule",
+                   "[width][property]", float, double) {
+  auto rng = nmtest::make_rng(80);
+  const double tol = nmtest::exact_tolerance<TestType>();
+  int trial = 0;
+  for (activation_kind kind : kinds) {
+    for (int rep = 0; rep < 12; ++rep, ++trial) {
+      const idx c0 = draw(rng, 1, 4), c = draw(rng, 1, 5), c2 = draw(rng, 1, 4);
+      const idx k = 2 * draw(rng, 0, 1) + 1, kn = 2 * draw(rng, 0, 1) + 1;
+      const bool with_bn = rep % 2 == 0, with_bias = rep % 3 != 0;
+      widen_options opt;
+      opt.new_channels = c + draw(rng, 0, 6);
+      opt.rule = rep % 4 == 3 ? width_rule::net2net : width_rule::netmorph;
+      opt.phi = activation{kind, 0.1};
+      opt.seed = static_cast<std::uint64_t>(trial);
+      CAPTURE(netmorph::to_string(kind), trial, c0, c, c2, k, kn, with_bn, with_bias,
+              opt.new_channels, int(opt.rule));
+      conv2d_layer<TestType> layer{nmtest::randn<TestType>({c, c0, k, k}, rng),
+                                   with_bias ? nmtest::randn<TestType>({c}, rng) : tensor<TestType>(),
+                                   conv2d_params{1, k / 2}};
+      conv2d_layer<TestType> next{nmtest::randn<TestType>({c2, c, kn, kn}, rng),
+                                  nmtest::randn<TestType>({c2}, rng), conv2d_params{1, kn / 2}};
+      std::optional<batch_norm<TestType>> bn;
+      if (with_bn) bn = random_bn<TestType>(c, rng);
+      auto r = netmorph::widen(layer, next, opt, bn);
+      REQUIRE(r.layer.weight.dim(0) == opt.new_channels);
+      REQUIRE(r.next.weight.dim(1) == opt.new_channels);
+      REQUIRE(r.bn.has_value() == with_bn);
+      REQUIRE(r.report.relative_output_error <= tol);
+      auto x = nmtest::randn<TestType>({2, c0, 7, 6}, rng);
+      auto y = netmorph::conv2d(between(netmorph::conv2d(x, layer), bn, opt.phi), next);
+      auto z = netmorph::conv2d(between(netmorph::conv2d(x, r.layer), r.bn, opt.phi), r.next);
+      REQUIRE(netmorph::relative_error(z, y) <= tol);
+      // The permutation is a permutation, and old channel j sits where it says.
+      std::set<idx> seen(r.permutation.begin(), r.permutation.end());
+      REQUIRE(seen.size() == std::size_t(opt.new_channels));
+      for (idx q = 0; q < opt.new_channels; ++q)
+        if (r.permutation[q] < c) REQUIRE(r.layer.weight(q, 0, 0, 0) == layer.weight(r.permutation[q], 0, 0, 0));
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("widen conv -> flatten -> dense gives each channel its H*W columns",
+                   "[width][property]", float, double) {
+  auto rng = nmtest::make_rng(81);
+  const double tol = nmtest::exact_tolerance<TestType>();
+  int trial = 0;
+  for (activation_kind kind : kinds) {
+    for (int rep = 0; rep < 6; ++rep, ++trial) {
+      const idx c0 = draw(rng, 1, 3), c = draw(rng, 1, 4), out = draw(rng, 1, 5);
+      const idx h = draw(rng, 2, 5), w = draw(rng, 2, 5);  // conv output size ("same" padding)
+      const bool with_bn = rep % 2 == 1;
+      widen_options opt;
+      opt.new_channels = c + draw(rng, 1, 4);
+      opt.rule = rep % 3 == 2 ? width_rule::net2net : width_rule::netmorph;
+      opt.phi = activation{kind, 0.1};
+      opt.seed = static_cast<std::uint64_t>(trial);
+      CAPTURE(netmorph::to_string(kind), trial, c0, c, out, h, w, opt.new_channels, with_bn);
+      conv2d_layer<TestType> layer{nmtest::randn<TestType>({c, c0, 3, 3}, rng),
+                                   nmtest::randn<TestType>({c}, rng), conv2d_params{1, 1}};
+      dense_layer<TestType> next{nmtest::randn<TestType>({out, c * h * w}, rng),
+                                 nmtest::randn<TestType>({out}, rng)};
+      std::optional<batch_norm<TestType>> bn;
+      if (with_bn) bn = random_bn<TestType>(c, rng);
+      auto r = netmorph::widen(layer, next, opt, bn);
+      REQUIRE(r.next.weight.shape() == netmorph::shape_type{out, opt.new_channels * h * w});
+      auto x = nmtest::randn<TestType>({3, c0, h, w}, rng);
+      auto flat = [](tensor<TestType> t) {
+        const idx n = t.dim(0);
+        return std::move(t).reshape({n, t.size() / n});
+      };
+      auto y = netmorph::dense(flat(between(netmorph::conv2d(x, layer), bn, opt.phi)), next);
+      auto z = netmorph::dense(flat(between(netmorph::conv2d(x, r.layer), r.bn, opt.phi)), r.next);
+      REQUIRE(netmorph::relative_error(z, y) <= tol);
+      if (h == w) REQUIRE(r.report.relative_output_error <= tol);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", float, double) {
+  auto rng = nmtest::make_rng(82);
+  const double tol = nmtest::exact_tolerance<TestType>();
+  for (int trial = 0; trial < 40; ++trial) {
+    const idx in = draw(rng, 1, 20), c = draw(rng, 1, 10), out = draw(rng, 1, 8);
+    widen_options opt;
+    opt.new_channels = c + draw(rng, 0, 10);
+    opt.rule = trial % 2 ? width_rule::net2net : width_rule::netmorph;
+    opt.phi = activation{kinds[trial % 8], 0.1};
+    opt.seed = static_cast<std::uint64_t>(trial);
+    CAPTURE(trial, in, c, out, opt.new_channels);
+    dense_layer<TestType> layer{nmtest::randn<TestType>({c, in}, rng), nmtest::randn<TestType>({c}, rng)};
+    dense_layer<TestType> next{nmtest::randn<TestType>({out, c}, rng), nmtest::randn<TestType>({out}, rng)};
+    auto r = netmorph::widen(layer, next, opt);
+    REQUIRE(r.report.relative_output_error <= tol);
+    auto x = nmtest::randn<TestType>({4, in}, rng);
+    auto y = netmorph::dense(netmorph::apply(opt.phi, netmorph::dense(x, layer)), next);
+    auto z = netmorph::dense(netmorph::apply(opt.phi, netmorph::dense(x, r.layer)), r.next);
+    REQUIRE(netmorph::relative_error(z, y) <= tol);
+  }
+}
+
+TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exact", "[width]") {
+  std::mt19937_64 rng(3);
+  // Incoming side (1 x 1 x 1 + bias = 2 values) is smaller than the outgoing (8 x 3 x 3).
+  conv2d_layer<double> layer{nmtest::randn<double>({2, 1, 1, 1}, rng), nmtest::randn<double>({2}, rng), {}};
+  conv2d_layer<double> next{nmtest::randn<double>({8, 2, 3, 3}, rng), {}, conv2d_params{1, 1}};
+  widen_options opt;
+  opt.new_channels = 4;
+  opt.permute = false;
+  opt.phi = activation{activation_kind::tanh};
+  auto r = netmorph::widen(layer, next, opt);
+  REQUIRE(r.report.zeroed_incoming);
+  REQUIRE(r.layer.weight(3, 0, 0, 0) == 0.0);
+  REQUIRE(r.next.weight(0, 3, 1, 1) != 0.0);
+  // sigmoid(0) = 1/2: a zero incoming side would leak into the next layer, so zero the outgoing.
+  opt.phi = activation{activation_kind::sigmoid};
+  auto s = netmorph::widen(layer, next, opt);
+  REQUIRE_FALSE(s.report.zeroed_incoming);
+  REQUIRE(s.layer.weight(3, 0, 0, 0) != 0.0);
+  REQUIRE(s.next.weight(0, 3, 1, 1) == 0.0);
+  REQUIRE(s.report.relative_output_error <= 1e-12);
+}
+
+TEMPLATE_TEST_CASE("widen rejects a shrinking width and mismatched layers", "[width][error]",
+                   float, double) {
+  using T = tensor<TestType>;
+  conv2d_layer<TestType> layer{T({4, 3, 3, 3}), T({4}), {}};
+  conv2d_layer<TestType> next{T({2, 4, 3, 3}), {}, {}};
+  widen_options opt;
+  opt.new_channels = 3;
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, next, opt), netmorph::value_error,
+                         "widen: cannot shrink from 4 to 3 channels");
+  opt.new_channels = 6;
+  conv2d_layer<TestType> bad_next{T({2, 5, 3, 3}), {}, {}};
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, bad_next, opt), netmorph::shape_error,
+                         "widen: layer has 4 output channels, next layer expects 5");
+  dense_layer<TestType> dn{T({2, 10}), {}};
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, dn, opt), netmorph::shape_error,
+                         "widen: dense input 10 is not a multiple of the layer's 4 channels");
+  auto bn = batch_norm<TestType>::identity(5);
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, next, opt, bn), netmorph::shape_error,
+                         "widen: batch norm has 5 channels, expected 4");
+  auto nan_layer = layer;
+  nan_layer.bias(2) = std::numeric_limits<TestType>::quiet_NaN();
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(nan_layer, next, opt), netmorph::value_error,
+                         "widen: bias holds nan at index (2)");
+  dense_layer<TestType> d1{T({4, 3}), {}}, d2{T({2, 5}), {}};
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(d1, d2, opt), netmorph::shape_error,
+                         "widen: layer has 4 outputs, next layer expects 5");
+}

@@ -1,0 +1,106 @@
+#include "support/test_support.hpp"
+
+using netmorph::activation;
+using netmorph::activation_kind;
+using netmorph::conv2d_layer;
+using netmorph::conv2d_params;
+using netmorph::tensor;
+using nmtest::draw;
+using nmtest::idx;
+
+namespace {
+
+const activation_kind kinds[] = {activation_kind::identity, activation_kind::relu,
+                                 activation_kind::leaky_relu, activation_kind::tanh,
+                                 activation_kind::sigmoid,  activation_kind::elu,
+                                 activation_kind::softplus, activation_kind::gelu};
+
+/// x -> layers[0] -> act[0] -> layers[1] -> act[1] -> ...: `act[j]` follows layer j (none after
+/// the last). P-activations at a = 1 are what the morphs insert between new layers.
+template <typename Scalar>
+tensor<Scalar> run(tensor<Scalar> x, const std::vector<conv2d_layer<Scalar>>& layers,
+                   const std::vector<netmorph::p_activation>& acts) {
+  for (std::size_t j = 0; j < layers.size(); ++j) {
+    x = netmorph::conv2d(x, layers[j]);
+    if (j < acts.size()) x = netmorph::apply(acts[j], std::move(x));
+  }
+  return x;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for every activation",
+                   "[combined][property]", float, double) {
+  auto rng = nmtest::make_rng(100);
+  const double tol = nmtest::exact_tolerance<TestType>();
+  int trial = 0;
+  for (activation_kind kind : kinds) {
+    for (int rep = 0; rep < 3; ++rep, ++trial) {
+      const activation phi{kind, 0.1};
+      const idx c0 = draw(rng, 1, 3), c1 = draw(rng, 2, 4), c2 = draw(rng, 1, 3);
+      CAPTURE(netmorph::to_string(kind), trial, c0, c1, c2);
+      // Parent: conv 3x3 (c0 -> c1) -> phi -> conv 3x3 (c1 -> c2).
+      std::vector<conv2d_layer<TestType>> net{
+          {nmtest::randn<TestType>({c1, c0, 3, 3}, rng, 0.5), nmtest::randn<TestType>({c1}, rng), conv2d_params{1, 1}},
+          {nmtest::randn<TestType>({c2, c1, 3, 3}, rng, 0.5), nmtest::randn<TestType>({c2}, rng), conv2d_params{1, 1}}};
+      std::vector<netmorph::p_activation> acts{netmorph::make_p_activation(phi, 0.0)};
+      auto x = nmtest::randn<TestType>({2, c0, 8, 8}, rng);
+      const auto y = run(x, net, acts);
+      const auto identity = netmorph::make_p_activation(phi, 1.0);
+
+      // 1. Combined depth + width + kernel size: layer 0 becomes (3c1 channels, 5x5) then 3x3,
+      //    with a P-activation at a = 1 between them (K~ = 7 > 3).
+      netmorph::deepen_options d;
+      d.mid_channels = 3 * c1 + 30;
+      d.k1 = 5;
+      d.k2 = 3;
+      d.seed = static_cast<std::uint64_t>(trial);
+      auto dr = netmorph::deepen(net[0], d);
+      CAPTURE(dr.report.summary());
+      net = {dr.first, dr.second, net[1]};
+      acts = {identity, acts[0]};
+      REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
+
+      // 2. Widen the new inner layer (its next layer is the second child, identity between).
+      netmorph::widen_options w;
+      w.new_channels = net[0].weight.dim(0) + 3;
+      w.phi = activation{activation_kind::identity};
+      w.seed = static_cast<std::uint64_t>(trial);
+      auto wr = netmorph::widen(net[0], net[1], w);
+      net[0] = wr.layer;
+      net[1] = wr.next;
+      REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
+
+      // 3. Widen the parent's first layer output (through phi) into the old second layer.
+      netmorph::widen_options w2;
+      w2.new_channels = net[1].weight.dim(0) + 2;
+      w2.phi = phi;
+      auto wr2 = netmorph::widen(net[1], net[2], w2);
+      net[1] = wr2.layer;
+      net[2] = wr2.next;
+      REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
+
+      // 4. Grow the last layer's kernel.
+      net[2] = netmorph::grow_kernel(net[2], 5).layer;
+      REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
+
+      // 5. Turn the last layer into a 3-layer sequential subnet, then widen its inner layer.
+      netmorph::subnet_options so;
+      so.kernels = {5, 1, 1};
+      so.widths = {net[2].weight.dim(0) + 1, net[2].weight.dim(0) + 2};
+      auto sr = netmorph::to_subnet(net[2], so);
+      netmorph::widen_options w3;
+      w3.new_channels = sr.layers[1].weight.dim(0) + 4;
+      w3.phi = activation{activation_kind::identity};
+      auto wr3 = netmorph::widen(sr.layers[1], sr.layers[2], w3);
+      sr.layers[1] = wr3.layer;
+      sr.layers[2] = wr3.next;
+      net.pop_back();
+      for (auto& l : sr.layers) net.push_back(l);
+      acts.push_back(identity);
+      acts.push_back(identity);
+      REQUIRE(net.size() == 5);
+      REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
+    }
+  }
+}

@@ -1,0 +1,155 @@
+#include "support/test_support.hpp"
+
+using netmorph::conv2d_layer;
+using netmorph::conv2d_params;
+using netmorph::split_kind;
+using netmorph::stacked_subnet_options;
+using netmorph::subnet_options;
+using netmorph::tensor;
+using netmorph::value_error;
+using nmtest::draw;
+using nmtest::idx;
+
+namespace {
+
+template <typename Scalar>
+conv2d_layer<Scalar> random_conv(std::mt19937_64& rng, idx c2, idx c0, idx k, idx stride, idx pad) {
+  return conv2d_layer<Scalar>{
+      nmtest::randn<Scalar>({c2, c0, k, k}, rng, 1.0 / std::sqrt(double(c0 * k * k))),
+      nmtest::randn<Scalar>({c2}, rng), conv2d_params{stride, pad}};
+}
+
+/// An expanding subnet of P + 1 layers: either the parent's kernel first and widths >= C2, or
+/// the kernel last and widths growing from C0. Both make every depth step exact.
+subnet_options expanding_subnet(std::mt19937_64& rng, idx c0, idx c2, idx k) {
+  subnet_options o;
+  const idx p = draw(rng, 1, 3);
+  const bool kernel_first = draw(rng, 0, 1) == 1;
+  idx width = kernel_first ? c2 : c0;
+  for (idx j = 0; j < p; ++j) {
+    width += draw(rng, 0, 2);
+    o.widths.push_back(width);
+  }
+  for (idx j = 0; j <= p; ++j) o.kernels.push_back(1);
+  if (kernel_first) o.kernels.front() = k; else o.kernels.back() = k;
+  return o;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("sequential subnets preserve the function in the expanding case",
+                   "[subnet][property]", float, double) {
+  auto rng = nmtest::make_rng(90);
+  const double tol = nmtest::exact_tolerance<TestType>();
+  for (int trial = 0; trial < 60; ++trial) {
+    const idx c0 = draw(rng, 1, 4), c2 = draw(rng, 1, 4), k = 2 * draw(rng, 0, 2) + 1;
+    const idx stride = draw(rng, 1, 2), pad = draw(rng, 0, 2);
+    subnet_options o = expanding_subnet(rng, c0, c2, k);
+    o.seed = static_cast<std::uint64_t>(trial);
+    CAPTURE(trial, c0, c2, k, stride, pad, o.widths, o.kernels);
+    auto parent = random_conv<TestType>(rng, c2, c0, k, stride, pad);
+    auto r = netmorph::to_subnet(parent, o);
+    REQUIRE(r.layers.size() == o.widths.size() + 1);
+    REQUIRE(r.report.exact);
+    REQUIRE(r.report.relative_output_error <= tol);
+    const idx hw = std::max<idx>(1, k - 2 * pad) + draw(rng, 0, 5);
+    auto x = nmtest::randn<TestType>({2, c0, hw, hw}, rng);
+    REQUIRE(netmorph::relative_error(netmorph::forward_chain(x, r.layers), netmorph::conv2d(x, parent)) <= tol);
+  }
+}
+
+TEMPLATE_TEST_CASE("a subnet with spread kernels reaches K~ > K exactly when wide enough",
+                   "[subnet]", float, double) {
+  std::mt19937_64 rng(91);
+  auto parent = random_conv<TestType>(rng, 3, 2, 3, 1, 1);
+  subnet_options o;
+  o.kernels = {3, 3, 1};  // K~ = 5 > K = 3: the kernel grows too
+  o.widths = {40, 40};
+  auto r = netmorph::to_subnet(parent, o);
+  CAPTURE(r.report.relative_residual);
+  REQUIRE(r.report.k_tilde == 5);
+  REQUIRE(r.layers[0].params.padding == 2);
+  REQUIRE(r.layers[1].params.padding == 0);
+  REQUIRE(r.report.exact);
+  auto x = nmtest::randn<TestType>({2, 2, 6, 6}, rng);
+  REQUIRE(netmorph::relative_error(netmorph::forward_chain(x, r.layers), netmorph::conv2d(x, parent)) <=
+          nmtest::exact_tolerance<TestType>());
+  REQUIRE(r.report.nonzero[0] >= 0.99);
+}
+
+TEMPLATE_TEST_CASE("stacked subnets with 2-4 paths sum to the parent", "[subnet][property]",
+                   float, double) {
+  auto rng = nmtest::make_rng(92);
+  const double tol = nmtest::exact_tolerance<TestType>();
+  for (int trial = 0; trial < 30; ++trial) {
+    const idx c0 = draw(rng, 1, 4), c2 = draw(rng, 1, 4), k = 2 * draw(rng, 0, 1) + 1;
+    const idx n = draw(rng, 2, 4), stride = draw(rng, 1, 2), pad = draw(rng, 0, 1);
+    stacked_subnet_options so;
+    for (idx i = 0; i < n; ++i) so.paths.push_back(expanding_subnet(rng, c0, c2, k));
+    so.split = trial % 3 == 0 ? split_kind::equal
+               : trial % 3 == 1 ? split_kind::random_convex : split_kind::given;
+    if (so.split == split_kind::given) {
+      so.weights.assign(static_cast<std::size_t>(n), 0.0);
+      for (idx i = 0; i + 1 < n; ++i) so.weights[i] = 0.5 / double(n) * double(i + 1);
+      double s = 0;
+      for (idx i = 0; i + 1 < n; ++i) s += so.weights[i];
+      so.weights.back() = 1.0 - s;
+    }
+    so.seed = static_cast<std::uint64_t>(trial);
+    CAPTURE(trial, c0, c2, k, n, stride, pad, int(so.split));
+    auto parent = random_conv<TestType>(rng, c2, c0, k, stride, pad);
+    auto r = netmorph::to_stacked_subnet(parent, so);
+    REQUIRE(r.paths.size() == std::size_t(n));
+    double wsum = 0;
+    for (double w : r.report.weights) wsum += w;
+    REQUIRE(wsum == Approx(1.0));
+    REQUIRE(r.report.exact);
+    REQUIRE(r.report.relative_output_error <= tol);
+    const idx hw = std::max<idx>(1, k - 2 * pad) + draw(rng, 0, 4);
+    auto x = nmtest::randn<TestType>({2, c0, hw, hw}, rng);
+    REQUIRE(netmorph::relative_error(netmorph::forward_stacked(x, r.paths), netmorph::conv2d(x, parent)) <= tol);
+  }
+}
+
+TEMPLATE_TEST_CASE("subnet morphs reject sizes that cannot reach K~ and bad splits",
+                   "[subnet][error]", float, double) {
+  std::mt19937_64 rng(1);
+  auto parent = random_conv<TestType>(rng, 2, 2, 3, 1, 1);
+  subnet_options o;
+  o.widths = {4};
+  o.kernels = {1, 1};
+  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error,
+                         "to_subnet: the kernels reach K~ = 1, smaller than the parent's kernel K = 3");
+  o.kernels = {2, 3};
+  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error,
+                         "to_subnet: the kernels reach K~ = 4, which grows the parent's kernel K = 3 by 1");
+  o.kernels = {3};
+  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error,
+                         "to_subnet: a subnet of P + 1 layers needs P >= 1 widths and P + 1 kernels, got 1 widths and 1 kernels");
+  o.kernels = {3, 1};
+  o.widths = {0};
+  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error, "to_subnet: width 1 must be >= 1, got 0");
+  o.widths = {1};
+  o.kernels = {1, 1, 3};
+  o.widths = {1, 1};
+  o.algorithm = netmorph::depth_algorithm::general;
+  o.max_iter = 5;
+  // Widths of 1 cannot carry a 2-channel parent.
+  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), netmorph::numerical_error,
+                         "to_subnet: relative residual");
+
+  stacked_subnet_options so;
+  NM_REQUIRE_THROWS_WITH(netmorph::to_stacked_subnet(parent, so), value_error,
+                         "to_stacked_subnet: needs at least one path, got 0");
+  subnet_options good;
+  good.widths = {4};
+  good.kernels = {3, 1};
+  so.paths = {good, good};
+  so.split = split_kind::given;
+  so.weights = {0.5, 0.4};
+  NM_REQUIRE_THROWS_WITH(netmorph::to_stacked_subnet(parent, so), value_error,
+                         "to_stacked_subnet: split weights sum to 0.9, so the paths would not sum to G");
+  so.weights = {1.0};
+  NM_REQUIRE_THROWS_WITH(netmorph::to_stacked_subnet(parent, so), value_error,
+                         "to_stacked_subnet: 1 split weights for 2 paths");
+}

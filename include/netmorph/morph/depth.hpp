@@ -13,6 +13,8 @@
 #include <netmorph/solve/factor_ls.hpp>
 #include <netmorph/tensor.hpp>
 
+#include <Eigen/QR>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -65,7 +67,7 @@ struct deepen_options {
   double tolerance = 1e-10; ///< target relative residual of eq. 6, solved in double
   int max_iter = 100;       ///< Algorithm 1 iterations (pairs of half-steps) at most
   double noise = 1.0;       ///< null-space component, relative to the minimum-norm solution
-  bool random_bias = true;  ///< draw b1 ~ N(0, std(g)^2) (else b1 = 0); b2 then makes it exact
+  bool random_bias = true;  ///< random b1 of the RMS size of g (else 0); b2 = g - F2 (*) b1
   bool rescale = true;      ///< equalise the std of F1 and F2 (F1 *= a, b1 *= a, F2 /= a)
   bool require_exact = true;  ///< throw numerical_error when eq. 6 misses the tolerance
   index probe_count = 4;      ///< random inputs on which the child is compared with the parent
@@ -142,6 +144,25 @@ struct depth_solution {
   bool fallback = false, kronecker = false;
 };
 
+/// A random filter whose `(O, I*K*K)` matrix has orthonormal rows or columns (Gaussian, then
+/// the Q of its QR decomposition).
+inline tensor<double> random_semi_orthogonal(shape_type shape, std::mt19937_64& rng) {
+  tensor<double> t = tensor<double>::random_normal(std::move(shape), rng);
+  const index rows = t.dim(0), cols = t.size() / std::max<index>(rows, 1);
+  if (rows == 0 || cols == 0) return t;
+  auto m = t.matrix(rows, cols);
+  if (rows >= cols) {
+    const Eigen::MatrixXd a = m;
+    Eigen::HouseholderQR<Eigen::MatrixXd> qr(a);
+    m = qr.householderQ() * Eigen::MatrixXd::Identity(rows, cols);
+  } else {
+    const Eigen::MatrixXd a = m.transpose();
+    Eigen::HouseholderQR<Eigen::MatrixXd> qr(a);
+    m = (qr.householderQ() * Eigen::MatrixXd::Identity(cols, rows)).transpose();
+  }
+  return t;
+}
+
 inline double rel_residual(const tensor<double>& gt, const tensor<double>& f2,
                            const tensor<double>& f1) {
   const tensor<double> c = compose(f2, f1);
@@ -161,14 +182,15 @@ inline depth_solution algorithm1(const tensor<double>& gt, index c1, index k1, i
   settings.noise = noise;
   settings.exact_tolerance = tol;
   depth_solution s;
-  // Start with the half-step whose system is underdetermined (it can be exact at once).
+  // Start with the half-step whose system is underdetermined (it can be exact at once). The
+  // fixed factor starts as a random semi-orthogonal matrix: dense, and as well-conditioned as a
+  // random filter can be, so the first solve loses no accuracy (a Gaussian square factor
+  // would square a condition number of 1e3-1e4 in the Gram matrix).
   const bool f1_first = f1_step_exact && !f2_step_exact;
   if (f1_first) {
-    s.f2 = tensor<double>::random_normal({c2, c1, k2, k2}, rng,
-                                         1.0 / std::sqrt(double(c1 * k2 * k2)));
+    s.f2 = random_semi_orthogonal({c2, c1, k2, k2}, rng);
   } else {
-    s.f1 = tensor<double>::random_normal({c1, c0, k1, k1}, rng,
-                                         1.0 / std::sqrt(double(c0 * k1 * k1)));
+    s.f1 = random_semi_orthogonal({c1, c0, k1, k1}, rng);
   }
   bool do_f1 = f1_first;
   const int max_half = 2 * std::max(1, max_iter);
@@ -361,10 +383,18 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
     }
     if (!gb.empty()) {
       b1 = tensor<double>({c1});
-      const double sb = stddev(gb);
+      auto rms = [](const tensor<double>& t) {
+        return t.size() ? t.vector().norm() / std::sqrt(double(t.size())) : 0.0;
+      };
+      const double sb = rms(gb.template cast<double>());
       if (opt.random_bias && sb > 0) {
+        // b1 of the parent bias's RMS size, shrunk where F2 (*) b1 (which b2 must cancel) would
+        // be larger than that: the child then carries no large cancelling offsets, which would
+        // cost float accuracy.
         std::normal_distribution<double> normal(0.0, sb);
         for (double& v : b1) v = normal(rng);
+        const double sc = rms(compose_bias(f2, b1, tensor<double>()));
+        if (sc > sb) b1.vector() *= sb / sc;
       }
       // b2 = g - F2 (*) b1, so that the composed bias is the parent's.
       tensor<double> neg = compose_bias(f2, b1, tensor<double>());

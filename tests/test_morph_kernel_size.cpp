@@ -18,6 +18,7 @@ TEMPLATE_TEST_CASE("grow_kernel preserves the output at every pixel", "[kernel_s
     REQUIRE(r.layer.weight.shape() == netmorph::shape_type{c1, c0, k + grow, k + grow});
     REQUIRE(r.layer.params.padding == pad + grow / 2);
     REQUIRE(r.report.relative_output_error <= nmtest::exact_tolerance<TestType>());
+    REQUIRE(r.report.nonzero == Approx(double(k * k) / double((k + grow) * (k + grow))));
     const idx hw = std::max<idx>(1, k - 2 * pad) + draw(rng, 0, 5);
     auto x = nmtest::randn<TestType>({2, c0, hw, hw}, rng);
     REQUIRE(netmorph::relative_error(netmorph::conv2d(x, r.layer), netmorph::conv2d(x, layer)) <=

@@ -151,6 +151,8 @@ TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exac
   opt.phi = activation{activation_kind::tanh};
   auto r = netmorph::widen(layer, next, opt);
   REQUIRE(r.report.zeroed_incoming);
+  REQUIRE(r.report.nonzero_layer == Approx(0.5));  // two of four incoming filters are zero
+  REQUIRE(r.report.nonzero_next == Approx(1.0));
   REQUIRE(r.layer.weight(3, 0, 0, 0) == 0.0);
   REQUIRE(r.next.weight(0, 3, 1, 1) != 0.0);
   // sigmoid(0) = 1/2: a zero incoming side would leak into the next layer, so zero the outgoing.

@@ -11,6 +11,7 @@
 #include <netmorph/ops/conv2d.hpp>
 #include <netmorph/tensor.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <random>
 
@@ -20,6 +21,8 @@ namespace netmorph {
 struct grow_kernel_report {
   index old_kernel = 0, new_kernel = 0;
   double max_output_error = 0, relative_output_error = 0;
+  double nonzero = 0, std = 0;  ///< of the grown weight
+  double seconds = 0;
 };
 
 /// A layer with a grown kernel and the report.
@@ -47,6 +50,7 @@ grow_kernel_result<Scalar> grow_kernel(const conv2d_layer<Scalar>& layer, index 
                                new_kernel, " is odd; a centred zero-padding needs an even growth");
   require_finite(layer.weight, "grow_kernel", "weight");
   require_finite(layer.bias, "grow_kernel", "bias");
+  const auto t0 = std::chrono::steady_clock::now();
   grow_kernel_result<Scalar> r;
   r.layer = conv2d_layer<Scalar>{pad_kernel(layer.weight, new_kernel, new_kernel), layer.bias,
                                  conv2d_params{layer.params.stride,
@@ -61,6 +65,9 @@ grow_kernel_result<Scalar> grow_kernel(const conv2d_layer<Scalar>& layer, index 
     r.report.max_output_error = max_abs_error(z, y);
     r.report.relative_output_error = relative_error(z, y);
   }
+  r.report.nonzero = nonzero_fraction(r.layer.weight);
+  r.report.std = stddev(r.layer.weight);
+  r.report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
 

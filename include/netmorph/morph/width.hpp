@@ -51,6 +51,8 @@ struct widen_report {
   bool zeroed_incoming = false;  ///< NetMorph zeroed the new incoming side (else the outgoing)
   double max_output_error = 0;   ///< on the probes, through the activation and the next layer
   double relative_output_error = 0;
+  double nonzero_layer = 0, nonzero_next = 0;  ///< fraction of non-zero weights after the morph
+  double std_layer = 0, std_next = 0;          ///< std of the weights after the morph
   double seconds = 0;
 };
 
@@ -220,6 +222,15 @@ void check_widen_common(index c, const widen_options& opt,
   }
 }
 
+template <typename Result>
+void finish_widen_report(Result& r, std::chrono::steady_clock::time_point t0) {
+  r.report.nonzero_layer = nonzero_fraction(r.layer.weight);
+  r.report.nonzero_next = nonzero_fraction(r.next.weight);
+  r.report.std_layer = stddev(r.layer.weight);
+  r.report.std_next = stddev(r.next.weight);
+  r.report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 template <typename Scalar>
 tensor<Scalar> between(tensor<Scalar> h, const std::optional<batch_norm<Scalar>>& bn,
                        const activation& phi) {
@@ -269,7 +280,7 @@ widen_result<Scalar, conv2d_layer<Scalar>, conv2d_layer<Scalar>> widen(
     r.report.max_output_error = max_abs_error(z, y);
     r.report.relative_output_error = relative_error(z, y);
   }
-  r.report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  detail::finish_widen_report(r, t0);
   return r;
 }
 
@@ -326,7 +337,7 @@ widen_result<Scalar, conv2d_layer<Scalar>, dense_layer<Scalar>> widen(
           std::numeric_limits<double>::quiet_NaN();  // no input size produces this layout
     }
   }
-  r.report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  detail::finish_widen_report(r, t0);
   return r;
 }
 
@@ -365,7 +376,7 @@ widen_result<Scalar, dense_layer<Scalar>, dense_layer<Scalar>> widen(
     r.report.max_output_error = max_abs_error(z, y);
     r.report.relative_output_error = relative_error(z, y);
   }
-  r.report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  detail::finish_widen_report(r, t0);
   return r;
 }
 

@@ -64,6 +64,9 @@ struct widen_result {
   Next next;
   std::optional<batch_norm<Scalar>> bn;
   std::vector<index> permutation;
+  /// For each new channel position, the old channel whose values it carries (a permuted old
+  /// channel or a Net2Net replica), or -1 for a channel NetMorph filled anew.
+  std::vector<index> source;
   widen_report report;
 };
 
@@ -87,7 +90,8 @@ struct width_parts {
 
 template <typename Scalar>
 void widen_parts(width_parts<Scalar>& p, std::optional<batch_norm<Scalar>>& bn,
-                 const widen_options& opt, widen_report& rep, std::vector<index>& perm) {
+                 const widen_options& opt, widen_report& rep, std::vector<index>& perm,
+                 std::vector<index>& source_out) {
   const index c = p.in_w.dim(0), cn = opt.new_channels;
   const index in_row = p.in_w.size() / std::max<index>(c, 1);
   const index out_cols = c * p.span;  // per output row of next
@@ -141,7 +145,8 @@ void widen_parts(width_parts<Scalar>& p, std::optional<batch_norm<Scalar>>& bn,
   } else {
     // Net2Net: channel j >= C copies a random existing channel; the outgoing weights of every
     // copy (and of the original) are divided by the number of copies.
-    std::vector<index> source(static_cast<std::size_t>(cn));
+    std::vector<index>& source = source_out;
+    source.assign(static_cast<std::size_t>(cn), 0);
     std::vector<index> count(static_cast<std::size_t>(c), 1);
     std::uniform_int_distribution<index> pick(0, c - 1);
     for (index j = 0; j < cn; ++j) {
@@ -171,9 +176,19 @@ void widen_parts(width_parts<Scalar>& p, std::optional<batch_norm<Scalar>>& bn,
       }
   }
 
+  if (opt.rule == width_rule::netmorph) {
+    source_out.resize(static_cast<std::size_t>(cn));
+    for (index j = 0; j < cn; ++j) source_out[static_cast<std::size_t>(j)] = j < c ? j : -1;
+  }
   perm.resize(static_cast<std::size_t>(cn));
   std::iota(perm.begin(), perm.end(), index(0));
   if (opt.permute) std::shuffle(perm.begin(), perm.end(), rng);
+  {
+    std::vector<index> permuted(static_cast<std::size_t>(cn));
+    for (index q = 0; q < cn; ++q)
+      permuted[static_cast<std::size_t>(q)] = source_out[static_cast<std::size_t>(perm[static_cast<std::size_t>(q)])];
+    source_out = std::move(permuted);
+  }
   // Apply the permutation to every per-channel quantity.
   tensor<Scalar> pw(in_shape), po({p.groups, cn * p.span});
   tensor<Scalar> pb = in_b.empty() ? tensor<Scalar>() : tensor<Scalar>({cn});
@@ -266,7 +281,7 @@ widen_result<Scalar, conv2d_layer<Scalar>, conv2d_layer<Scalar>> widen(
                                 next.weight.dim(2) * next.weight.dim(3)};
   widen_result<Scalar, conv2d_layer<Scalar>, conv2d_layer<Scalar>> r;
   r.bn = bn;
-  detail::widen_parts(p, r.bn, opt, r.report, r.permutation);
+  detail::widen_parts(p, r.bn, opt, r.report, r.permutation, r.source);
   r.layer = conv2d_layer<Scalar>{std::move(p.in_w), std::move(p.in_b), layer.params};
   r.next = conv2d_layer<Scalar>{std::move(p.out_w), next.bias, next.params};
   if (opt.probe_count > 0) {
@@ -309,7 +324,7 @@ widen_result<Scalar, conv2d_layer<Scalar>, dense_layer<Scalar>> widen(
   detail::width_parts<Scalar> p{layer.weight, layer.bias, next.weight, next.weight.dim(0), hw_cols};
   widen_result<Scalar, conv2d_layer<Scalar>, dense_layer<Scalar>> r;
   r.bn = bn;
-  detail::widen_parts(p, r.bn, opt, r.report, r.permutation);
+  detail::widen_parts(p, r.bn, opt, r.report, r.permutation, r.source);
   r.layer = conv2d_layer<Scalar>{std::move(p.in_w), std::move(p.in_b), layer.params};
   r.next = dense_layer<Scalar>{std::move(p.out_w), next.bias};
   if (opt.probe_count > 0) {
@@ -365,7 +380,7 @@ widen_result<Scalar, dense_layer<Scalar>, dense_layer<Scalar>> widen(
   detail::width_parts<Scalar> p{layer.weight, layer.bias, next.weight, next.weight.dim(0), 1};
   widen_result<Scalar, dense_layer<Scalar>, dense_layer<Scalar>> r;
   r.bn = bn;
-  detail::widen_parts(p, r.bn, opt, r.report, r.permutation);
+  detail::widen_parts(p, r.bn, opt, r.report, r.permutation, r.source);
   r.layer = dense_layer<Scalar>{std::move(p.in_w), std::move(p.in_b)};
   r.next = dense_layer<Scalar>{std::move(p.out_w), next.bias};
   if (opt.probe_count > 0) {

@@ -1,0 +1,549 @@
+#ifndef NETMORPH_NN_LAYERS_HPP
+#define NETMORPH_NN_LAYERS_HPP
+
+/// \file layers.hpp
+/// Trainable layers of the network model (DESIGN §6 `nn`): forward, backward and parameters.
+/// Activations are NCHW (or `(N, features)` for dense layers); every layer caches what its
+/// backward pass needs during a forward pass.
+
+#include <netmorph/activations.hpp>
+#include <netmorph/detail/message.hpp>
+#include <netmorph/error.hpp>
+#include <netmorph/ops/batch_norm.hpp>
+#include <netmorph/ops/conv2d.hpp>
+#include <netmorph/ops/dense.hpp>
+#include <netmorph/tensor.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace netmorph {
+namespace nn {
+
+/// A trainable tensor with its gradient and its SGD velocity (momentum buffer). The velocity
+/// lives here so that morph operations can carry it over with the parameter.
+template <typename Scalar>
+struct parameter {
+  std::string name;
+  tensor<Scalar> value, grad, velocity;
+
+  parameter() = default;
+  parameter(std::string n, tensor<Scalar> v)
+      : name(std::move(n)), value(std::move(v)), grad(value.shape()), velocity(value.shape()) {}
+};
+
+/// Base class of every layer. `forward` with `training = true` caches what `backward` needs;
+/// `backward` takes dL/d(output), accumulates dL/d(parameters) into their `grad`, and returns
+/// dL/d(input).
+template <typename Scalar>
+class layer {
+ public:
+  virtual ~layer() = default;
+  /// Short type name ("conv2d", "relu", ...).
+  virtual std::string kind() const = 0;
+  /// Per-sample output shape for a per-sample input shape (no batch axis).
+  virtual shape_type output_shape(const shape_type& in) const = 0;
+  virtual tensor<Scalar> forward(const tensor<Scalar>& x, bool training) = 0;
+  virtual tensor<Scalar> backward(const tensor<Scalar>& dy) = 0;
+  virtual std::vector<parameter<Scalar>*> parameters() { return {}; }
+  virtual std::unique_ptr<layer> clone() const = 0;
+  /// Called after every optimizer step (P-activations clamp `a` to [0, 1]).
+  virtual void after_step() {}
+  /// Layers that draw random numbers (dropout) use the model's generator.
+  virtual void set_rng(std::mt19937_64*) {}
+};
+
+namespace detail {
+
+/// Adds the im2col patch gradients back onto the input gradient of one sample.
+template <typename Scalar>
+void col2im(const Scalar* col, index c_in, index h, index w, index kh, index kw, conv2d_params p,
+            index ho, index wo, Scalar* dx) {
+  for (index c = 0; c < c_in; ++c) {
+    Scalar* dxc = dx + c * h * w;
+    for (index ky = 0; ky < kh; ++ky)
+      for (index kx = 0; kx < kw; ++kx) {
+        const Scalar* row = col + ((c * kh + ky) * kw + kx) * ho * wo;
+        for (index oy = 0; oy < ho; ++oy) {
+          const index iy = oy * p.stride + ky - p.padding;
+          if (iy < 0 || iy >= h) continue;
+          for (index ox = 0; ox < wo; ++ox) {
+            const index ix = ox * p.stride + kx - p.padding;
+            if (ix >= 0 && ix < w) dxc[iy * w + ix] += row[oy * wo + ox];
+          }
+        }
+      }
+  }
+}
+
+inline void require_rank(const shape_type& s, std::size_t rank, const char* who) {
+  netmorph::detail::require<shape_error>(s.size() == rank, who, ": expected a rank-", rank,
+                                         " input, got shape ", netmorph::detail::shape_string(s));
+}
+
+}  // namespace detail
+
+/// Convolution layer (stride, zero padding, optional bias); im2col + GEMM in both directions.
+template <typename Scalar>
+class conv2d : public layer<Scalar> {
+ public:
+  conv2d(tensor<Scalar> weight, tensor<Scalar> bias, conv2d_params p)
+      : weight_("weight", std::move(weight)), params_(p), has_bias_(!bias.empty()) {
+    netmorph::detail::check_conv2d_operands(
+        tensor<Scalar>({0, weight_.value.rank() == 4 ? weight_.value.dim(1) : 0, 1, 1}),
+        weight_.value, bias, "nn::conv2d");
+    bias_ = parameter<Scalar>("bias", has_bias_ ? std::move(bias) : tensor<Scalar>({weight_.value.dim(0)}));
+  }
+
+  /// He-initialised convolution `(out, in, k, k)` with zero bias and "same" padding for odd k.
+  template <typename Rng>
+  static conv2d he(index in, index out, index k, Rng& rng, index stride = 1) {
+    return conv2d(tensor<Scalar>::random_normal({out, in, k, k}, rng, std::sqrt(2.0 / double(in * k * k))),
+                  tensor<Scalar>({out}), conv2d_params{stride, (k - 1) / 2});
+  }
+
+  std::string kind() const override { return "conv2d"; }
+  shape_type output_shape(const shape_type& in) const override {
+    detail::require_rank(in, 3, "nn::conv2d");
+    netmorph::detail::require<shape_error>(in[0] == weight_.value.dim(1), "nn::conv2d: input has ",
+                                           in[0], " channels, weight expects ", weight_.value.dim(1));
+    return {weight_.value.dim(0), conv2d_output_size(in[1], weight_.value.dim(2), params_, "nn::conv2d"),
+            conv2d_output_size(in[2], weight_.value.dim(3), params_, "nn::conv2d")};
+  }
+
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    if (training) x_ = x;
+    return netmorph::conv2d(x, weight_.value, has_bias_ ? bias_.value : tensor<Scalar>(), params_);
+  }
+
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    netmorph::detail::require<error>(!x_.empty() || dy.size() == 0,
+                                     "nn::conv2d::backward: no cached input (call forward with training = true)");
+    using mat = typename tensor<Scalar>::matrix_type;
+    const index n = x_.dim(0), c_in = x_.dim(1), h = x_.dim(2), w = x_.dim(3);
+    const index c_out = weight_.value.dim(0), kh = weight_.value.dim(2), kw = weight_.value.dim(3);
+    const index ho = dy.dim(2), wo = dy.dim(3), patch = c_in * kh * kw, pix = ho * wo;
+    tensor<Scalar> dx(x_.shape());
+    auto dw = weight_.grad.matrix(c_out, patch);
+    const auto wm = weight_.value.matrix(c_out, patch);
+    mat col(patch, pix), dcol(patch, pix);
+    for (index s = 0; s < n; ++s) {
+      netmorph::detail::im2col(x_.data() + s * c_in * h * w, c_in, h, w, kh, kw, params_, ho, wo, col.data());
+      Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
+      dw.noalias() += dys * col.transpose();
+      if (has_bias_) bias_.grad.vector() += dys.rowwise().sum();
+      dcol.noalias() = wm.transpose() * dys;
+      detail::col2im(dcol.data(), c_in, h, w, kh, kw, params_, ho, wo, dx.data() + s * c_in * h * w);
+    }
+    return dx;
+  }
+
+  std::vector<parameter<Scalar>*> parameters() override {
+    if (has_bias_) return {&weight_, &bias_};
+    return {&weight_};
+  }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<conv2d>(*this); }
+
+  /// The weights as a plain layer (for the morph functions).
+  conv2d_layer<Scalar> get() const {
+    return conv2d_layer<Scalar>{weight_.value, has_bias_ ? bias_.value : tensor<Scalar>(), params_};
+  }
+  bool has_bias() const { return has_bias_; }
+  parameter<Scalar>& weight() { return weight_; }
+  parameter<Scalar>& bias() { return bias_; }
+  const parameter<Scalar>& weight() const { return weight_; }
+  const parameter<Scalar>& bias() const { return bias_; }
+  const conv2d_params& params() const { return params_; }
+
+ private:
+  parameter<Scalar> weight_, bias_;
+  conv2d_params params_;
+  bool has_bias_;
+  tensor<Scalar> x_;
+};
+
+/// Fully connected layer on `(N, in)`.
+template <typename Scalar>
+class dense : public layer<Scalar> {
+ public:
+  dense(tensor<Scalar> weight, tensor<Scalar> bias) : weight_("weight", std::move(weight)), has_bias_(!bias.empty()) {
+    netmorph::detail::require<shape_error>(weight_.value.rank() == 2,
+                                           "nn::dense: weight must be (out, in), got shape ",
+                                           netmorph::detail::shape_string(weight_.value.shape()));
+    netmorph::detail::require<shape_error>(bias.empty() || bias.shape() == shape_type{weight_.value.dim(0)},
+                                           "nn::dense: bias must have shape (", weight_.value.dim(0),
+                                           "), got ", netmorph::detail::shape_string(bias.shape()));
+    bias_ = parameter<Scalar>("bias", has_bias_ ? std::move(bias) : tensor<Scalar>({weight_.value.dim(0)}));
+  }
+
+  /// He-initialised `(out, in)` with zero bias.
+  template <typename Rng>
+  static dense he(index in, index out, Rng& rng) {
+    return dense(tensor<Scalar>::random_normal({out, in}, rng, std::sqrt(2.0 / double(in))),
+                 tensor<Scalar>({out}));
+  }
+
+  std::string kind() const override { return "dense"; }
+  shape_type output_shape(const shape_type& in) const override {
+    detail::require_rank(in, 1, "nn::dense");
+    netmorph::detail::require<shape_error>(in[0] == weight_.value.dim(1), "nn::dense: input has ", in[0],
+                                           " features, weight expects ", weight_.value.dim(1));
+    return {weight_.value.dim(0)};
+  }
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    if (training) x_ = x;
+    return netmorph::dense(x, weight_.value, has_bias_ ? bias_.value : tensor<Scalar>());
+  }
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    const index n = dy.dim(0), out = weight_.value.dim(0), in = weight_.value.dim(1);
+    netmorph::detail::require<error>(x_.rank() == 2 && x_.dim(0) == n,
+                                     "nn::dense::backward: no cached input (call forward with training = true)");
+    const auto dym = dy.matrix(n, out);
+    weight_.grad.matrix(out, in).noalias() += dym.transpose() * x_.matrix(n, in);
+    if (has_bias_) bias_.grad.vector() += dym.colwise().sum().transpose();
+    tensor<Scalar> dx({n, in});
+    dx.matrix(n, in).noalias() = dym * weight_.value.matrix(out, in);
+    return dx;
+  }
+  std::vector<parameter<Scalar>*> parameters() override {
+    if (has_bias_) return {&weight_, &bias_};
+    return {&weight_};
+  }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<dense>(*this); }
+
+  dense_layer<Scalar> get() const {
+    return dense_layer<Scalar>{weight_.value, has_bias_ ? bias_.value : tensor<Scalar>()};
+  }
+  bool has_bias() const { return has_bias_; }
+  parameter<Scalar>& weight() { return weight_; }
+  parameter<Scalar>& bias() { return bias_; }
+
+ private:
+  parameter<Scalar> weight_, bias_;
+  bool has_bias_;
+  tensor<Scalar> x_;
+};
+
+/// Max or average pooling over `k x k` windows with stride `s` (no padding).
+template <typename Scalar>
+class pool2d : public layer<Scalar> {
+ public:
+  enum class mode { max, average };
+  pool2d(mode m, index k, index stride) : mode_(m), k_(k), stride_(stride) {
+    netmorph::detail::require<value_error>(k >= 1 && stride >= 1, "nn::pool2d: window and stride must be >= 1, got ",
+                                           k, " and ", stride);
+  }
+  std::string kind() const override { return mode_ == mode::max ? "max_pool" : "avg_pool"; }
+  index window() const { return k_; }
+  index stride() const { return stride_; }
+  mode pooling() const { return mode_; }
+  shape_type output_shape(const shape_type& in) const override {
+    detail::require_rank(in, 3, "nn::pool2d");
+    const conv2d_params p{stride_, 0};
+    return {in[0], conv2d_output_size(in[1], k_, p, "nn::pool2d"), conv2d_output_size(in[2], k_, p, "nn::pool2d")};
+  }
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    detail::require_rank(x.shape(), 4, "nn::pool2d");
+    const shape_type os = output_shape({x.dim(1), x.dim(2), x.dim(3)});
+    const index n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), ho = os[1], wo = os[2];
+    tensor<Scalar> y({n, c, ho, wo});
+    if (training) {
+      in_shape_ = x.shape();
+      if (mode_ == mode::max) arg_.assign(static_cast<std::size_t>(y.size()), 0);
+    }
+    for (index p = 0; p < n * c; ++p) {
+      const Scalar* xp = x.data() + p * h * w;
+      for (index oy = 0; oy < ho; ++oy)
+        for (index ox = 0; ox < wo; ++ox) {
+          const index o = (p * ho + oy) * wo + ox;
+          if (mode_ == mode::max) {
+            index best = oy * stride_ * w + ox * stride_;
+            for (index ky = 0; ky < k_; ++ky)
+              for (index kx = 0; kx < k_; ++kx) {
+                const index i = (oy * stride_ + ky) * w + ox * stride_ + kx;
+                if (xp[i] > xp[best]) best = i;
+              }
+            y.data()[o] = xp[best];
+            if (training) arg_[static_cast<std::size_t>(o)] = p * h * w + best;
+          } else {
+            double s = 0;
+            for (index ky = 0; ky < k_; ++ky)
+              for (index kx = 0; kx < k_; ++kx) s += xp[(oy * stride_ + ky) * w + ox * stride_ + kx];
+            y.data()[o] = static_cast<Scalar>(s / double(k_ * k_));
+          }
+        }
+    }
+    return y;
+  }
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    netmorph::detail::require<error>(in_shape_.size() == 4,
+                                     "nn::pool2d::backward: no cached input (call forward with training = true)");
+    tensor<Scalar> dx(in_shape_);
+    const index h = in_shape_[2], w = in_shape_[3], ho = dy.dim(2), wo = dy.dim(3);
+    if (mode_ == mode::max) {
+      for (index o = 0; o < dy.size(); ++o) dx.data()[arg_[static_cast<std::size_t>(o)]] += dy.data()[o];
+    } else {
+      const Scalar inv = Scalar(1) / Scalar(k_ * k_);
+      for (index p = 0; p < in_shape_[0] * in_shape_[1]; ++p)
+        for (index oy = 0; oy < ho; ++oy)
+          for (index ox = 0; ox < wo; ++ox) {
+            const Scalar g = dy.data()[(p * ho + oy) * wo + ox] * inv;
+            for (index ky = 0; ky < k_; ++ky)
+              for (index kx = 0; kx < k_; ++kx) dx.data()[p * h * w + (oy * stride_ + ky) * w + ox * stride_ + kx] += g;
+          }
+    }
+    return dx;
+  }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<pool2d>(*this); }
+
+ private:
+  mode mode_;
+  index k_, stride_;
+  shape_type in_shape_;
+  std::vector<index> arg_;
+};
+
+/// `(N, C, H, W) -> (N, C*H*W)` in NCHW order.
+template <typename Scalar>
+class flatten : public layer<Scalar> {
+ public:
+  std::string kind() const override { return "flatten"; }
+  shape_type output_shape(const shape_type& in) const override {
+    index n = 1;
+    for (index e : in) n *= e;
+    return {n};
+  }
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool) override {
+    in_shape_ = x.shape();
+    const index n = x.dim(0);
+    return x.reshape({n, n ? x.size() / n : 0});
+  }
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override { return dy.reshape(in_shape_); }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<flatten>(*this); }
+
+ private:
+  shape_type in_shape_;
+};
+
+/// Batch normalisation over the channel axis of `(N, C, ...)`. Training mode normalises with
+/// the batch statistics and updates the running ones (`momentum` 0.1, unbiased variance, as
+/// PyTorch); inference mode uses the running statistics.
+template <typename Scalar>
+class batch_norm_layer : public layer<Scalar> {
+ public:
+  explicit batch_norm_layer(batch_norm<Scalar> bn, double momentum = 0.1)
+      : gamma_("gamma", bn.gamma), beta_("beta", bn.beta), mean_(bn.running_mean),
+        var_(bn.running_var), eps_(bn.eps), momentum_(momentum) {
+    netmorph::detail::check_batch_norm(bn, -1, "nn::batch_norm");
+  }
+  std::string kind() const override { return "batch_norm"; }
+  shape_type output_shape(const shape_type& in) const override {
+    netmorph::detail::require<shape_error>(!in.empty() && in[0] == gamma_.value.size(), "nn::batch_norm: input has ",
+                                           in.empty() ? 0 : in[0], " channels, expected ", gamma_.value.size());
+    return in;
+  }
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    const index n = x.dim(0), c = x.dim(1), inner = x.size() / std::max<index>(1, n * c);
+    netmorph::detail::require<shape_error>(c == gamma_.value.size(), "nn::batch_norm: input has ", c,
+                                           " channels, expected ", gamma_.value.size());
+    tensor<Scalar> y(x.shape());
+    training_ = training;
+    if (training) {
+      xhat_ = tensor<Scalar>(x.shape());
+      inv_std_.assign(static_cast<std::size_t>(c), 0.0);
+    }
+    const double m = double(n * inner);
+    for (index ch = 0; ch < c; ++ch) {
+      double mu, var;
+      if (training) {
+        double s = 0, ss = 0;
+        for (index sidx = 0; sidx < n; ++sidx)
+          for (index i = 0; i < inner; ++i) s += x.data()[(sidx * c + ch) * inner + i];
+        mu = s / m;
+        for (index sidx = 0; sidx < n; ++sidx)
+          for (index i = 0; i < inner; ++i) {
+            const double d = x.data()[(sidx * c + ch) * inner + i] - mu;
+            ss += d * d;
+          }
+        var = ss / m;
+        mean_(ch) = static_cast<Scalar>((1 - momentum_) * mean_(ch) + momentum_ * mu);
+        var_(ch) = static_cast<Scalar>((1 - momentum_) * var_(ch) + momentum_ * (m > 1 ? ss / (m - 1) : var));
+      } else {
+        mu = mean_(ch);
+        var = var_(ch);
+      }
+      const double inv = 1.0 / std::sqrt(var + eps_);
+      if (training) inv_std_[static_cast<std::size_t>(ch)] = inv;
+      for (index sidx = 0; sidx < n; ++sidx)
+        for (index i = 0; i < inner; ++i) {
+          const index o = (sidx * c + ch) * inner + i;
+          const double xh = (x.data()[o] - mu) * inv;
+          if (training) xhat_.data()[o] = static_cast<Scalar>(xh);
+          y.data()[o] = static_cast<Scalar>(gamma_.value(ch) * xh + beta_.value(ch));
+        }
+    }
+    return y;
+  }
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    netmorph::detail::require<error>(xhat_.shape() == dy.shape(),
+                                     "nn::batch_norm::backward: no cached input (call forward with training = true)");
+    const index n = dy.dim(0), c = dy.dim(1), inner = dy.size() / std::max<index>(1, n * c);
+    const double m = double(n * inner);
+    tensor<Scalar> dx(dy.shape());
+    for (index ch = 0; ch < c; ++ch) {
+      double sdy = 0, sdyx = 0;
+      for (index sidx = 0; sidx < n; ++sidx)
+        for (index i = 0; i < inner; ++i) {
+          const index o = (sidx * c + ch) * inner + i;
+          sdy += dy.data()[o];
+          sdyx += double(dy.data()[o]) * xhat_.data()[o];
+        }
+      gamma_.grad(ch) += static_cast<Scalar>(sdyx);
+      beta_.grad(ch) += static_cast<Scalar>(sdy);
+      const double g = gamma_.value(ch) * inv_std_[static_cast<std::size_t>(ch)];
+      for (index sidx = 0; sidx < n; ++sidx)
+        for (index i = 0; i < inner; ++i) {
+          const index o = (sidx * c + ch) * inner + i;
+          dx.data()[o] = static_cast<Scalar>(g * (dy.data()[o] - sdy / m - xhat_.data()[o] * sdyx / m));
+        }
+    }
+    return dx;
+  }
+  std::vector<parameter<Scalar>*> parameters() override { return {&gamma_, &beta_}; }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<batch_norm_layer>(*this); }
+
+  batch_norm<Scalar> get() const { return batch_norm<Scalar>{gamma_.value, beta_.value, mean_, var_, eps_}; }
+  parameter<Scalar>& gamma() { return gamma_; }
+  parameter<Scalar>& beta() { return beta_; }
+  tensor<Scalar>& running_mean() { return mean_; }
+  tensor<Scalar>& running_var() { return var_; }
+  double momentum() const { return momentum_; }
+
+ private:
+  parameter<Scalar> gamma_, beta_;
+  tensor<Scalar> mean_, var_;
+  double eps_, momentum_;
+  bool training_ = false;
+  tensor<Scalar> xhat_;
+  std::vector<double> inv_std_;
+};
+
+/// Inverted dropout: in training, zero each value with probability `p` and scale the rest by
+/// `1/(1-p)`; the identity in inference.
+template <typename Scalar>
+class dropout : public layer<Scalar> {
+ public:
+  explicit dropout(double p) : p_(p) {
+    netmorph::detail::require<value_error>(p >= 0 && p < 1, "nn::dropout: p must be in [0, 1), got ", p);
+  }
+  std::string kind() const override { return "dropout"; }
+  double rate() const { return p_; }
+  shape_type output_shape(const shape_type& in) const override { return in; }
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    if (!training || p_ == 0) {
+      mask_ = tensor<Scalar>();
+      return x;
+    }
+    netmorph::detail::require<error>(rng_ != nullptr, "nn::dropout: no random generator (add it to a model)");
+    mask_ = tensor<Scalar>(x.shape());
+    std::bernoulli_distribution keep(1 - p_);
+    const Scalar scale = static_cast<Scalar>(1.0 / (1.0 - p_));
+    tensor<Scalar> y = x;
+    for (index i = 0; i < x.size(); ++i) {
+      mask_.data()[i] = keep(*rng_) ? scale : Scalar(0);
+      y.data()[i] *= mask_.data()[i];
+    }
+    return y;
+  }
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    if (mask_.empty()) return dy;
+    tensor<Scalar> dx = dy;
+    for (index i = 0; i < dx.size(); ++i) dx.data()[i] *= mask_.data()[i];
+    return dx;
+  }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<dropout>(*this); }
+  void set_rng(std::mt19937_64* rng) override { rng_ = rng; }
+
+ private:
+  double p_;
+  std::mt19937_64* rng_ = nullptr;
+  tensor<Scalar> mask_;
+};
+
+/// An elementwise activation `phi`.
+template <typename Scalar>
+class activation_layer : public layer<Scalar> {
+ public:
+  explicit activation_layer(activation phi) : phi_(phi) {}
+  std::string kind() const override { return to_string(phi_.kind); }
+  const activation& phi() const { return phi_; }
+  shape_type output_shape(const shape_type& in) const override { return in; }
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    if (training) x_ = x;
+    return apply(phi_, x);
+  }
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    netmorph::detail::require<error>(x_.shape() == dy.shape(),
+                                     "nn::activation::backward: no cached input (call forward with training = true)");
+    tensor<Scalar> dx = dy;
+    for (index i = 0; i < dx.size(); ++i) dx.data()[i] = static_cast<Scalar>(dx.data()[i] * phi_.derivative(x_.data()[i]));
+    return dx;
+  }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<activation_layer>(*this); }
+
+ private:
+  activation phi_;
+  tensor<Scalar> x_;
+};
+
+/// The parametric activation \f$ (1-a)\phi(x) + a x \f$ with a learned scalar `a`, clamped to
+/// [0, 1] after every optimizer step. Inserted by depth morphs at `a = 1` (the identity).
+template <typename Scalar>
+class p_activation_layer : public layer<Scalar> {
+ public:
+  explicit p_activation_layer(p_activation p) : phi_(make_p_activation(p.phi, p.a).phi),
+                                                a_("a", tensor<Scalar>({1}, static_cast<Scalar>(p.a))) {}
+  std::string kind() const override { return std::string("p_") + to_string(phi_.kind); }
+  p_activation get() const { return p_activation{phi_, double(a_.value(0))}; }
+  parameter<Scalar>& a() { return a_; }
+  shape_type output_shape(const shape_type& in) const override { return in; }
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    if (training) x_ = x;
+    return apply(get(), x);
+  }
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    netmorph::detail::require<error>(x_.shape() == dy.shape(),
+                                     "nn::p_activation::backward: no cached input (call forward with training = true)");
+    const p_activation p = get();
+    tensor<Scalar> dx = dy;
+    double da = 0;
+    for (index i = 0; i < dx.size(); ++i) {
+      const double xi = x_.data()[i];
+      da += double(dy.data()[i]) * p.da(xi);
+      dx.data()[i] = static_cast<Scalar>(dy.data()[i] * p.dx(xi));
+    }
+    a_.grad(0) += static_cast<Scalar>(da);
+    return dx;
+  }
+  std::vector<parameter<Scalar>*> parameters() override { return {&a_}; }
+  void after_step() override { a_.value(0) = std::min(Scalar(1), std::max(Scalar(0), a_.value(0))); }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<p_activation_layer>(*this); }
+
+ private:
+  activation phi_;
+  parameter<Scalar> a_;
+  tensor<Scalar> x_;
+};
+
+}  // namespace nn
+}  // namespace netmorph
+
+#endif  // NETMORPH_NN_LAYERS_HPP

@@ -132,16 +132,33 @@ class conv2d : public layer<Scalar> {
     const index c_out = weight_.value.dim(0), kh = weight_.value.dim(2), kw = weight_.value.dim(3);
     const index ho = dy.dim(2), wo = dy.dim(3), patch = c_in * kh * kw, pix = ho * wo;
     tensor<Scalar> dx(x_.shape());
-    auto dw = weight_.grad.matrix(c_out, patch);
     const auto wm = weight_.value.matrix(c_out, patch);
-    mat col(patch, pix), dcol(patch, pix);
-    for (index s = 0; s < n; ++s) {
-      netmorph::detail::im2col(x_.data() + s * c_in * h * w, c_in, h, w, kh, kw, params_, ho, wo, col.data());
-      Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
-      dw.noalias() += dys * col.transpose();
-      if (has_bias_) bias_.grad.vector() += dys.rowwise().sum();
-      dcol.noalias() = wm.transpose() * dys;
-      detail::col2im(dcol.data(), c_in, h, w, kh, kw, params_, ho, wo, dx.data() + s * c_in * h * w);
+    // Per-thread weight-gradient accumulators when the consumer enables OpenMP; buffers are
+    // allocated once per call, never per sample.
+#if defined(_OPENMP)
+#pragma omp parallel if (n > 1)
+#endif
+    {
+      mat col(patch, pix), dcol(patch, pix), dw = mat::Zero(c_out, patch);
+      typename tensor<Scalar>::vector_type db = tensor<Scalar>::vector_type::Zero(c_out);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (index s = 0; s < n; ++s) {
+        netmorph::detail::im2col(x_.data() + s * c_in * h * w, c_in, h, w, kh, kw, params_, ho, wo, col.data());
+        Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
+        dw.noalias() += dys * col.transpose();
+        if (has_bias_) db += dys.rowwise().sum();
+        dcol.noalias() = wm.transpose() * dys;
+        detail::col2im(dcol.data(), c_in, h, w, kh, kw, params_, ho, wo, dx.data() + s * c_in * h * w);
+      }
+#if defined(_OPENMP)
+#pragma omp critical(netmorph_conv2d_backward)
+#endif
+      {
+        weight_.grad.matrix(c_out, patch) += dw;
+        if (has_bias_) bias_.grad.vector() += db;
+      }
     }
     return dx;
   }

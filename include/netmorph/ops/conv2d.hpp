@@ -110,12 +110,23 @@ tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight,
   using mat = typename tensor<Scalar>::matrix_type;
   const index patch = c_in * kh * kw, pix = ho * wo;
   const auto wmat = weight.matrix(c_out, patch);
-  mat col(patch, pix);
-  for (index s = 0; s < n; ++s) {
-    detail::im2col(x.data() + s * c_in * h * w, c_in, h, w, kh, kw, p, ho, wo, col.data());
-    Eigen::Map<mat> ys(y.data() + s * c_out * pix, c_out, pix);
-    ys.noalias() = wmat * col;
-    if (!bias.empty()) ys.colwise() += bias.vector();
+  // Samples are independent: with OpenMP enabled by the consumer they run on all cores, each
+  // thread with one im2col buffer (no allocation per sample). Without OpenMP the pragmas are
+  // ignored and Eigen's GEMM runs as configured.
+#if defined(_OPENMP)
+#pragma omp parallel if (n > 1)
+#endif
+  {
+    mat col(patch, pix);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (index s = 0; s < n; ++s) {
+      detail::im2col(x.data() + s * c_in * h * w, c_in, h, w, kh, kw, p, ho, wo, col.data());
+      Eigen::Map<mat> ys(y.data() + s * c_out * pix, c_out, pix);
+      ys.noalias() = wmat * col;
+      if (!bias.empty()) ys.colwise() += bias.vector();
+    }
   }
   return y;
 }

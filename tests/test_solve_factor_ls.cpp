@@ -177,6 +177,12 @@ TEST_CASE("factor solves reject shapes that do not fit", "[solve][error]") {
                          shape_error, "solve_second_factor: target has 3 input channels, F has 2");
   NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_first_factor(t, tensor<double>({3, 4, 1, 1}), 3, rng),
                          shape_error, "solve_first_factor: target has 2 output channels, F2 has 3");
+  factor_solve_settings tiny;
+  tiny.force_cod = true;
+  tiny.max_explicit_entries = 10;
+  NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_second_factor(t, tensor<double>({4, 3, 1, 1}), 3, rng, tiny),
+                         netmorph::numerical_error,
+                         "the 3 x 4 explicit system is too large for the rank-revealing fallback");
   NM_REQUIRE_THROWS_WITH(netmorph::solve::toeplitz_matrix(f, 0), netmorph::value_error,
                          "toeplitz_matrix: K_x must be >= 1, got 0");
 }

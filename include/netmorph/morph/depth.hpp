@@ -209,7 +209,6 @@ inline depth_solution algorithm1(const tensor<double>& gt, index c1, index k1, i
     // The solver measured the residual of exactly this equation with the other factor fixed.
     s.residual = info.relative_residual;
     if (s.residual <= tol) break;
-    if (h == 0) continue;  // the other factor is still the random initialisation
   }
   if (s.f1.empty() || s.f2.empty()) {  // only possible with max_half == 0
     NETMORPH_ASSERT(false);
@@ -347,11 +346,15 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
     detail::depth_solution best;
     std::pair<index, index> best_k{0, 0};
     int total_half = 0;
-    for (const auto& kk : candidates) {
+    for (std::size_t ci = 0; ci < candidates.size(); ++ci) {
+      const auto& kk = candidates[ci];
       const index a = kk.first, b = kk.second, t = a + b - 1;
       const tensor<double> gt = pad_kernel(gd, t, t);
+      // A candidate predicted exact in one step that misses (a structurally rank-deficient
+      // system) gets a few alternations only when smaller candidates remain to be tried.
+      const int iters = ci + 1 < candidates.size() ? std::min(opt.max_iter, 10) : opt.max_iter;
       detail::depth_solution s =
-          detail::algorithm1(gt, c1, a, b, opt.tolerance, opt.max_iter, opt.noise, rng);
+          detail::algorithm1(gt, c1, a, b, opt.tolerance, iters, opt.noise, rng);
       total_half += s.half_steps;
       if (best_k.first == 0 || s.residual < best.residual) {
         best = std::move(s);

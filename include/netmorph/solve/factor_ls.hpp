@@ -65,6 +65,8 @@ struct factor_solve_settings {
   double min_rcond = 1e-13;
   /// Skip Cholesky (for tests and benchmarks of the fallback).
   bool force_cod = false;
+  /// Largest explicit matrix (rows x columns) the fallback may form (4e8 doubles = 3.2 GB).
+  double max_explicit_entries = 4e8;
 };
 
 namespace detail {
@@ -292,6 +294,12 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
   }
   if (!done) {
     inf.route = ls_route::cod;
+    // The explicit matrix is only formed for the rank-revealing fallback; refuse sizes that
+    // would exhaust memory instead of failing inside the allocator.
+    require<numerical_error>(double(m) * double(n) <= settings.max_explicit_entries,
+                             "solve_second_factor: the structured solve failed (Gram rcond ", inf.rcond,
+                             ") and the ", m, " x ", n,
+                             " explicit system is too large for the rank-revealing fallback");
     const Eigen::MatrixXd a = toeplitz_matrix(f, kx);
     Eigen::CompleteOrthogonalDecomposition<Eigen::MatrixXd> cod(a);
     Eigen::MatrixXd sol = cod.solve(target.matrix(cout, m).transpose());  // n x cout

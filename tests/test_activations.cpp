@@ -6,12 +6,6 @@
 using netmorph::activation;
 using netmorph::activation_kind;
 
-namespace {
-const std::vector<activation_kind> all_kinds{
-    activation_kind::identity, activation_kind::relu,    activation_kind::leaky_relu,
-    activation_kind::tanh,     activation_kind::sigmoid, activation_kind::elu,
-    activation_kind::softplus, activation_kind::gelu};
-}
 
 TEST_CASE("activations have their textbook values", "[activations]") {
   REQUIRE(activation{activation_kind::relu}.value(-2.0) == 0.0);
@@ -31,7 +25,7 @@ TEST_CASE("activations have their textbook values", "[activations]") {
 TEST_CASE("P-activations are the identity at a = 1 and phi at a = 0", "[activations]") {
   auto rng = nmtest::make_rng(60);
   std::normal_distribution<double> normal(0.0, 2.0);
-  for (activation_kind k : all_kinds) {
+  for (activation_kind k : nmtest::all_activation_kinds()) {
     CAPTURE(netmorph::to_string(k));
     const auto p1 = netmorph::make_p_activation(activation{k, 0.2}, 1.0);
     const auto p0 = netmorph::make_p_activation(activation{k, 0.2}, 0.0);
@@ -48,7 +42,7 @@ TEST_CASE("P-activation derivatives in x and a match central finite differences"
   auto rng = nmtest::make_rng(61);
   std::normal_distribution<double> normal(0.0, 2.0);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
-  for (activation_kind k : all_kinds) {
+  for (activation_kind k : nmtest::all_activation_kinds()) {
     for (int i = 0; i < 100; ++i) {
       double x = normal(rng);
       if (std::abs(x) < 1e-3) x += 0.01;  // away from the kinks of ReLU-type functions

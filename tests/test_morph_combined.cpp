@@ -10,10 +10,6 @@ using nmtest::idx;
 
 namespace {
 
-const activation_kind kinds[] = {activation_kind::identity, activation_kind::relu,
-                                 activation_kind::leaky_relu, activation_kind::tanh,
-                                 activation_kind::sigmoid,  activation_kind::elu,
-                                 activation_kind::softplus, activation_kind::gelu};
 
 /// x -> layers[0] -> act[0] -> layers[1] -> act[1] -> ...: `act[j]` follows layer j (none after
 /// the last). P-activations at a = 1 are what the morphs insert between new layers.
@@ -34,7 +30,7 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
   auto rng = nmtest::make_rng(100);
   const double tol = nmtest::exact_tolerance<TestType>();
   int trial = 0;
-  for (activation_kind kind : kinds) {
+  for (activation_kind kind : nmtest::all_activation_kinds()) {
     for (int rep = 0; rep < 3; ++rep, ++trial) {
       const activation phi{kind, 0.1};
       const idx c0 = draw(rng, 1, 3), c1 = draw(rng, 2, 4), c2 = draw(rng, 1, 3);

@@ -14,14 +14,6 @@ using nmtest::idx;
 
 namespace {
 
-template <typename Scalar>
-conv2d_layer<Scalar> random_conv(std::mt19937_64& rng, idx c2, idx c0, idx k, idx stride,
-                                 idx pad, bool bias) {
-  return conv2d_layer<Scalar>{
-      nmtest::randn<Scalar>({c2, c0, k, k}, rng, 1.0 / std::sqrt(double(c0 * k * k))),
-      bias ? nmtest::randn<Scalar>({c2}, rng) : tensor<Scalar>(), conv2d_params{stride, pad}};
-}
-
 /// Relative error of the child against the parent on fresh random inputs of a random size,
 /// computed here, independently of the report.
 template <typename Scalar, typename Act>
@@ -70,7 +62,7 @@ TEMPLATE_TEST_CASE("deepen (practical) preserves the function in every expanding
     }
     opt.mid_channels = c1;
     CAPTURE(trial, c0, c1, c2, k, opt.k1, opt.k2, stride, pad, bias);
-    auto parent = random_conv<TestType>(rng, c2, c0, k, stride, pad, bias);
+    auto parent = nmtest::random_conv<TestType>(rng, c2, c0, k, stride, pad, bias);
     auto r = netmorph::deepen(parent, opt);
     CAPTURE(r.report.summary());
     REQUIRE(r.report.exact);
@@ -101,7 +93,7 @@ TEMPLATE_TEST_CASE("condition (7) cases converge in one iteration with dense new
     opt.seed = static_cast<std::uint64_t>(trial);
     const idx stride = draw(rng, 1, 2), pad = draw(rng, 0, (k - 1) / 2);
     CAPTURE(trial, c0, opt.mid_channels, c2, k, opt.k1, opt.k2, stride, pad);
-    auto parent = random_conv<TestType>(rng, c2, c0, k, stride, pad, true);
+    auto parent = nmtest::random_conv<TestType>(rng, c2, c0, k, stride, pad, true);
     auto r = netmorph::deepen(parent, opt);
     CAPTURE(r.report.summary());
     REQUIRE(r.report.condition7);
@@ -120,7 +112,7 @@ TEMPLATE_TEST_CASE("condition (7) cases converge in one iteration with dense new
 TEST_CASE("Algorithm 2 shrinks the non-expanding kernel where Algorithm 1 cannot be exact",
           "[depth]") {
   std::mt19937_64 rng(5);
-  auto parent = random_conv<double>(rng, 8, 8, 3, 1, 1, true);
+  auto parent = nmtest::random_conv<double>(rng, 8, 8, 3, 1, 1, true);
   deepen_options opt;
   opt.k1 = 3;
   opt.k2 = 3;  // 2 * 8*8*9 parameters cannot express 8*8*25 of G~ (K~ = 5)
@@ -151,7 +143,7 @@ TEST_CASE("a rank-deficient step is caught and Algorithm 1 iterates to the toler
   // syzygies, so neither half-step system is surjective although both have more unknowns than
   // equations. The solver falls back to COD and the alternation still converges.
   std::mt19937_64 rng(9);
-  auto parent = random_conv<double>(rng, 1, 1, 3, 1, 1, true);
+  auto parent = nmtest::random_conv<double>(rng, 1, 1, 3, 1, 1, true);
   deepen_options opt;
   opt.mid_channels = 3;
   opt.k1 = 3;
@@ -178,7 +170,7 @@ TEMPLATE_TEST_CASE("IdMorph is exact for ReLU and not for tanh; its identity is 
     opt.algorithm = depth_algorithm::idmorph;
     opt.k2 = 2 * draw(rng, 0, 1) + 1;
     CAPTURE(trial, c0, c2, k, opt.k2, stride, pad);
-    auto parent = random_conv<TestType>(rng, c2, c0, k, stride, pad, true);
+    auto parent = nmtest::random_conv<TestType>(rng, c2, c0, k, stride, pad, true);
     auto r = netmorph::deepen(parent, opt);
     REQUIRE(r.report.exact);
     REQUIRE(r.report.relative_output_error <= tol);
@@ -213,7 +205,7 @@ TEMPLATE_TEST_CASE("IdMorph is exact for ReLU and not for tanh; its identity is 
 TEMPLATE_TEST_CASE("'same' paddings are an approximate option that reports its border error",
                    "[depth]", float, double) {
   std::mt19937_64 rng(6);
-  auto parent = random_conv<TestType>(rng, 4, 3, 3, 1, 1, true);
+  auto parent = nmtest::random_conv<TestType>(rng, 4, 3, 3, 1, 1, true);
   deepen_options opt;
   opt.mid_channels = 32;
   opt.k1 = 3;
@@ -237,7 +229,7 @@ TEMPLATE_TEST_CASE("'same' paddings are an approximate option that reports its b
 TEMPLATE_TEST_CASE("a strided parent puts its stride on the right child layer", "[depth]", float,
                    double) {
   std::mt19937_64 rng(7);
-  auto parent = random_conv<TestType>(rng, 4, 3, 3, 2, 1, true);
+  auto parent = nmtest::random_conv<TestType>(rng, 4, 3, 3, 2, 1, true);
   deepen_options opt;
   opt.mid_channels = 40;
   opt.k2 = 3;
@@ -281,7 +273,7 @@ TEMPLATE_TEST_CASE("deepen of a dense layer factorises W = W2 W1 with the bias r
 
 TEST_CASE("deepen is reproducible from its seed", "[depth]") {
   std::mt19937_64 rng(8);
-  auto parent = random_conv<double>(rng, 4, 3, 3, 1, 1, true);
+  auto parent = nmtest::random_conv<double>(rng, 4, 3, 3, 1, 1, true);
   deepen_options opt;
   opt.mid_channels = 40;
   opt.k2 = 3;
@@ -297,7 +289,7 @@ TEST_CASE("deepen is reproducible from its seed", "[depth]") {
 TEMPLATE_TEST_CASE("deepen rejects bad input with named messages", "[depth][error]", float,
                    double) {
   std::mt19937_64 rng(1);
-  auto parent = random_conv<TestType>(rng, 4, 3, 3, 1, 1, true);
+  auto parent = nmtest::random_conv<TestType>(rng, 4, 3, 3, 1, 1, true);
   deepen_options opt;
   auto with = [&](auto f) {
     deepen_options o = opt;

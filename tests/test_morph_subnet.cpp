@@ -12,13 +12,6 @@ using nmtest::idx;
 
 namespace {
 
-template <typename Scalar>
-conv2d_layer<Scalar> random_conv(std::mt19937_64& rng, idx c2, idx c0, idx k, idx stride, idx pad) {
-  return conv2d_layer<Scalar>{
-      nmtest::randn<Scalar>({c2, c0, k, k}, rng, 1.0 / std::sqrt(double(c0 * k * k))),
-      nmtest::randn<Scalar>({c2}, rng), conv2d_params{stride, pad}};
-}
-
 /// An expanding subnet of P + 1 layers: either the parent's kernel first and widths >= C2, or
 /// the kernel last and widths growing from C0. Both make every depth step exact.
 subnet_options expanding_subnet(std::mt19937_64& rng, idx c0, idx c2, idx k) {
@@ -47,7 +40,7 @@ TEMPLATE_TEST_CASE("sequential subnets preserve the function in the expanding ca
     subnet_options o = expanding_subnet(rng, c0, c2, k);
     o.seed = static_cast<std::uint64_t>(trial);
     CAPTURE(trial, c0, c2, k, stride, pad, o.widths, o.kernels);
-    auto parent = random_conv<TestType>(rng, c2, c0, k, stride, pad);
+    auto parent = nmtest::random_conv<TestType>(rng, c2, c0, k, stride, pad);
     auto r = netmorph::to_subnet(parent, o);
     REQUIRE(r.layers.size() == o.widths.size() + 1);
     REQUIRE(r.report.exact);
@@ -61,7 +54,7 @@ TEMPLATE_TEST_CASE("sequential subnets preserve the function in the expanding ca
 TEMPLATE_TEST_CASE("a subnet with spread kernels reaches K~ > K exactly when wide enough",
                    "[subnet]", float, double) {
   std::mt19937_64 rng(91);
-  auto parent = random_conv<TestType>(rng, 3, 2, 3, 1, 1);
+  auto parent = nmtest::random_conv<TestType>(rng, 3, 2, 3, 1, 1);
   subnet_options o;
   o.kernels = {3, 3, 1};  // K~ = 5 > K = 3: the kernel grows too
   o.widths = {40, 40};
@@ -97,7 +90,7 @@ TEMPLATE_TEST_CASE("stacked subnets with 2-4 paths sum to the parent", "[subnet]
     }
     so.seed = static_cast<std::uint64_t>(trial);
     CAPTURE(trial, c0, c2, k, n, stride, pad, int(so.split));
-    auto parent = random_conv<TestType>(rng, c2, c0, k, stride, pad);
+    auto parent = nmtest::random_conv<TestType>(rng, c2, c0, k, stride, pad);
     auto r = netmorph::to_stacked_subnet(parent, so);
     REQUIRE(r.paths.size() == std::size_t(n));
     double wsum = 0;
@@ -114,7 +107,7 @@ TEMPLATE_TEST_CASE("stacked subnets with 2-4 paths sum to the parent", "[subnet]
 TEMPLATE_TEST_CASE("subnet morphs reject sizes that cannot reach K~ and bad splits",
                    "[subnet][error]", float, double) {
   std::mt19937_64 rng(1);
-  auto parent = random_conv<TestType>(rng, 2, 2, 3, 1, 1);
+  auto parent = nmtest::random_conv<TestType>(rng, 2, 2, 3, 1, 1);
   subnet_options o;
   o.widths = {4};
   o.kernels = {1, 1};

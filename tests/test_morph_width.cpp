@@ -17,10 +17,6 @@ using nmtest::idx;
 
 namespace {
 
-const activation_kind kinds[] = {activation_kind::identity, activation_kind::relu,
-                                 activation_kind::leaky_relu, activation_kind::tanh,
-                                 activation_kind::sigmoid,  activation_kind::elu,
-                                 activation_kind::softplus, activation_kind::gelu};
 
 template <typename Scalar>
 batch_norm<Scalar> random_bn(idx c, std::mt19937_64& rng) {
@@ -44,7 +40,7 @@ TEMPLATE_TEST_CASE("widen conv -> conv preserves the function for every activati
   auto rng = nmtest::make_rng(80);
   const double tol = nmtest::exact_tolerance<TestType>();
   int trial = 0;
-  for (activation_kind kind : kinds) {
+  for (activation_kind kind : nmtest::all_activation_kinds()) {
     for (int rep = 0; rep < 12; ++rep, ++trial) {
       const idx c0 = draw(rng, 1, 4), c = draw(rng, 1, 5), c2 = draw(rng, 1, 4);
       const idx k = 2 * draw(rng, 0, 1) + 1, kn = 2 * draw(rng, 0, 1) + 1;
@@ -86,7 +82,7 @@ TEMPLATE_TEST_CASE("widen conv -> flatten -> dense gives each channel its H*W co
   auto rng = nmtest::make_rng(81);
   const double tol = nmtest::exact_tolerance<TestType>();
   int trial = 0;
-  for (activation_kind kind : kinds) {
+  for (activation_kind kind : nmtest::all_activation_kinds()) {
     for (int rep = 0; rep < 6; ++rep, ++trial) {
       const idx c0 = draw(rng, 1, 3), c = draw(rng, 1, 4), out = draw(rng, 1, 5);
       const idx h = draw(rng, 2, 5), w = draw(rng, 2, 5);  // conv output size ("same" padding)
@@ -126,7 +122,7 @@ TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", floa
     widen_options opt;
     opt.new_channels = c + draw(rng, 0, 10);
     opt.rule = trial % 2 ? width_rule::net2net : width_rule::netmorph;
-    opt.phi = activation{kinds[trial % 8], 0.1};
+    opt.phi = activation{nmtest::all_activation_kinds()[trial % 8], 0.1};
     opt.seed = static_cast<std::uint64_t>(trial);
     CAPTURE(trial, in, c, out, opt.new_channels);
     dense_layer<TestType> layer{nmtest::randn<TestType>({c, in}, rng), nmtest::randn<TestType>({c}, rng)};

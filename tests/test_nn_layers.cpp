@@ -102,9 +102,7 @@ TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite diffe
 TEST_CASE("activation and P-activation gradients (including d/da) match finite differences",
           "[nn][gradient]") {
   auto rng = nmtest::make_rng(112);
-  for (activation_kind k : {activation_kind::identity, activation_kind::relu, activation_kind::leaky_relu,
-                            activation_kind::tanh, activation_kind::sigmoid, activation_kind::elu,
-                            activation_kind::softplus, activation_kind::gelu}) {
+  for (activation_kind k : nmtest::all_activation_kinds()) {
     auto x = nmtest::randn<double>({3, 5}, rng);
     for (double& v : x)
       if (std::abs(v) < 1e-3) v += 0.01;  // away from kinks

@@ -8,7 +8,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
+#include <vector>
 #include <random>
 #include <string>
 
@@ -91,6 +93,25 @@ tensor<Scalar> naive_compose(const tensor<Scalar>& f2, const tensor<Scalar>& f1)
           g(o, i, wy, wx) = static_cast<Scalar>(acc);
         }
   return g;
+}
+
+/// Every activation netmorph knows, for the property tests that run over all of them.
+inline const std::vector<netmorph::activation_kind>& all_activation_kinds() {
+  static const std::vector<netmorph::activation_kind> kinds{
+      netmorph::activation_kind::identity, netmorph::activation_kind::relu,
+      netmorph::activation_kind::leaky_relu, netmorph::activation_kind::tanh,
+      netmorph::activation_kind::sigmoid,  netmorph::activation_kind::elu,
+      netmorph::activation_kind::softplus, netmorph::activation_kind::gelu};
+  return kinds;
+}
+
+/// A random convolution layer `(c2, c0, k, k)` with He-like scale, optional bias.
+template <typename Scalar>
+netmorph::conv2d_layer<Scalar> random_conv(std::mt19937_64& rng, index c2, index c0, index k,
+                                           index stride, index pad, bool bias = true) {
+  return netmorph::conv2d_layer<Scalar>{
+      randn<Scalar>({c2, c0, k, k}, rng, 1.0 / std::sqrt(double(c0 * k * k))),
+      bias ? randn<Scalar>({c2}, rng) : tensor<Scalar>(), netmorph::conv2d_params{stride, pad}};
 }
 
 /// REQUIRE that calling `expr` throws `Error` and that the message contains `needle`.

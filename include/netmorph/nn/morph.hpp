@@ -73,6 +73,17 @@ std::unique_ptr<layer<Scalar>> p_identity(activation phi) {
   return std::make_unique<p_activation_layer<Scalar>>(make_p_activation(phi, 1.0));
 }
 
+/// Plain convolution layers as model layers with P-activations at a = 1 between them.
+template <typename Scalar>
+layer_list<Scalar> chain_with_p_identity(const std::vector<conv2d_layer<Scalar>>& layers, activation phi) {
+  layer_list<Scalar> list;
+  for (std::size_t k = 0; k < layers.size(); ++k) {
+    if (k) list.push_back(p_identity<Scalar>(phi));
+    list.push_back(std::make_unique<conv2d<Scalar>>(layers[k].weight, layers[k].bias, layers[k].params));
+  }
+  return list;
+}
+
 template <typename Scalar>
 void require_layer(bool ok, const char* who, index i, const layer<Scalar>& l, const char* want) {
   netmorph::detail::require<value_error>(ok, who, ": layer ", i, " is ", l.kind(), ", expected ", want);
@@ -288,12 +299,7 @@ model_morph_report to_subnet(model<Scalar>& m, index i, const subnet_options& op
   const tensor<Scalar> before = m.forward(x, false);
   const activation phi = detail::following_activation(m, i);
   auto r = netmorph::to_subnet(c->get(), opt);
-  layer_list<Scalar> list;
-  for (std::size_t k = 0; k < r.layers.size(); ++k) {
-    if (k) list.push_back(detail::p_identity<Scalar>(phi));
-    list.push_back(std::make_unique<conv2d<Scalar>>(r.layers[k].weight, r.layers[k].bias, r.layers[k].params));
-  }
-  m.splice(i, i + 1, std::move(list));
+  m.splice(i, i + 1, detail::chain_with_p_identity(r.layers, phi));
   detail::measure(m, x, before, rep);
   return rep;
 }
@@ -310,14 +316,7 @@ model_morph_report to_stacked_subnet(model<Scalar>& m, index i, const stacked_su
   const activation phi = detail::following_activation(m, i);
   auto r = netmorph::to_stacked_subnet(c->get(), opt);
   std::vector<layer_list<Scalar>> paths;
-  for (const auto& p : r.paths) {
-    layer_list<Scalar> path;
-    for (std::size_t k = 0; k < p.size(); ++k) {
-      if (k) path.push_back(detail::p_identity<Scalar>(phi));
-      path.push_back(std::make_unique<conv2d<Scalar>>(p[k].weight, p[k].bias, p[k].params));
-    }
-    paths.push_back(std::move(path));
-  }
+  for (const auto& p : r.paths) paths.push_back(detail::chain_with_p_identity(p, phi));
   layer_list<Scalar> list;
   list.push_back(std::make_unique<parallel<Scalar>>(std::move(paths)));
   m.splice(i, i + 1, std::move(list));

@@ -210,9 +210,7 @@ inline depth_solution algorithm1(const tensor<double>& gt, index c1, index k1, i
     s.residual = info.relative_residual;
     if (s.residual <= tol) break;
   }
-  if (s.f1.empty() || s.f2.empty()) {  // only possible with max_half == 0
-    NETMORPH_ASSERT(false);
-  }
+  NETMORPH_ASSERT(!s.f1.empty() && !s.f2.empty());
   s.iterations = (s.half_steps + 1) / 2;
   return s;
 }

@@ -236,3 +236,34 @@ TEST_CASE("morph operations refuse layers they cannot morph", "[nn][morph][error
                          "nn::widen: layer 4 has no following conv2d/dense layer whose input could grow");
   NM_REQUIRE_THROWS_WITH(nn::deepen(m, 9), netmorph::shape_error, "model::at: layer 9 out of range for a model of 5 layers");
 }
+
+TEST_CASE("model backward returns the input gradient only when asked", "[nn][gradient]") {
+  std::mt19937_64 rng(21);
+  nn::architecture_template t;
+  t.classes = 3;
+  t.act = activation{activation_kind::tanh};
+  auto m = nn::parse_architecture<double>("(3:2)", {1, 4, 4}, t);
+  auto x = nmtest::randn<double>({2, 1, 4, 4}, rng);
+  const auto r = nmtest::randn<double>({2, 3}, rng);
+  m.forward(x, true);
+  REQUIRE(m.backward(r).empty());  // the first layer's input is data: skipped
+  m.zero_grad();
+  m.forward(x, true);
+  const auto dx = m.backward(r, true);
+  REQUIRE(dx.shape() == x.shape());
+  auto loss = [&]() {
+    const auto y = m.forward(x, false);
+    double s = 0;
+    for (idx i = 0; i < y.size(); ++i) s += r.data()[i] * y.data()[i];
+    return s;
+  };
+  for (idx i = 0; i < x.size(); ++i) {
+    const double keep = x.data()[i], h = 1e-6;
+    x.data()[i] = keep + h;
+    const double lp = loss();
+    x.data()[i] = keep - h;
+    const double lm = loss();
+    x.data()[i] = keep;
+    REQUIRE(dx.data()[i] == Approx((lp - lm) / (2 * h)).epsilon(1e-5).margin(1e-7));
+  }
+}

@@ -59,28 +59,42 @@ class layer {
   virtual void after_step() {}
   /// Layers that draw random numbers (dropout) use the model's generator.
   virtual void set_rng(std::mt19937_64*) {}
+  /// Whether `backward` must return dL/d(input). A model clears it for its first layer, whose
+  /// input is data: conv2d and dense then skip that product and return an empty tensor.
+  void set_input_grad(bool needed) { input_grad_ = needed; }
+  bool input_grad() const { return input_grad_; }
+
+ private:
+  bool input_grad_ = true;
 };
 
 namespace detail {
 
-/// Adds the im2col patch gradients back onto the input gradient of one sample.
+/// Adds the im2col patch gradients back onto the input gradient of one sample (the adjoint of
+/// `im2col`, over the same valid spans).
 template <typename Scalar>
 void col2im(const Scalar* col, index c_in, index h, index w, index kh, index kw, conv2d_params p,
             index ho, index wo, Scalar* dx) {
   for (index c = 0; c < c_in; ++c) {
     Scalar* dxc = dx + c * h * w;
-    for (index ky = 0; ky < kh; ++ky)
+    for (index ky = 0; ky < kh; ++ky) {
+      index ylo, yhi;
+      netmorph::detail::valid_span(ky, p.padding, p.stride, h, ho, ylo, yhi);
       for (index kx = 0; kx < kw; ++kx) {
+        index xlo, xhi;
+        netmorph::detail::valid_span(kx, p.padding, p.stride, w, wo, xlo, xhi);
         const Scalar* row = col + ((c * kh + ky) * kw + kx) * ho * wo;
-        for (index oy = 0; oy < ho; ++oy) {
-          const index iy = oy * p.stride + ky - p.padding;
-          if (iy < 0 || iy >= h) continue;
-          for (index ox = 0; ox < wo; ++ox) {
-            const index ix = ox * p.stride + kx - p.padding;
-            if (ix >= 0 && ix < w) dxc[iy * w + ix] += row[oy * wo + ox];
+        for (index oy = ylo; oy < yhi; ++oy) {
+          Scalar* d = dxc + (oy * p.stride + ky - p.padding) * w + kx - p.padding;
+          const Scalar* r = row + oy * wo;
+          if (p.stride == 1) {
+            for (index ox = xlo; ox < xhi; ++ox) d[ox] += r[ox];
+          } else {
+            for (index ox = xlo; ox < xhi; ++ox) d[ox * p.stride] += r[ox];
           }
         }
       }
+    }
   }
 }
 
@@ -131,7 +145,8 @@ class conv2d : public layer<Scalar> {
     const index n = x_.dim(0), c_in = x_.dim(1), h = x_.dim(2), w = x_.dim(3);
     const index c_out = weight_.value.dim(0), kh = weight_.value.dim(2), kw = weight_.value.dim(3);
     const index ho = dy.dim(2), wo = dy.dim(3), patch = c_in * kh * kw, pix = ho * wo;
-    tensor<Scalar> dx(x_.shape());
+    const bool need_dx = this->input_grad();
+    tensor<Scalar> dx = need_dx ? tensor<Scalar>(x_.shape()) : tensor<Scalar>();
     const auto wm = weight_.value.matrix(c_out, patch);
     // Per-thread weight-gradient accumulators when the consumer enables OpenMP; buffers are
     // allocated once per call, never per sample.
@@ -149,6 +164,7 @@ class conv2d : public layer<Scalar> {
         Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
         dw.noalias() += dys * col.transpose();
         if (has_bias_) db += dys.rowwise().sum();
+        if (!need_dx) continue;
         dcol.noalias() = wm.transpose() * dys;
         detail::col2im(dcol.data(), c_in, h, w, kh, kw, params_, ho, wo, dx.data() + s * c_in * h * w);
       }
@@ -226,6 +242,7 @@ class dense : public layer<Scalar> {
     const auto dym = dy.matrix(n, out);
     weight_.grad.matrix(out, in).noalias() += dym.transpose() * x_.matrix(n, in);
     if (has_bias_) bias_.grad.vector() += dym.colwise().sum().transpose();
+    if (!this->input_grad()) return tensor<Scalar>();
     tensor<Scalar> dx({n, in});
     dx.matrix(n, in).noalias() = dym * weight_.value.matrix(out, in);
     return dx;
@@ -505,12 +522,21 @@ class activation_layer : public layer<Scalar> {
   shape_type output_shape(const shape_type& in) const override { return in; }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
     if (training) x_ = x;
+    if (phi_.kind == activation_kind::relu) {  // vectorised fast path of the common case
+      tensor<Scalar> y(x.shape());
+      y.vector() = x.vector().cwiseMax(Scalar(0));
+      return y;
+    }
     return apply(phi_, x);
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
     netmorph::detail::require<error>(x_.shape() == dy.shape(),
                                      "nn::activation::backward: no cached input (call forward with training = true)");
     tensor<Scalar> dx = dy;
+    if (phi_.kind == activation_kind::relu) {
+      dx.vector() = (x_.vector().array() > Scalar(0)).select(dy.vector(), Scalar(0));
+      return dx;
+    }
     for (index i = 0; i < dx.size(); ++i) dx.data()[i] = static_cast<Scalar>(dx.data()[i] * phi_.derivative(x_.data()[i]));
     return dx;
   }

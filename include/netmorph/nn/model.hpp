@@ -174,8 +174,11 @@ class model {
     for (auto& l : layers_) h = l->forward(h, training);
     return h;
   }
-  /// Backward pass from dL/d(output); accumulates parameter gradients, returns dL/d(input).
-  tensor<Scalar> backward(const tensor<Scalar>& dy) {
+  /// Backward pass from dL/d(output); accumulates parameter gradients. Returns dL/d(input)
+  /// when `input_grad` is true; otherwise the first layer skips that product (the input is
+  /// data) and the result may be empty.
+  tensor<Scalar> backward(const tensor<Scalar>& dy, bool input_grad = false) {
+    if (!layers_.empty()) layers_.front()->set_input_grad(input_grad);
     tensor<Scalar> g = dy;
     for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) g = (*it)->backward(g);
     return g;
@@ -201,6 +204,7 @@ class model {
     layers_.erase(layers_.begin() + first, layers_.begin() + last);
     layers_.insert(layers_.begin() + first, std::make_move_iterator(replacement.begin()),
                    std::make_move_iterator(replacement.end()));
+    for (auto& l : layers_) l->set_input_grad(true);
   }
 
  private:

@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <vector>
 
 namespace netmorph {
@@ -59,29 +60,43 @@ void check_conv2d_operands(const tensor<Scalar>& x, const tensor<Scalar>& w,
                        ": bias must have shape (", w.dim(0), "), got ", shape_string(b.shape()));
 }
 
+/// The output positions `[lo, hi)` whose input index `o*stride + k - pad` lies in `[0, n)`.
+inline void valid_span(index k, index pad, index stride, index n, index out, index& lo, index& hi) {
+  const index a = pad - k, b = n - 1 + pad - k;
+  lo = a <= 0 ? 0 : (a + stride - 1) / stride;
+  hi = b < 0 ? 0 : b / stride + 1;
+  lo = std::min(lo, out);
+  hi = std::max(lo, std::min(hi, out));
+}
+
 /// im2col for one sample: `col` gets rows (c, ky, kx) and columns (oy, ox) of the zero-padded
-/// input window. Writes are contiguous along ox.
+/// input window. The valid span of each row is computed once, so the inner loops are plain
+/// copies (contiguous for stride 1).
 template <typename Scalar>
 void im2col(const Scalar* x, index c_in, index h, index w, index kh, index kw, conv2d_params p,
             index ho, index wo, Scalar* col) {
   for (index c = 0; c < c_in; ++c) {
     const Scalar* xc = x + c * h * w;
     for (index ky = 0; ky < kh; ++ky) {
+      index ylo, yhi;
+      valid_span(ky, p.padding, p.stride, h, ho, ylo, yhi);
       for (index kx = 0; kx < kw; ++kx) {
+        index xlo, xhi;
+        valid_span(kx, p.padding, p.stride, w, wo, xlo, xhi);
         Scalar* row = col + ((c * kh + ky) * kw + kx) * ho * wo;
-        for (index oy = 0; oy < ho; ++oy) {
-          const index iy = oy * p.stride + ky - p.padding;
+        std::fill(row, row + ylo * wo, Scalar(0));
+        for (index oy = ylo; oy < yhi; ++oy) {
+          const Scalar* xr = xc + (oy * p.stride + ky - p.padding) * w + kx - p.padding;
           Scalar* out = row + oy * wo;
-          if (iy < 0 || iy >= h) {
-            for (index ox = 0; ox < wo; ++ox) out[ox] = Scalar(0);
-            continue;
+          std::fill(out, out + xlo, Scalar(0));
+          if (p.stride == 1) {
+            std::copy(xr + xlo, xr + xhi, out + xlo);
+          } else {
+            for (index ox = xlo; ox < xhi; ++ox) out[ox] = xr[ox * p.stride];
           }
-          const Scalar* xr = xc + iy * w;
-          for (index ox = 0; ox < wo; ++ox) {
-            const index ix = ox * p.stride + kx - p.padding;
-            out[ox] = (ix >= 0 && ix < w) ? xr[ix] : Scalar(0);
-          }
+          std::fill(out + xhi, out + wo, Scalar(0));
         }
+        std::fill(row + yhi * wo, row + ho * wo, Scalar(0));
       }
     }
   }

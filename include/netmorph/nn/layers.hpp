@@ -293,6 +293,9 @@ class pool2d : public layer<Scalar> {
       in_shape_ = x.shape();
       if (mode_ == mode::max) arg_.assign(static_cast<std::size_t>(y.size()), 0);
     }
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (n * c > 1)
+#endif
     for (index p = 0; p < n * c; ++p) {
       const Scalar* xp = x.data() + p * h * w;
       for (index oy = 0; oy < ho; ++oy)
@@ -326,6 +329,9 @@ class pool2d : public layer<Scalar> {
       for (index o = 0; o < dy.size(); ++o) dx.data()[arg_[static_cast<std::size_t>(o)]] += dy.data()[o];
     } else {
       const Scalar inv = Scalar(1) / Scalar(k_ * k_);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
       for (index p = 0; p < in_shape_[0] * in_shape_[1]; ++p)
         for (index oy = 0; oy < ho; ++oy)
           for (index ox = 0; ox < wo; ++ox) {

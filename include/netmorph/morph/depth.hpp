@@ -371,7 +371,11 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
     rep.half_steps = total_half;
     rep.fallback = best.fallback;
     rep.kronecker = best.kronecker;
-    rep.relative_residual = best.residual;
+    // The half-steps measure their residual cheaply (from the Gram matrices); the reported one
+    // is recomputed from the composed filters.
+    rep.relative_residual =
+        detail::rel_residual(pad_kernel(gd, rep.solved_k1 + rep.solved_k2 - 1, rep.solved_k1 + rep.solved_k2 - 1),
+                             best.f2, best.f1);
     f1 = pad_kernel(best.f1, k1, k1);
     f2 = pad_kernel(best.f2, k2, k2);
     if (opt.rescale) {

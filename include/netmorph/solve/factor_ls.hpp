@@ -103,29 +103,43 @@ inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double
 inline colmat gram_cols(const tensor<double>& f, index kx) {
   const index cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kk = kx * kx, n = cmid * kk;
   colmat h = colmat::Zero(n, n);
-  for (index dy = -(kx - 1); dy <= kx - 1; ++dy)
+  // H is symmetric (R_{-d} = R_d^T): only shifts d > 0 (lexicographically) and d = 0 are formed,
+  // d = 0 as a symmetric rank update.
+  for (index dy = 0; dy <= kx - 1; ++dy)
     for (index dx = -(kx - 1); dx <= kx - 1; ++dx) {
-      if (dy <= -kf || dy >= kf || dx <= -kf || dx >= kf) continue;
-      const index y0 = std::max<index>(0, -dy), y1 = std::min(kf, kf - dy);
+      if (dy == 0 && dx < 0) continue;
+      if (dy >= kf || dx <= -kf || dx >= kf) continue;
+      const index y0 = 0, y1 = kf - dy;
       const index x0 = std::max<index>(0, -dx), x1 = std::min(kf, kf - dx);
       const index ov = (y1 - y0) * (x1 - x0);
-      rowmat wa(cmid, cin * ov), wb(cmid, cin * ov);
+      const bool zero_shift = dy == 0 && dx == 0;
+      rowmat wa(cmid, cin * ov), wb(zero_shift ? 0 : cmid, zero_shift ? 0 : cin * ov);
       for (index c = 0; c < cmid; ++c)
         for (index i = 0; i < cin; ++i) {
           index k = i * ov;
           for (index uy = y0; uy < y1; ++uy)
             for (index ux = x0; ux < x1; ++ux, ++k) {
               wa(c, k) = f(c, i, uy, ux);
-              wb(c, k) = f(c, i, uy + dy, ux + dx);
+              if (!zero_shift) wb(c, k) = f(c, i, uy + dy, ux + dx);
             }
         }
-      const rowmat r = wa * wb.transpose();
-      // Every (v, v') with v - v' = (dy, dx).
-      for (index vy = std::max<index>(0, dy); vy < std::min(kx, kx + dy); ++vy)
+      colmat r;
+      if (zero_shift) {
+        r = colmat::Zero(cmid, cmid);
+        r.selfadjointView<Eigen::Lower>().rankUpdate(wa);
+        r.triangularView<Eigen::StrictlyUpper>() = r.transpose();
+      } else {
+        r.noalias() = wa * wb.transpose();
+      }
+      // Every (v, v') with v - v' = (dy, dx), and its mirror (v', v).
+      for (index vy = dy; vy < kx; ++vy)
         for (index vx = std::max<index>(0, dx); vx < std::min(kx, kx + dx); ++vx) {
           const index v = vy * kx + vx, vp = (vy - dy) * kx + (vx - dx);
           for (index cp = 0; cp < cmid; ++cp)
-            for (index c = 0; c < cmid; ++c) h(c * kk + v, cp * kk + vp) = r(c, cp);
+            for (index c = 0; c < cmid; ++c) {
+              h(c * kk + v, cp * kk + vp) = r(c, cp);
+              h(cp * kk + vp, c * kk + v) = r(c, cp);
+            }
         }
     }
   return h;
@@ -257,6 +271,8 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
   bool done = false;
   if (!settings.force_cod) {
     inf.route = ls_route::gram_cholesky;
+    const double tnorm2 = target.vector().squaredNorm();
+    auto relative = [&](double r2) { return tnorm2 > 0 ? std::sqrt(std::max(0.0, r2) / tnorm2) : std::sqrt(std::max(0.0, r2)); };
     if (!inf.underdetermined) {
       Eigen::LLT<detail::colmat> llt(detail::gram_cols(f, kx));
       inf.rcond = llt.info() == Eigen::Success ? llt.rcond() : 0.0;
@@ -264,30 +280,37 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
         tensor<double> b = detail::adjoint_apply(target, f, kx);
         detail::colmat sol = llt.solve(b.matrix(cout, n).transpose());
         x.matrix(cout, n) = sol.transpose();
+        // ||T - A X||^2 = ||T||^2 - <X, A^T T> for the least-squares X: free, but it cancels
+        // when the residual is small, so small values are measured exactly.
+        const double est = relative(tnorm2 - (sol.transpose().cwiseProduct(b.matrix(cout, n))).sum());
+        inf.relative_residual = est > 1e-6 ? est : detail::relative_residual(x, f, target);
         done = true;
       }
     } else {
-      Eigen::LLT<detail::colmat> llt(detail::gram_rows(f, kx));
+      const detail::colmat k = detail::gram_rows(f, kx);
+      Eigen::LLT<detail::colmat> llt(k);
       inf.rcond = llt.info() == Eigen::Success ? llt.rcond() : 0.0;
       if (inf.rcond >= settings.min_rcond) {
         // Y0 = T K^-1 gives the minimum-norm solution Y0 A; its squared norm is <Y0, T>.
-        detail::colmat y0 = llt.solve(target.matrix(cout, m).transpose());
-        const double rms = std::sqrt(std::max(0.0, (y0.transpose().cwiseProduct(
-                                                        target.matrix(cout, m))).sum()) /
-                                     double(cout * n));
+        detail::colmat rhs = target.matrix(cout, m).transpose();
+        detail::colmat y0 = llt.solve(rhs);
+        const double rms = std::sqrt(std::max(0.0, y0.cwiseProduct(rhs).sum()) / double(cout * n));
         // X = Z + (T - Z A^T) K^-1 A: minimum norm plus the null-space part of Z.
         tensor<double> z({cout, cmid, kx, kx});
         const double sd = settings.noise * rms;
         if (sd > 0) {
           for (double& v : z) v = sd * normal(rng);
           tensor<double> za = compose(z, f);
-          y0 -= llt.solve(za.matrix(cout, m).transpose());
+          rhs -= za.matrix(cout, m).transpose();
+          y0 = llt.solve(rhs);
         }
+        // A X - T = K Y - (T - A Z): the residual from the m x m Gram matrix instead of a
+        // composition with the m x n one; it exposes an inaccurate Cholesky solve.
+        inf.relative_residual = relative((k * y0 - rhs).squaredNorm());
         tensor<double> y({cout, cin, kt, kt});
         y.matrix(cout, m) = y0.transpose();
         x = detail::adjoint_apply(y, f, kx);
         if (sd > 0) x.vector() += z.vector();
-        inf.relative_residual = detail::relative_residual(x, f, target);
         done = inf.relative_residual <= settings.exact_tolerance;
       }
     }
@@ -313,7 +336,7 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
     }
     x.matrix(cout, n) = sol.transpose();
   }
-  if (!(done && inf.underdetermined)) inf.relative_residual = detail::relative_residual(x, f, target);
+  if (!done) inf.relative_residual = detail::relative_residual(x, f, target);
   return x;
 }
 

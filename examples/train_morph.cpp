@@ -33,7 +33,8 @@ int main() {
   auto model = nn::parse_architecture<float>("(3:8)(3:8)", {1, 12, 12}, tmpl);
   nn::sgd opt{0.02, 0.9, 1e-4};
   std::cout << "parent " << nn::to_notation(model) << "\n";
-  for (int e = 0; e < 3; ++e) nn::train_epoch(model, train, opt, 32, e, &std::cout);
+  for (int e = 0; e < 3; ++e)
+    nn::train_epoch(model, train, opt, 32, e, &std::cout);
   const auto before = nn::evaluate(model, test);
 
   netmorph::deepen_options d;
@@ -50,7 +51,8 @@ int main() {
   std::printf("morph errors: deepen %.2e, widen %.2e, kernel %.2e; test loss %.6f -> %.6f\n",
               r1.relative_output_error, r2.relative_output_error, r3.relative_output_error,
               before.loss, after.loss);
-  for (int e = 3; e < 6; ++e) nn::train_epoch(model, train, opt, 32, e, &std::cout);
+  for (int e = 3; e < 6; ++e)
+    nn::train_epoch(model, train, opt, 32, e, &std::cout);
   const auto final_stats = nn::evaluate(model, test);
   std::printf("test accuracy: parent %.3f, child after 3 more epochs %.3f\n", before.accuracy,
               final_stats.accuracy);

@@ -6,7 +6,6 @@
 using netmorph::activation;
 using netmorph::activation_kind;
 
-
 TEST_CASE("activations have their textbook values", "[activations]") {
   REQUIRE(activation{activation_kind::relu}.value(-2.0) == 0.0);
   REQUIRE(activation{activation_kind::leaky_relu, 0.1}.value(-2.0) == Approx(-0.2));
@@ -71,9 +70,11 @@ TEMPLATE_TEST_CASE("apply maps an activation over a tensor", "[activations]", fl
 
 TEST_CASE("make_p_activation rejects a outside [0, 1]", "[activations][error]") {
   NM_REQUIRE_THROWS_WITH(netmorph::make_p_activation(activation{activation_kind::tanh}, 1.5),
-                         netmorph::value_error, "make_p_activation: a must be in [0, 1], got 1.5 (for tanh)");
+                         netmorph::value_error,
+                         "make_p_activation: a must be in [0, 1], got 1.5 (for tanh)");
   NM_REQUIRE_THROWS_WITH(netmorph::make_p_activation(activation{activation_kind::relu}, -0.1),
                          netmorph::value_error, "got -0.1 (for relu)");
-  NM_REQUIRE_THROWS_WITH(netmorph::make_p_activation(activation{activation_kind::relu}, std::nan("")),
-                         netmorph::value_error, "make_p_activation: a must be in [0, 1]");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::make_p_activation(activation{activation_kind::relu}, std::nan("")),
+      netmorph::value_error, "make_p_activation: a must be in [0, 1]");
 }

@@ -22,7 +22,8 @@ TEST_CASE("exceptions carry their message and are caught by the root", "[error]"
 }
 
 TEST_CASE("detail::require throws the requested type with the concatenated message", "[error]") {
-  NM_REQUIRE_THROWS_WITH(netmorph::detail::require<netmorph::value_error>(false, "f: got ", 3, "x", 2.5),
-                         netmorph::value_error, "f: got 3x2.5");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::detail::require<netmorph::value_error>(false, "f: got ", 3, "x", 2.5),
+      netmorph::value_error, "f: got 3x2.5");
   REQUIRE_NOTHROW(netmorph::detail::require<netmorph::value_error>(true, "never"));
 }

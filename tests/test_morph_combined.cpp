@@ -10,7 +10,6 @@ using nmtest::idx;
 
 namespace {
 
-
 /// x -> layers[0] -> act[0] -> layers[1] -> act[1] -> ...: `act[j]` follows layer j (none after
 /// the last). P-activations at a = 1 are what the morphs insert between new layers.
 template <typename Scalar>
@@ -37,8 +36,10 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
       CAPTURE(netmorph::to_string(kind), trial, c0, c1, c2);
       // Parent: conv 3x3 (c0 -> c1) -> phi -> conv 3x3 (c1 -> c2).
       std::vector<conv2d_layer<TestType>> net{
-          {nmtest::randn<TestType>({c1, c0, 3, 3}, rng, 0.5), nmtest::randn<TestType>({c1}, rng), conv2d_params{1, 1}},
-          {nmtest::randn<TestType>({c2, c1, 3, 3}, rng, 0.5), nmtest::randn<TestType>({c2}, rng), conv2d_params{1, 1}}};
+          {nmtest::randn<TestType>({c1, c0, 3, 3}, rng, 0.5), nmtest::randn<TestType>({c1}, rng),
+           conv2d_params{1, 1}},
+          {nmtest::randn<TestType>({c2, c1, 3, 3}, rng, 0.5), nmtest::randn<TestType>({c2}, rng),
+           conv2d_params{1, 1}}};
       std::vector<netmorph::p_activation> acts{netmorph::make_p_activation(phi, 0.0)};
       auto x = nmtest::randn<TestType>({2, c0, 8, 8}, rng);
       const auto y = run(x, net, acts);
@@ -92,7 +93,8 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
       sr.layers[1] = wr3.layer;
       sr.layers[2] = wr3.next;
       net.pop_back();
-      for (auto& l : sr.layers) net.push_back(l);
+      for (auto& l : sr.layers)
+        net.push_back(l);
       acts.push_back(identity);
       acts.push_back(identity);
       REQUIRE(net.size() == 5);

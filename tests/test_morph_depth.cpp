@@ -24,7 +24,8 @@ double child_error(const conv2d_layer<Scalar>& parent, const conv2d_layer<Scalar
   auto x = nmtest::randn<Scalar>({2, parent.weight.dim(1), hw, hw}, rng);
   auto y = netmorph::conv2d(x, parent);
   auto h = netmorph::conv2d(x, first);
-  for (Scalar& v : h) v = act_between(v);
+  for (Scalar& v : h)
+    v = act_between(v);
   auto z = netmorph::conv2d(h, second);
   if (z.shape() != y.shape()) return std::numeric_limits<double>::infinity();
   return netmorph::relative_error(z, y);
@@ -137,8 +138,7 @@ TEST_CASE("Algorithm 2 shrinks the non-expanding kernel where Algorithm 1 cannot
   REQUIRE(g.report.relative_output_error > 1e-3);
 }
 
-TEST_CASE("a rank-deficient step is caught and Algorithm 1 iterates to the tolerance",
-          "[depth]") {
+TEST_CASE("a rank-deficient step is caught and Algorithm 1 iterates to the tolerance", "[depth]") {
   // One input and one output channel, K1 = K2 = 3: three generic 3x3 filters have Koszul
   // syzygies, so neither half-step system is surjective although both have more unknowns than
   // equations. The solver falls back to COD and the alternation still converges.
@@ -181,16 +181,17 @@ TEMPLATE_TEST_CASE("IdMorph is exact for ReLU and not for tanh; its identity is 
     const idx hw = std::max<idx>(1, k - 2 * pad) + 4;
     auto x = nmtest::randn<TestType>({2, c0, hw, hw}, rng);
     auto apply = [](tensor<TestType> t, auto f) {
-      for (TestType& v : t) v = f(v);
+      for (TestType& v : t)
+        v = f(v);
       return t;
     };
     auto parent_relu = apply(netmorph::conv2d(x, parent), relu);
-    auto child_relu = apply(
-        netmorph::conv2d(apply(netmorph::conv2d(x, r.first), relu), r.second), relu);
+    auto child_relu =
+        apply(netmorph::conv2d(apply(netmorph::conv2d(x, r.first), relu), r.second), relu);
     REQUIRE(netmorph::relative_error(child_relu, parent_relu) <= tol);
     auto parent_tanh = apply(netmorph::conv2d(x, parent), tanh_);
-    auto child_tanh = apply(
-        netmorph::conv2d(apply(netmorph::conv2d(x, r.first), tanh_), r.second), tanh_);
+    auto child_tanh =
+        apply(netmorph::conv2d(apply(netmorph::conv2d(x, r.first), tanh_), r.second), tanh_);
     REQUIRE(netmorph::relative_error(child_tanh, parent_tanh) > 1e-2);
     // NetMorph with the linear (a = 1) activation between the layers is exact and dense.
     deepen_options nm;
@@ -296,12 +297,19 @@ TEMPLATE_TEST_CASE("deepen rejects bad input with named messages", "[depth][erro
     f(o);
     return o;
   };
-  NM_REQUIRE_THROWS_WITH(netmorph::deepen(parent, with([](deepen_options& o) { o.k1 = 1; o.k2 = 1; })),
-                         value_error, "deepen: K~ = K1 + K2 - 1 = 1 + 1 - 1 = 1 is smaller than the parent's kernel K = 3");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::deepen(parent, with([](deepen_options& o) {
+                         o.k1 = 1;
+                         o.k2 = 1;
+                       })),
+      value_error,
+      "deepen: K~ = K1 + K2 - 1 = 1 + 1 - 1 = 1 is smaller than the parent's kernel K = 3");
   NM_REQUIRE_THROWS_WITH(netmorph::deepen(parent, with([](deepen_options& o) { o.k2 = 2; })),
-                         value_error, "deepen: K~ = K1 + K2 - 1 = 4 grows the parent's kernel K = 3 by 1");
-  NM_REQUIRE_THROWS_WITH(netmorph::deepen(parent, with([](deepen_options& o) { o.mid_channels = -2; })),
-                         value_error, "deepen: C1 (mid_channels) must be >= 1, got -2");
+                         value_error,
+                         "deepen: K~ = K1 + K2 - 1 = 4 grows the parent's kernel K = 3 by 1");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::deepen(parent, with([](deepen_options& o) { o.mid_channels = -2; })), value_error,
+      "deepen: C1 (mid_channels) must be >= 1, got -2");
   NM_REQUIRE_THROWS_WITH(netmorph::deepen(parent, with([](deepen_options& o) { o.k2 = 0; })),
                          value_error, "deepen: kernels must be >= 1, got K1 = 3, K2 = 0");
   NM_REQUIRE_THROWS_WITH(netmorph::deepen(parent, with([](deepen_options& o) { o.tolerance = 0; })),
@@ -329,24 +337,23 @@ TEMPLATE_TEST_CASE("deepen rejects bad input with named messages", "[depth][erro
                          "deepen: kernel must be square and non-empty, got 3x1");
   auto strided = parent;
   strided.params.stride = 2;
-  NM_REQUIRE_THROWS_WITH(
-      netmorph::deepen(strided, with([](deepen_options& o) {
-                         o.k2 = 3;
-                         o.stride = netmorph::stride_placement::first;
-                       })),
-      value_error, "deepen: stride 2 cannot go on the first child layer when K2 = 3 > 1");
+  NM_REQUIRE_THROWS_WITH(netmorph::deepen(strided, with([](deepen_options& o) {
+                                            o.k2 = 3;
+                                            o.stride = netmorph::stride_placement::first;
+                                          })),
+                         value_error,
+                         "deepen: stride 2 cannot go on the first child layer when K2 = 3 > 1");
   NM_REQUIRE_THROWS_WITH(
       netmorph::deepen(parent, with([](deepen_options& o) {
                          o.algorithm = depth_algorithm::idmorph;
                          o.mid_channels = 5;
                        })),
       value_error, "deepen: IdMorph needs C1 = C2 (the identity is square), got C1 = 5, C2 = 4");
-  NM_REQUIRE_THROWS_WITH(
-      netmorph::deepen(parent, with([](deepen_options& o) {
-                         o.algorithm = depth_algorithm::idmorph;
-                         o.k1 = 5;
-                       })),
-      value_error, "deepen: IdMorph needs K1 = K = 3 (F1 is G), got K1 = 5");
+  NM_REQUIRE_THROWS_WITH(netmorph::deepen(parent, with([](deepen_options& o) {
+                                            o.algorithm = depth_algorithm::idmorph;
+                                            o.k1 = 5;
+                                          })),
+                         value_error, "deepen: IdMorph needs K1 = K = 3 (F1 is G), got K1 = 5");
   netmorph::dense_layer<TestType> d{tensor<TestType>({3, 4}), tensor<TestType>()};
   NM_REQUIRE_THROWS_WITH(netmorph::deepen(d, with([](deepen_options& o) { o.k2 = 3; })),
                          value_error, "deepen: a dense layer has 1x1 kernels, got K1 = 0, K2 = 3");

@@ -23,8 +23,12 @@ subnet_options expanding_subnet(std::mt19937_64& rng, idx c0, idx c2, idx k) {
     width += draw(rng, 0, 2);
     o.widths.push_back(width);
   }
-  for (idx j = 0; j <= p; ++j) o.kernels.push_back(1);
-  if (kernel_first) o.kernels.front() = k; else o.kernels.back() = k;
+  for (idx j = 0; j <= p; ++j)
+    o.kernels.push_back(1);
+  if (kernel_first)
+    o.kernels.front() = k;
+  else
+    o.kernels.back() = k;
   return o;
 }
 
@@ -47,7 +51,8 @@ TEMPLATE_TEST_CASE("sequential subnets preserve the function in the expanding ca
     REQUIRE(r.report.relative_output_error <= tol);
     const idx hw = std::max<idx>(1, k - 2 * pad) + draw(rng, 0, 5);
     auto x = nmtest::randn<TestType>({2, c0, hw, hw}, rng);
-    REQUIRE(netmorph::relative_error(netmorph::forward_chain(x, r.layers), netmorph::conv2d(x, parent)) <= tol);
+    REQUIRE(netmorph::relative_error(netmorph::forward_chain(x, r.layers),
+                                     netmorph::conv2d(x, parent)) <= tol);
   }
 }
 
@@ -65,27 +70,32 @@ TEMPLATE_TEST_CASE("a subnet with spread kernels reaches K~ > K exactly when wid
   REQUIRE(r.layers[1].params.padding == 0);
   REQUIRE(r.report.exact);
   auto x = nmtest::randn<TestType>({2, 2, 6, 6}, rng);
-  REQUIRE(netmorph::relative_error(netmorph::forward_chain(x, r.layers), netmorph::conv2d(x, parent)) <=
-          nmtest::exact_tolerance<TestType>());
+  REQUIRE(
+      netmorph::relative_error(netmorph::forward_chain(x, r.layers), netmorph::conv2d(x, parent)) <=
+      nmtest::exact_tolerance<TestType>());
   REQUIRE(r.report.nonzero[0] >= 0.99);
 }
 
-TEMPLATE_TEST_CASE("stacked subnets with 2-4 paths sum to the parent", "[subnet][property]",
-                   float, double) {
+TEMPLATE_TEST_CASE("stacked subnets with 2-4 paths sum to the parent", "[subnet][property]", float,
+                   double) {
   auto rng = nmtest::make_rng(92);
   const double tol = nmtest::exact_tolerance<TestType>();
   for (int trial = 0; trial < 30; ++trial) {
     const idx c0 = draw(rng, 1, 4), c2 = draw(rng, 1, 4), k = 2 * draw(rng, 0, 1) + 1;
     const idx n = draw(rng, 2, 4), stride = draw(rng, 1, 2), pad = draw(rng, 0, 1);
     stacked_subnet_options so;
-    for (idx i = 0; i < n; ++i) so.paths.push_back(expanding_subnet(rng, c0, c2, k));
-    so.split = trial % 3 == 0 ? split_kind::equal
-               : trial % 3 == 1 ? split_kind::random_convex : split_kind::given;
+    for (idx i = 0; i < n; ++i)
+      so.paths.push_back(expanding_subnet(rng, c0, c2, k));
+    so.split = trial % 3 == 0   ? split_kind::equal
+               : trial % 3 == 1 ? split_kind::random_convex
+                                : split_kind::given;
     if (so.split == split_kind::given) {
       so.weights.assign(static_cast<std::size_t>(n), 0.0);
-      for (idx i = 0; i + 1 < n; ++i) so.weights[i] = 0.5 / double(n) * double(i + 1);
+      for (idx i = 0; i + 1 < n; ++i)
+        so.weights[i] = 0.5 / double(n) * double(i + 1);
       double s = 0;
-      for (idx i = 0; i + 1 < n; ++i) s += so.weights[i];
+      for (idx i = 0; i + 1 < n; ++i)
+        s += so.weights[i];
       so.weights.back() = 1.0 - s;
     }
     so.seed = static_cast<std::uint64_t>(trial);
@@ -94,13 +104,15 @@ TEMPLATE_TEST_CASE("stacked subnets with 2-4 paths sum to the parent", "[subnet]
     auto r = netmorph::to_stacked_subnet(parent, so);
     REQUIRE(r.paths.size() == std::size_t(n));
     double wsum = 0;
-    for (double w : r.report.weights) wsum += w;
+    for (double w : r.report.weights)
+      wsum += w;
     REQUIRE(wsum == Approx(1.0));
     REQUIRE(r.report.exact);
     REQUIRE(r.report.relative_output_error <= tol);
     const idx hw = std::max<idx>(1, k - 2 * pad) + draw(rng, 0, 4);
     auto x = nmtest::randn<TestType>({2, c0, hw, hw}, rng);
-    REQUIRE(netmorph::relative_error(netmorph::forward_stacked(x, r.paths), netmorph::conv2d(x, parent)) <= tol);
+    REQUIRE(netmorph::relative_error(netmorph::forward_stacked(x, r.paths),
+                                     netmorph::conv2d(x, parent)) <= tol);
   }
 }
 
@@ -111,17 +123,21 @@ TEMPLATE_TEST_CASE("subnet morphs reject sizes that cannot reach K~ and bad spli
   subnet_options o;
   o.widths = {4};
   o.kernels = {1, 1};
-  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error,
-                         "to_subnet: the kernels reach K~ = 1, smaller than the parent's kernel K = 3");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::to_subnet(parent, o), value_error,
+      "to_subnet: the kernels reach K~ = 1, smaller than the parent's kernel K = 3");
   o.kernels = {2, 3};
-  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error,
-                         "to_subnet: the kernels reach K~ = 4, which grows the parent's kernel K = 3 by 1");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::to_subnet(parent, o), value_error,
+      "to_subnet: the kernels reach K~ = 4, which grows the parent's kernel K = 3 by 1");
   o.kernels = {3};
   NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error,
-                         "to_subnet: a subnet of P + 1 layers needs P >= 1 widths and P + 1 kernels, got 1 widths and 1 kernels");
+                         "to_subnet: a subnet of P + 1 layers needs P >= 1 widths and P + 1 "
+                         "kernels, got 1 widths and 1 kernels");
   o.kernels = {3, 1};
   o.widths = {0};
-  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error, "to_subnet: width 1 must be >= 1, got 0");
+  NM_REQUIRE_THROWS_WITH(netmorph::to_subnet(parent, o), value_error,
+                         "to_subnet: width 1 must be >= 1, got 0");
   o.widths = {1};
   o.kernels = {1, 1, 3};
   o.widths = {1, 1};
@@ -140,8 +156,9 @@ TEMPLATE_TEST_CASE("subnet morphs reject sizes that cannot reach K~ and bad spli
   so.paths = {good, good};
   so.split = split_kind::given;
   so.weights = {0.5, 0.4};
-  NM_REQUIRE_THROWS_WITH(netmorph::to_stacked_subnet(parent, so), value_error,
-                         "to_stacked_subnet: split weights sum to 0.9, so the paths would not sum to G");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::to_stacked_subnet(parent, so), value_error,
+      "to_stacked_subnet: split weights sum to 0.9, so the paths would not sum to G");
   so.weights = {1.0};
   NM_REQUIRE_THROWS_WITH(netmorph::to_stacked_subnet(parent, so), value_error,
                          "to_stacked_subnet: 1 split weights for 2 paths");

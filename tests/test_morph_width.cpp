@@ -17,12 +17,12 @@ using nmtest::idx;
 
 namespace {
 
-
 template <typename Scalar>
 batch_norm<Scalar> random_bn(idx c, std::mt19937_64& rng) {
   batch_norm<Scalar> bn{nmtest::randn<Scalar>({c}, rng), nmtest::randn<Scalar>({c}, rng),
                         nmtest::randn<Scalar>({c}, rng), tensor<Scalar>({c}), 1e-5};
-  for (Scalar& v : bn.running_var) v = static_cast<Scalar>(0.5 + std::uniform_real_distribution<double>(0, 1)(rng));
+  for (Scalar& v : bn.running_var)
+    v = static_cast<Scalar>(0.5 + std::uniform_real_distribution<double>(0, 1)(rng));
   return bn;
 }
 
@@ -52,9 +52,10 @@ TEMPLATE_TEST_CASE("widen conv -> conv preserves the function for every activati
       opt.seed = static_cast<std::uint64_t>(trial);
       CAPTURE(netmorph::to_string(kind), trial, c0, c, c2, k, kn, with_bn, with_bias,
               opt.new_channels, int(opt.rule));
-      conv2d_layer<TestType> layer{nmtest::randn<TestType>({c, c0, k, k}, rng),
-                                   with_bias ? nmtest::randn<TestType>({c}, rng) : tensor<TestType>(),
-                                   conv2d_params{1, k / 2}};
+      conv2d_layer<TestType> layer{
+          nmtest::randn<TestType>({c, c0, k, k}, rng),
+          with_bias ? nmtest::randn<TestType>({c}, rng) : tensor<TestType>(),
+          conv2d_params{1, k / 2}};
       conv2d_layer<TestType> next{nmtest::randn<TestType>({c2, c, kn, kn}, rng),
                                   nmtest::randn<TestType>({c2}, rng), conv2d_params{1, kn / 2}};
       std::optional<batch_norm<TestType>> bn;
@@ -72,7 +73,8 @@ TEMPLATE_TEST_CASE("widen conv -> conv preserves the function for every activati
       std::set<idx> seen(r.permutation.begin(), r.permutation.end());
       REQUIRE(seen.size() == std::size_t(opt.new_channels));
       for (idx q = 0; q < opt.new_channels; ++q)
-        if (r.permutation[q] < c) REQUIRE(r.layer.weight(q, 0, 0, 0) == layer.weight(r.permutation[q], 0, 0, 0));
+        if (r.permutation[q] < c)
+          REQUIRE(r.layer.weight(q, 0, 0, 0) == layer.weight(r.permutation[q], 0, 0, 0));
     }
   }
 }
@@ -125,8 +127,10 @@ TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", floa
     opt.phi = activation{nmtest::all_activation_kinds()[trial % 8], 0.1};
     opt.seed = static_cast<std::uint64_t>(trial);
     CAPTURE(trial, in, c, out, opt.new_channels);
-    dense_layer<TestType> layer{nmtest::randn<TestType>({c, in}, rng), nmtest::randn<TestType>({c}, rng)};
-    dense_layer<TestType> next{nmtest::randn<TestType>({out, c}, rng), nmtest::randn<TestType>({out}, rng)};
+    dense_layer<TestType> layer{nmtest::randn<TestType>({c, in}, rng),
+                                nmtest::randn<TestType>({c}, rng)};
+    dense_layer<TestType> next{nmtest::randn<TestType>({out, c}, rng),
+                               nmtest::randn<TestType>({out}, rng)};
     auto r = netmorph::widen(layer, next, opt);
     REQUIRE(r.report.relative_output_error <= tol);
     auto x = nmtest::randn<TestType>({4, in}, rng);
@@ -139,7 +143,8 @@ TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", floa
 TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exact", "[width]") {
   std::mt19937_64 rng(3);
   // Incoming side (1 x 1 x 1 + bias = 2 values) is smaller than the outgoing (8 x 3 x 3).
-  conv2d_layer<double> layer{nmtest::randn<double>({2, 1, 1, 1}, rng), nmtest::randn<double>({2}, rng), {}};
+  conv2d_layer<double> layer{
+      nmtest::randn<double>({2, 1, 1, 1}, rng), nmtest::randn<double>({2}, rng), {}};
   conv2d_layer<double> next{nmtest::randn<double>({8, 2, 3, 3}, rng), {}, conv2d_params{1, 1}};
   widen_options opt;
   opt.new_channels = 4;
@@ -160,8 +165,8 @@ TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exac
   REQUIRE(s.report.relative_output_error <= 1e-12);
 }
 
-TEMPLATE_TEST_CASE("widen rejects a shrinking width and mismatched layers", "[width][error]",
-                   float, double) {
+TEMPLATE_TEST_CASE("widen rejects a shrinking width and mismatched layers", "[width][error]", float,
+                   double) {
   using T = tensor<TestType>;
   conv2d_layer<TestType> layer{T({4, 3, 3, 3}), T({4}), {}};
   conv2d_layer<TestType> next{T({2, 4, 3, 3}), {}, {}};

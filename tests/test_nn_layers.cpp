@@ -12,16 +12,19 @@ namespace nn = netmorph::nn;
 namespace {
 
 /// L = sum(r * layer(x)); checks dL/dx and dL/d(every parameter) against central differences.
-void check_gradients(nn::layer<double>& l, tensor<double> x, std::mt19937_64& rng, bool training = true) {
+void check_gradients(nn::layer<double>& l, tensor<double> x, std::mt19937_64& rng,
+                     bool training = true) {
   const tensor<double> y0 = l.forward(x, training);
   const tensor<double> r = nmtest::randn<double>(y0.shape(), rng);
-  for (auto* p : l.parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0);
+  for (auto* p : l.parameters())
+    std::fill(p->grad.begin(), p->grad.end(), 0.0);
   l.forward(x, training);
   const tensor<double> dx = l.backward(r);
   auto loss = [&]() {
     const tensor<double> y = l.forward(x, training);
     double s = 0;
-    for (idx i = 0; i < y.size(); ++i) s += r.data()[i] * y.data()[i];
+    for (idx i = 0; i < y.size(); ++i)
+      s += r.data()[i] * y.data()[i];
     return s;
   };
   const double h = 1e-6;
@@ -52,7 +55,8 @@ TEST_CASE("conv2d and dense gradients match finite differences", "[nn][gradient]
     const idx ci = draw(rng, 1, 3), co = draw(rng, 1, 3), k = draw(rng, 1, 3), s = draw(rng, 1, 2),
               p = draw(rng, 0, 1);
     CAPTURE(trial, ci, co, k, s, p);
-    nn::conv2d<double> c(nmtest::randn<double>({co, ci, k, k}, rng), nmtest::randn<double>({co}, rng), {s, p});
+    nn::conv2d<double> c(nmtest::randn<double>({co, ci, k, k}, rng),
+                         nmtest::randn<double>({co}, rng), {s, p});
     check_gradients(c, nmtest::randn<double>({2, ci, 5, 4}, rng), rng);
     nn::dense<double> d(nmtest::randn<double>({co, ci * 3}, rng), nmtest::randn<double>({co}, rng));
     check_gradients(d, nmtest::randn<double>({3, ci * 3}, rng), rng);
@@ -62,7 +66,8 @@ TEST_CASE("conv2d and dense gradients match finite differences", "[nn][gradient]
 TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite differences",
           "[nn][gradient]") {
   auto rng = nmtest::make_rng(111);
-  nn::pool2d<double> mp(nn::pool2d<double>::mode::max, 2, 2), ap(nn::pool2d<double>::mode::average, 3, 2);
+  nn::pool2d<double> mp(nn::pool2d<double>::mode::max, 2, 2),
+      ap(nn::pool2d<double>::mode::average, 3, 2);
   check_gradients(mp, nmtest::randn<double>({2, 2, 6, 5}, rng), rng);
   check_gradients(ap, nmtest::randn<double>({2, 2, 7, 7}, rng), rng);
   nn::flatten<double> f;
@@ -74,7 +79,8 @@ TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite diffe
   check_gradients(bn_train, nmtest::randn<double>({4, 3, 2, 3}, rng), rng, true);
   // Inference mode uses the running statistics.
   auto xe = nmtest::randn<double>({4, 3, 2, 3}, rng);
-  REQUIRE(netmorph::relative_error(bn_eval.forward(xe, false), netmorph::batch_norm_inference(xe, bnp)) <= 1e-14);
+  REQUIRE(netmorph::relative_error(bn_eval.forward(xe, false),
+                                   netmorph::batch_norm_inference(xe, bnp)) <= 1e-14);
   nn::batch_norm_layer<double> bn_dense(bnp);
   check_gradients(bn_dense, nmtest::randn<double>({5, 3}, rng), rng, true);
   // Dropout with a fixed mask: reseed before every forward so the finite differences see it.
@@ -117,10 +123,12 @@ TEST_CASE("parallel blocks sum their paths in both directions", "[nn][gradient]"
   auto rng = nmtest::make_rng(113);
   std::vector<nn::layer_list<double>> paths(3);
   paths[0].push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({2, 2, 3, 3}, rng),
-                                                          nmtest::randn<double>({2}, rng), netmorph::conv2d_params{1, 1}));
-  paths[1].push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({2, 2, 1, 1}, rng),
-                                                          tensor<double>(), netmorph::conv2d_params{}));
-  paths[1].push_back(std::make_unique<nn::activation_layer<double>>(activation{activation_kind::tanh}));
+                                                          nmtest::randn<double>({2}, rng),
+                                                          netmorph::conv2d_params{1, 1}));
+  paths[1].push_back(std::make_unique<nn::conv2d<double>>(
+      nmtest::randn<double>({2, 2, 1, 1}, rng), tensor<double>(), netmorph::conv2d_params{}));
+  paths[1].push_back(
+      std::make_unique<nn::activation_layer<double>>(activation{activation_kind::tanh}));
   // paths[2] empty: the identity shortcut of a residual block.
   nn::parallel<double> par(std::move(paths));
   check_gradients(par, nmtest::randn<double>({2, 2, 4, 4}, rng), rng);
@@ -147,8 +155,10 @@ TEST_CASE("softmax cross-entropy gradient matches finite differences", "[nn][gra
 }
 
 TEST_CASE("layers reject bad configurations with named messages", "[nn][error]") {
-  NM_REQUIRE_THROWS_WITH(nn::dropout<double>(1.0), netmorph::value_error, "nn::dropout: p must be in [0, 1), got 1");
-  NM_REQUIRE_THROWS_WITH(nn::pool2d<double>(nn::pool2d<double>::mode::max, 0, 1), netmorph::value_error,
+  NM_REQUIRE_THROWS_WITH(nn::dropout<double>(1.0), netmorph::value_error,
+                         "nn::dropout: p must be in [0, 1), got 1");
+  NM_REQUIRE_THROWS_WITH(nn::pool2d<double>(nn::pool2d<double>::mode::max, 0, 1),
+                         netmorph::value_error,
                          "nn::pool2d: window and stride must be >= 1, got 0 and 1");
   NM_REQUIRE_THROWS_WITH(nn::conv2d<double>(tensor<double>({2, 3, 3, 3}), tensor<double>({3}), {}),
                          netmorph::shape_error, "nn::conv2d: bias must have shape (2), got (3)");
@@ -157,7 +167,8 @@ TEST_CASE("layers reject bad configurations with named messages", "[nn][error]")
   nn::model<double> m({1, 8, 8});
   m.add(nn::conv2d<double>(tensor<double>({4, 1, 3, 3}), tensor<double>({4}), {1, 1}));
   NM_REQUIRE_THROWS_WITH(m.add(nn::dense<double>(tensor<double>({2, 5}), tensor<double>())),
-                         netmorph::shape_error, "nn::dense: expected a rank-1 input, got shape (4, 8, 8)");
+                         netmorph::shape_error,
+                         "nn::dense: expected a rank-1 input, got shape (4, 8, 8)");
   NM_REQUIRE_THROWS_WITH(m.forward(tensor<double>({2, 2, 8, 8})), netmorph::shape_error,
                          "model::forward: input shape (2, 2, 8, 8), expected (2, 1, 8, 8)");
 }

@@ -65,7 +65,8 @@ TEST_CASE("a seed makes training reproducible", "[nn][train]") {
   auto run = [&]() {
     auto m = nn::parse_architecture<double>("(3:4)", {1, 8, 8}, t);
     m.add(nn::dropout<double>(0.2));
-    for (int e = 0; e < 2; ++e) nn::train_epoch(m, data, nn::sgd{}, 8, e);
+    for (int e = 0; e < 2; ++e)
+      nn::train_epoch(m, data, nn::sgd{}, 8, e);
     return nn::evaluate(m, data).loss;
   };
   REQUIRE(run() == run());
@@ -167,18 +168,21 @@ TEST_CASE("a morph carries the SGD velocities over, moved with the channel permu
     bool is_old = false;
     for (idx o = 0; o < 6 && !is_old; ++o) {
       bool eq = true;
-      for (idx k = 0; k < 9; ++k) eq = eq && nw.velocity.data()[q * 9 + k] == v0.data()[o * 9 + k];
+      for (idx k = 0; k < 9; ++k)
+        eq = eq && nw.velocity.data()[q * 9 + k] == v0.data()[o * 9 + k];
       if (eq) {
         is_old = true;
         REQUIRE(c0->bias().velocity(q) == vb(o));
         REQUIRE(bn->gamma().velocity(q) == vg(o));
         for (idx r = 0; r < v1.dim(0); ++r)
           for (idx k = 0; k < 9; ++k)
-            REQUIRE(c1->weight().velocity.data()[(r * 10 + q) * 9 + k] == v1.data()[(r * 6 + o) * 9 + k]);
+            REQUIRE(c1->weight().velocity.data()[(r * 10 + q) * 9 + k] ==
+                    v1.data()[(r * 6 + o) * 9 + k]);
       }
     }
     bool zero = true;
-    for (idx k = 0; k < 9; ++k) zero = zero && nw.velocity.data()[q * 9 + k] == 0.0;
+    for (idx k = 0; k < 9; ++k)
+      zero = zero && nw.velocity.data()[q * 9 + k] == 0.0;
     carried += is_old;
     fresh += zero && !is_old;
   }
@@ -206,13 +210,17 @@ TEST_CASE("the architecture notation round-trips and names the position of error
   REQUIRE(m.output_shape() == netmorph::shape_type{10});
   auto q = nn::parse_architecture<float>(" (3:16) ( 3 : 16 x 2 ) ", {3, 16, 16}, t);
   REQUIRE(nn::to_notation(q) == "(3:16)[(3:16x2)]");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5 32)", {1, 28, 28}), netmorph::value_error,
+  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5 32)", {1, 28, 28}),
+                         netmorph::value_error,
                          "parse_architecture: expected ':' at position 3 ('3') in '(5 32)'");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:32", {1, 28, 28}), netmorph::value_error,
+  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:32", {1, 28, 28}),
+                         netmorph::value_error,
                          "parse_architecture: expected ')' at position 5 (end) in '(5:32'");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:0)", {1, 28, 28}), netmorph::value_error,
+  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:0)", {1, 28, 28}),
+                         netmorph::value_error,
                          "parse_architecture: expected a channel count >= 1 at position 3");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:32)x", {1, 28, 28}), netmorph::value_error,
+  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:32)x", {1, 28, 28}),
+                         netmorph::value_error,
                          "parse_architecture: expected '(' or '[' at position 6 ('x')");
   NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("[]", {1, 28, 28}), netmorph::value_error,
                          "parse_architecture: empty group before position 2");
@@ -230,11 +238,14 @@ TEST_CASE("morph operations refuse layers they cannot morph", "[nn][morph][error
                          "nn::grow_kernel: layer 2 is max_pool, expected conv2d");
   netmorph::widen_options w;
   w.new_channels = 2;
-  NM_REQUIRE_THROWS_WITH(nn::widen(m, 0, w), netmorph::value_error, "widen: cannot shrink from 4 to 2 channels");
+  NM_REQUIRE_THROWS_WITH(nn::widen(m, 0, w), netmorph::value_error,
+                         "widen: cannot shrink from 4 to 2 channels");
   w.new_channels = 12;
-  NM_REQUIRE_THROWS_WITH(nn::widen(m, 4, w), netmorph::value_error,
-                         "nn::widen: layer 4 has no following conv2d/dense layer whose input could grow");
-  NM_REQUIRE_THROWS_WITH(nn::deepen(m, 9), netmorph::shape_error, "model::at: layer 9 out of range for a model of 5 layers");
+  NM_REQUIRE_THROWS_WITH(
+      nn::widen(m, 4, w), netmorph::value_error,
+      "nn::widen: layer 4 has no following conv2d/dense layer whose input could grow");
+  NM_REQUIRE_THROWS_WITH(nn::deepen(m, 9), netmorph::shape_error,
+                         "model::at: layer 9 out of range for a model of 5 layers");
 }
 
 TEST_CASE("model backward returns the input gradient only when asked", "[nn][gradient]") {
@@ -254,7 +265,8 @@ TEST_CASE("model backward returns the input gradient only when asked", "[nn][gra
   auto loss = [&]() {
     const auto y = m.forward(x, false);
     double s = 0;
-    for (idx i = 0; i < y.size(); ++i) s += r.data()[i] * y.data()[i];
+    for (idx i = 0; i < y.size(); ++i)
+      s += r.data()[i] * y.data()[i];
     return s;
   };
   for (idx i = 0; i < x.size(); ++i) {

@@ -6,13 +6,13 @@ using netmorph::value_error;
 using nmtest::draw;
 using nmtest::idx;
 
-TEMPLATE_TEST_CASE("compose equals the naive eq. 6 loop on random shapes",
-                   "[compose][property]", float, double) {
+TEMPLATE_TEST_CASE("compose equals the naive eq. 6 loop on random shapes", "[compose][property]",
+                   float, double) {
   auto rng = nmtest::make_rng(30);
   for (int trial = 0; trial < 50; ++trial) {
     const idx c0 = draw(rng, 1, 6), c1 = draw(rng, 1, 6), c2 = draw(rng, 1, 6);
     const idx k1h = draw(rng, 1, 5), k1w = draw(rng, 1, 5), k2h = draw(rng, 1, 4),
-                k2w = draw(rng, 1, 4);
+              k2w = draw(rng, 1, 4);
     CAPTURE(trial, c0, c1, c2, k1h, k1w, k2h, k2w);
     auto f1 = nmtest::randn<TestType>({c1, c0, k1h, k1w}, rng);
     auto f2 = nmtest::randn<TestType>({c2, c1, k2h, k2w}, rng);
@@ -36,10 +36,10 @@ TEMPLATE_TEST_CASE("stacked convolutions equal the composed convolution at every
   for (int trial = 0; trial < 80; ++trial) {
     const idx c0 = draw(rng, 1, 4), c1 = draw(rng, 1, 5), c2 = draw(rng, 1, 4);
     const idx k1 = draw(rng, 1, 5), k2 = draw(rng, 1, 5), pad = draw(rng, 0, 3),
-                stride = draw(rng, 1, 3);
+              stride = draw(rng, 1, 3);
     const idx kt = k1 + k2 - 1;
     const idx h = draw(rng, std::max<idx>(1, kt - 2 * pad), 10),
-                w = draw(rng, std::max<idx>(1, kt - 2 * pad), 10), n = draw(rng, 1, 3);
+              w = draw(rng, std::max<idx>(1, kt - 2 * pad), 10), n = draw(rng, 1, 3);
     CAPTURE(trial, c0, c1, c2, k1, k2, pad, stride, h, w, n);
     auto x = nmtest::randn<TestType>({n, c0, h, w}, rng);
     auto f1 = nmtest::randn<TestType>({c1, c0, k1, k1}, rng);
@@ -49,8 +49,8 @@ TEMPLATE_TEST_CASE("stacked convolutions equal the composed convolution at every
     // The stride goes on the second layer (or on the first when K2 = 1).
     const conv2d_params p1{k2 == 1 ? stride : 1, pad}, p2{k2 == 1 ? 1 : stride, 0};
     auto stacked = netmorph::conv2d(netmorph::conv2d(x, f1, b1, p1), f2, b2, p2);
-    auto direct = netmorph::conv2d(x, netmorph::compose(f2, f1),
-                                   netmorph::compose_bias(f2, b1, b2), conv2d_params{stride, pad});
+    auto direct = netmorph::conv2d(x, netmorph::compose(f2, f1), netmorph::compose_bias(f2, b1, b2),
+                                   conv2d_params{stride, pad});
     REQUIRE(stacked.shape() == direct.shape());
     REQUIRE(netmorph::relative_error(stacked, direct) <= nmtest::exact_tolerance<TestType>());
   }
@@ -62,7 +62,8 @@ TEMPLATE_TEST_CASE("'same' paddings on both stacked layers are not exact at the 
   auto x = nmtest::randn<TestType>({1, 2, 8, 8}, rng);
   auto f1 = nmtest::randn<TestType>({3, 2, 3, 3}, rng);
   auto f2 = nmtest::randn<TestType>({2, 3, 3, 3}, rng);
-  auto stacked = netmorph::conv2d(netmorph::conv2d(x, f1, conv2d_params{1, 1}), f2, conv2d_params{1, 1});
+  auto stacked =
+      netmorph::conv2d(netmorph::conv2d(x, f1, conv2d_params{1, 1}), f2, conv2d_params{1, 1});
   auto direct = netmorph::conv2d(x, netmorph::compose(f2, f1), conv2d_params{1, 2});
   REQUIRE(stacked.shape() == direct.shape());
   REQUIRE(netmorph::relative_error(stacked, direct) > 1e-3);
@@ -83,7 +84,8 @@ TEMPLATE_TEST_CASE("compose_bias adds F2 applied to b1", "[compose]", float, dou
     double ref = b2(o);
     for (idx c = 0; c < 2; ++c)
       for (idx y = 0; y < 3; ++y)
-        for (idx x = 0; x < 3; ++x) ref += double(f2(o, c, y, x)) * double(b1(c));
+        for (idx x = 0; x < 3; ++x)
+          ref += double(f2(o, c, y, x)) * double(b1(c));
     REQUIRE(b(o) == Approx(ref).epsilon(nmtest::exact_tolerance<TestType>()));
   }
   using T = netmorph::tensor<TestType>;
@@ -106,9 +108,9 @@ TEMPLATE_TEST_CASE("pad_kernel and crop_kernel are centred inverses", "[compose]
   // A centred padding keeps a "same" convolution's output unchanged.
   auto x = nmtest::randn<TestType>({1, 3, 6, 6}, rng);
   auto g = nmtest::randn<TestType>({2, 3, 3, 3}, rng);
-  REQUIRE(netmorph::relative_error(netmorph::conv2d(x, netmorph::pad_kernel(g, 5, 5), conv2d_params{1, 2}),
-                                   netmorph::conv2d(x, g, conv2d_params{1, 1})) <=
-          nmtest::exact_tolerance<TestType>());
+  REQUIRE(netmorph::relative_error(
+              netmorph::conv2d(x, netmorph::pad_kernel(g, 5, 5), conv2d_params{1, 2}),
+              netmorph::conv2d(x, g, conv2d_params{1, 1})) <= nmtest::exact_tolerance<TestType>());
 }
 
 TEMPLATE_TEST_CASE("kernel and filter helpers reject bad sizes with named messages",

@@ -12,9 +12,9 @@ TEMPLATE_TEST_CASE("conv2d equals the naive loop on random shapes, strides and p
   for (int trial = 0; trial < 60; ++trial) {
     const idx n = draw(rng, 1, 3), ci = draw(rng, 1, 5), co = draw(rng, 1, 6);
     const idx kh = draw(rng, 1, 5), kw = draw(rng, 1, 5), stride = draw(rng, 1, 3),
-                pad = draw(rng, 0, 3);
+              pad = draw(rng, 0, 3);
     const idx h = draw(rng, std::max<idx>(1, kh - 2 * pad), 11),
-                w = draw(rng, std::max<idx>(1, kw - 2 * pad), 11);
+              w = draw(rng, std::max<idx>(1, kw - 2 * pad), 11);
     const bool with_bias = trial % 3 != 0;
     CAPTURE(trial, n, ci, co, kh, kw, stride, pad, h, w, with_bias);
     auto x = nmtest::randn<TestType>({n, ci, h, w}, rng);
@@ -32,8 +32,8 @@ TEMPLATE_TEST_CASE("conv2d with a centred delta and 'same' padding is the identi
   auto rng = nmtest::make_rng(11);
   auto x = nmtest::randn<TestType>({2, 3, 7, 6}, rng);
   for (idx k : {1, 3, 5}) {
-    auto y = netmorph::conv2d(x, netmorph::identity_filter<TestType>(3, k),
-                              conv2d_params{1, k / 2});
+    auto y =
+        netmorph::conv2d(x, netmorph::identity_filter<TestType>(3, k), conv2d_params{1, k / 2});
     REQUIRE(y == x);
   }
 }
@@ -44,10 +44,12 @@ TEMPLATE_TEST_CASE("conv2d layer overload uses the layer's stride, padding and b
   netmorph::conv2d_layer<TestType> layer{nmtest::randn<TestType>({4, 2, 3, 3}, rng),
                                          nmtest::randn<TestType>({4}, rng), conv2d_params{2, 1}};
   auto x = nmtest::randn<TestType>({1, 2, 9, 9}, rng);
-  REQUIRE(netmorph::conv2d(x, layer) == netmorph::conv2d(x, layer.weight, layer.bias, layer.params));
+  REQUIRE(netmorph::conv2d(x, layer) ==
+          netmorph::conv2d(x, layer.weight, layer.bias, layer.params));
   REQUIRE(netmorph::conv2d(x, layer).shape() == netmorph::shape_type{1, 4, 5, 5});
   auto nb = netmorph::conv2d(x, layer.weight, layer.params);
-  REQUIRE(netmorph::relative_error(nb, nmtest::naive_conv2d(x, layer.weight, netmorph::tensor<TestType>(), 2, 1)) <=
+  REQUIRE(netmorph::relative_error(
+              nb, nmtest::naive_conv2d(x, layer.weight, netmorph::tensor<TestType>(), 2, 1)) <=
           nmtest::exact_tolerance<TestType>());
 }
 

@@ -19,13 +19,15 @@ TEMPLATE_TEST_CASE("dense equals the naive loop on random shapes", "[dense][prop
     for (idx s = 0; s < n; ++s)
       for (idx o = 0; o < out; ++o) {
         double acc = with_bias ? double(b(o)) : 0.0;
-        for (idx i = 0; i < in; ++i) acc += double(w(o, i)) * double(x(s, i));
+        for (idx i = 0; i < in; ++i)
+          acc += double(w(o, i)) * double(x(s, i));
         ref(s, o) = static_cast<TestType>(acc);
       }
     REQUIRE(netmorph::relative_error(y, ref) <= nmtest::exact_tolerance<TestType>());
     // A dense layer is a 1x1 convolution on a 1x1 blob (DESIGN §2).
     auto yc = netmorph::conv2d(x.reshape({n, in, 1, 1}), w.reshape({out, in, 1, 1}), b);
-    REQUIRE(netmorph::relative_error(yc.reshape({n, out}), ref) <= nmtest::exact_tolerance<TestType>());
+    REQUIRE(netmorph::relative_error(yc.reshape({n, out}), ref) <=
+            nmtest::exact_tolerance<TestType>());
     netmorph::dense_layer<TestType> layer{w, b};
     REQUIRE(netmorph::dense(x, layer) == y);
   }

@@ -145,8 +145,7 @@ TEST_CASE("solve_first_factor solves compose(F2, X) = T", "[solve][property]") {
   }
 }
 
-TEST_CASE("a rank-deficient system falls back to the orthogonal decomposition",
-          "[solve]") {
+TEST_CASE("a rank-deficient system falls back to the orthogonal decomposition", "[solve]") {
   auto rng = nmtest::make_rng(44);
   // Two identical channels in F make A(F) rank deficient: the Gram matrix is singular.
   auto f = nmtest::randn<double>({2, 1, 1, 1}, rng);
@@ -157,7 +156,8 @@ TEST_CASE("a rank-deficient system falls back to the orthogonal decomposition",
   REQUIRE(info.underdetermined);
   REQUIRE(netmorph::relative_error(netmorph::compose(x, f), t) <= 1e-12);
   auto f3 = nmtest::randn<double>({2, 3, 1, 1}, rng);
-  for (idx i = 0; i < 3; ++i) f3(1, i, 0, 0) = 2 * f3(0, i, 0, 0);  // rank 1, overdetermined
+  for (idx i = 0; i < 3; ++i)
+    f3(1, i, 0, 0) = 2 * f3(0, i, 0, 0);  // rank 1, overdetermined
   auto t3 = nmtest::randn<double>({2, 3, 1, 1}, rng);
   factor_solve_info info3;
   auto x3 = netmorph::solve::solve_second_factor(t3, f3, 1, rng, {}, &info3);
@@ -173,16 +173,19 @@ TEST_CASE("factor solves reject shapes that do not fit", "[solve][error]") {
   tensor<double> t({2, 3, 3, 3}), f({4, 3, 3, 3});
   NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_second_factor(t, f, 2, rng), shape_error,
                          "solve_second_factor: target kernel 3 != K_f + K_x - 1 = 3 + 2 - 1");
-  NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_second_factor(t, tensor<double>({4, 2, 1, 1}), 3, rng),
-                         shape_error, "solve_second_factor: target has 3 input channels, F has 2");
-  NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_first_factor(t, tensor<double>({3, 4, 1, 1}), 3, rng),
-                         shape_error, "solve_first_factor: target has 2 output channels, F2 has 3");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::solve::solve_second_factor(t, tensor<double>({4, 2, 1, 1}), 3, rng), shape_error,
+      "solve_second_factor: target has 3 input channels, F has 2");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::solve::solve_first_factor(t, tensor<double>({3, 4, 1, 1}), 3, rng), shape_error,
+      "solve_first_factor: target has 2 output channels, F2 has 3");
   factor_solve_settings tiny;
   tiny.force_cod = true;
   tiny.max_explicit_entries = 10;
-  NM_REQUIRE_THROWS_WITH(netmorph::solve::solve_second_factor(t, tensor<double>({4, 3, 1, 1}), 3, rng, tiny),
-                         netmorph::numerical_error,
-                         "the 3 x 4 explicit system is too large for the rank-revealing fallback");
+  NM_REQUIRE_THROWS_WITH(
+      netmorph::solve::solve_second_factor(t, tensor<double>({4, 3, 1, 1}), 3, rng, tiny),
+      netmorph::numerical_error,
+      "the 3 x 4 explicit system is too large for the rank-revealing fallback");
   NM_REQUIRE_THROWS_WITH(netmorph::solve::toeplitz_matrix(f, 0), netmorph::value_error,
                          "toeplitz_matrix: K_x must be >= 1, got 0");
 }

@@ -14,7 +14,8 @@ TEMPLATE_TEST_CASE("tensor has row-major shape, strides and size", "[tensor]", f
   REQUIRE(t.shape() == netmorph::shape_type{2, 3, 4});
   REQUIRE(t.strides() == netmorph::shape_type{12, 4, 1});
   REQUIRE(t.dim(-1) == 4);
-  for (TestType v : t) REQUIRE(v == TestType(0));
+  for (TestType v : t)
+    REQUIRE(v == TestType(0));
   t(1, 2, 3) = TestType(7);
   REQUIRE(t.data()[23] == TestType(7));
   REQUIRE(t.at(1, 2, 3) == TestType(7));
@@ -23,7 +24,8 @@ TEMPLATE_TEST_CASE("tensor has row-major shape, strides and size", "[tensor]", f
 TEMPLATE_TEST_CASE("tensor::at is bounds-checked and names idx and shape", "[tensor]", float,
                    double) {
   netmorph::tensor<TestType> t({2, 3});
-  NM_REQUIRE_THROWS_WITH(t.at(2, 0), shape_error, "tensor::at: index (2, 0) out of range for shape (2, 3)");
+  NM_REQUIRE_THROWS_WITH(t.at(2, 0), shape_error,
+                         "tensor::at: index (2, 0) out of range for shape (2, 3)");
   NM_REQUIRE_THROWS_WITH(t.at(0, -1), shape_error, "(0, -1)");
   NM_REQUIRE_THROWS_WITH(t.at(0), shape_error, "index (0) out of range for shape (2, 3)");
   NM_REQUIRE_THROWS_WITH(t.at(0, 0, 0), shape_error, "index (0, 0, 0)");
@@ -40,7 +42,8 @@ TEMPLATE_TEST_CASE("tensor construction validates shapes and value counts", "[te
   REQUIRE(e.empty());
   REQUIRE(e.rank() == 0);
   netmorph::tensor<TestType> f({2, 2}, TestType(1.5));
-  for (TestType v : f) REQUIRE(v == TestType(1.5));
+  for (TestType v : f)
+    REQUIRE(v == TestType(1.5));
 }
 
 TEMPLATE_TEST_CASE("matrix and vector views share storage with the tensor", "[tensor]", float,
@@ -68,9 +71,11 @@ TEMPLATE_TEST_CASE("reshape keeps the data and checks the size", "[tensor]", flo
   auto r = t.reshape({6, 4});
   REQUIRE(r.shape() == netmorph::shape_type{6, 4});
   REQUIRE(r.strides() == netmorph::shape_type{4, 1});
-  for (idx i = 0; i < t.size(); ++i) REQUIRE(r.data()[i] == t.data()[i]);
-  NM_REQUIRE_THROWS_WITH(t.reshape({5, 5}), shape_error,
-                         "tensor::reshape: cannot view (2, 3, 4) (24 values) as (5, 5) (25 values)");
+  for (idx i = 0; i < t.size(); ++i)
+    REQUIRE(r.data()[i] == t.data()[i]);
+  NM_REQUIRE_THROWS_WITH(
+      t.reshape({5, 5}), shape_error,
+      "tensor::reshape: cannot view (2, 3, 4) (24 values) as (5, 5) (25 values)");
   auto moved = std::move(r).reshape({24});
   REQUIRE(moved.rank() == 1);
 }
@@ -84,7 +89,8 @@ TEMPLATE_TEST_CASE("comparison helpers measure what they claim", "[tensor]", flo
   REQUIRE(netmorph::all_close(a, a, 0.0));
   REQUIRE_FALSE(netmorph::all_close(a, b, 0.4));
   REQUIRE(netmorph::all_close(a, b, 0.5));
-  REQUIRE(netmorph::nonzero_fraction(netmorph::tensor<TestType>({4}, std::vector<TestType>{0, 1, 0, 2})) == 0.5);
+  REQUIRE(netmorph::nonzero_fraction(
+              netmorph::tensor<TestType>({4}, std::vector<TestType>{0, 1, 0, 2})) == 0.5);
   REQUIRE(netmorph::stddev(b) == Approx(std::sqrt(14.0 / 9.0)));
   REQUIRE(a != b);
   REQUIRE(a == a.template cast<double>().template cast<TestType>());
@@ -107,5 +113,6 @@ TEMPLATE_TEST_CASE("require_finite names the function and the first bad index", 
   NM_REQUIRE_THROWS_WITH(netmorph::require_finite(t, "deepen", "bias"), value_error, "inf");
   netmorph::tensor<TestType> u({2});
   u(1) = -std::numeric_limits<TestType>::infinity();
-  NM_REQUIRE_THROWS_WITH(netmorph::require_finite(u, "deepen", "bias"), value_error, "-inf at index (1)");
+  NM_REQUIRE_THROWS_WITH(netmorph::require_finite(u, "deepen", "bias"), value_error,
+                         "-inf at index (1)");
 }

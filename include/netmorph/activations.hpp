@@ -20,14 +20,22 @@ enum class activation_kind { identity, relu, leaky_relu, tanh, sigmoid, elu, sof
 
 inline const char* to_string(activation_kind k) {
   switch (k) {
-    case activation_kind::identity: return "identity";
-    case activation_kind::relu: return "relu";
-    case activation_kind::leaky_relu: return "leaky_relu";
-    case activation_kind::tanh: return "tanh";
-    case activation_kind::sigmoid: return "sigmoid";
-    case activation_kind::elu: return "elu";
-    case activation_kind::softplus: return "softplus";
-    default: return "gelu";
+    case activation_kind::identity:
+      return "identity";
+    case activation_kind::relu:
+      return "relu";
+    case activation_kind::leaky_relu:
+      return "leaky_relu";
+    case activation_kind::tanh:
+      return "tanh";
+    case activation_kind::sigmoid:
+      return "sigmoid";
+    case activation_kind::elu:
+      return "elu";
+    case activation_kind::softplus:
+      return "softplus";
+    default:
+      return "gelu";
   }
 }
 
@@ -39,24 +47,34 @@ struct activation {
   /// \f$ \phi(x) \f$.
   double value(double x) const {
     switch (kind) {
-      case activation_kind::identity: return x;
-      case activation_kind::relu: return x > 0 ? x : 0.0;
-      case activation_kind::leaky_relu: return x > 0 ? x : param * x;
-      case activation_kind::tanh: return std::tanh(x);
-      case activation_kind::sigmoid: return 1.0 / (1.0 + std::exp(-x));
-      case activation_kind::elu: return x > 0 ? x : param * std::expm1(x);
+      case activation_kind::identity:
+        return x;
+      case activation_kind::relu:
+        return x > 0 ? x : 0.0;
+      case activation_kind::leaky_relu:
+        return x > 0 ? x : param * x;
+      case activation_kind::tanh:
+        return std::tanh(x);
+      case activation_kind::sigmoid:
+        return 1.0 / (1.0 + std::exp(-x));
+      case activation_kind::elu:
+        return x > 0 ? x : param * std::expm1(x);
       case activation_kind::softplus:
         return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
-      default: return 0.5 * x * std::erfc(-x / std::sqrt(2.0));  // exact (erf) GELU
+      default:
+        return 0.5 * x * std::erfc(-x / std::sqrt(2.0));  // exact (erf) GELU
     }
   }
 
   /// \f$ \phi'(x) \f$ (the right derivative at a kink).
   double derivative(double x) const {
     switch (kind) {
-      case activation_kind::identity: return 1.0;
-      case activation_kind::relu: return x > 0 ? 1.0 : 0.0;
-      case activation_kind::leaky_relu: return x > 0 ? 1.0 : param;
+      case activation_kind::identity:
+        return 1.0;
+      case activation_kind::relu:
+        return x > 0 ? 1.0 : 0.0;
+      case activation_kind::leaky_relu:
+        return x > 0 ? 1.0 : param;
       case activation_kind::tanh: {
         const double t = std::tanh(x);
         return 1.0 - t * t;
@@ -65,11 +83,14 @@ struct activation {
         const double s = 1.0 / (1.0 + std::exp(-x));
         return s * (1.0 - s);
       }
-      case activation_kind::elu: return x > 0 ? 1.0 : param * std::exp(x);
-      case activation_kind::softplus: return 1.0 / (1.0 + std::exp(-x));
+      case activation_kind::elu:
+        return x > 0 ? 1.0 : param * std::exp(x);
+      case activation_kind::softplus:
+        return 1.0 / (1.0 + std::exp(-x));
       default: {
         const double pi = 3.14159265358979323846;
-        return 0.5 * std::erfc(-x / std::sqrt(2.0)) + x * std::exp(-0.5 * x * x) / std::sqrt(2.0 * pi);
+        return 0.5 * std::erfc(-x / std::sqrt(2.0)) +
+               x * std::exp(-0.5 * x * x) / std::sqrt(2.0 * pi);
       }
     }
   }
@@ -103,7 +124,8 @@ inline p_activation make_p_activation(activation phi, double a = 1.0) {
 /// Elementwise application of anything with a `value(double)` member.
 template <typename Scalar, typename Act>
 tensor<Scalar> apply(const Act& act, tensor<Scalar> x) {
-  for (Scalar& v : x) v = static_cast<Scalar>(act.value(double(v)));
+  for (Scalar& v : x)
+    v = static_cast<Scalar>(act.value(double(v)));
   return x;
 }
 

@@ -79,7 +79,8 @@ class tensor {
   static tensor random_normal(shape_type shape, Rng& rng, double stddev = 1.0) {
     tensor t(std::move(shape));
     std::normal_distribution<double> dist(0.0, stddev);
-    for (auto& v : t.data_) v = static_cast<Scalar>(dist(rng));
+    for (auto& v : t.data_)
+      v = static_cast<Scalar>(dist(rng));
     return t;
   }
 
@@ -88,7 +89,8 @@ class tensor {
   static tensor random_uniform(shape_type shape, Rng& rng, double lo = -1.0, double hi = 1.0) {
     tensor t(std::move(shape));
     std::uniform_real_distribution<double> dist(lo, hi);
-    for (auto& v : t.data_) v = static_cast<Scalar>(dist(rng));
+    for (auto& v : t.data_)
+      v = static_cast<Scalar>(dist(rng));
     return t;
   }
 
@@ -190,7 +192,8 @@ class tensor {
 
   void compute_strides() {
     strides_.assign(shape_.size(), 1);
-    for (std::size_t d = shape_.size(); d-- > 1;) strides_[d - 1] = strides_[d] * shape_[d];
+    for (std::size_t d = shape_.size(); d-- > 1;)
+      strides_[d - 1] = strides_[d] * shape_[d];
   }
 
   void reshape_in_place(shape_type new_shape) {
@@ -207,15 +210,16 @@ class tensor {
 
   void check_matrix(index rows, index cols) const {
     detail::require<shape_error>(rows >= 0 && cols >= 0 && rows * cols == size(),
-                                 "tensor::matrix: cannot view ", detail::shape_string(shape_),
-                                 " (", size(), " values) as a ", rows, " x ", cols, " matrix");
+                                 "tensor::matrix: cannot view ", detail::shape_string(shape_), " (",
+                                 size(), " values) as a ", rows, " x ", cols, " matrix");
   }
 
   template <typename... Idx>
   index offset_unchecked(Idx... idx) const {
     const index ids[] = {static_cast<index>(idx)...};
     index off = 0;
-    for (std::size_t d = 0; d < sizeof...(Idx); ++d) off += ids[d] * strides_[d];
+    for (std::size_t d = 0; d < sizeof...(Idx); ++d)
+      off += ids[d] * strides_[d];
     return off;
   }
 
@@ -289,7 +293,8 @@ template <typename Scalar>
 double nonzero_fraction(const tensor<Scalar>& t) {
   if (t.size() == 0) return 0.0;
   index nz = 0;
-  for (Scalar v : t) nz += (v != Scalar(0));
+  for (Scalar v : t)
+    nz += (v != Scalar(0));
   return double(nz) / double(t.size());
 }
 
@@ -298,10 +303,12 @@ template <typename Scalar>
 double stddev(const tensor<Scalar>& t) {
   if (t.size() == 0) return 0.0;
   double mean = 0;
-  for (Scalar v : t) mean += v;
+  for (Scalar v : t)
+    mean += v;
   mean /= double(t.size());
   double ss = 0;
-  for (Scalar v : t) ss += (double(v) - mean) * (double(v) - mean);
+  for (Scalar v : t)
+    ss += (double(v) - mean) * (double(v) - mean);
   return std::sqrt(ss / double(t.size()));
 }
 

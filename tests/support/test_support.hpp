@@ -10,9 +10,9 @@
 
 #include <cmath>
 #include <cstdint>
-#include <vector>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace nmtest {
 
@@ -98,10 +98,10 @@ tensor<Scalar> naive_compose(const tensor<Scalar>& f2, const tensor<Scalar>& f1)
 /// Every activation netmorph knows, for the property tests that run over all of them.
 inline const std::vector<netmorph::activation_kind>& all_activation_kinds() {
   static const std::vector<netmorph::activation_kind> kinds{
-      netmorph::activation_kind::identity, netmorph::activation_kind::relu,
+      netmorph::activation_kind::identity,   netmorph::activation_kind::relu,
       netmorph::activation_kind::leaky_relu, netmorph::activation_kind::tanh,
-      netmorph::activation_kind::sigmoid,  netmorph::activation_kind::elu,
-      netmorph::activation_kind::softplus, netmorph::activation_kind::gelu};
+      netmorph::activation_kind::sigmoid,    netmorph::activation_kind::elu,
+      netmorph::activation_kind::softplus,   netmorph::activation_kind::gelu};
   return kinds;
 }
 
@@ -115,10 +115,10 @@ netmorph::conv2d_layer<Scalar> random_conv(std::mt19937_64& rng, index c2, index
 }
 
 /// REQUIRE that calling `expr` throws `Error` and that the message contains `needle`.
-#define NM_REQUIRE_THROWS_WITH(expr, Error, needle)                               \
-  do {                                                                             \
-    REQUIRE_THROWS_AS(expr, Error);                                                \
-    REQUIRE_THROWS_WITH(expr, Catch::Matchers::Contains(std::string(needle)));     \
+#define NM_REQUIRE_THROWS_WITH(expr, Error, needle)                            \
+  do {                                                                         \
+    REQUIRE_THROWS_AS(expr, Error);                                            \
+    REQUIRE_THROWS_WITH(expr, Catch::Matchers::Contains(std::string(needle))); \
   } while (0)
 
 }  // namespace nmtest

@@ -24,7 +24,8 @@ std::string cat(const Args&... args) {
 inline std::string shape_string(const std::vector<std::ptrdiff_t>& shape) {
   std::ostringstream os;
   os << '(';
-  for (std::size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    os << (i ? ", " : "") << shape[i];
   os << ')';
   return os.str();
 }
@@ -41,11 +42,11 @@ void require(bool condition, const Args&... args) {
 /// Internal invariant check: a failure is a bug in netmorph, not in the caller's input. Always on,
 /// because a morph must never return a wrong answer quietly; the cost is negligible next to the
 /// numerical work it guards.
-#define NETMORPH_ASSERT(cond)                                                          \
-  do {                                                                                 \
-    if (!(cond))                                                                       \
-      throw ::netmorph::error(::netmorph::detail::cat("netmorph internal error: ", #cond, \
-                                                      " at ", __FILE__, ":", __LINE__)); \
+#define NETMORPH_ASSERT(cond)                                                                     \
+  do {                                                                                            \
+    if (!(cond))                                                                                  \
+      throw ::netmorph::error(::netmorph::detail::cat("netmorph internal error: ", #cond, " at ", \
+                                                      __FILE__, ":", __LINE__));                  \
   } while (0)
 
 #endif  // NETMORPH_DETAIL_MESSAGE_HPP

@@ -49,9 +49,12 @@ enum class stride_placement {
 
 inline const char* to_string(depth_algorithm a) {
   switch (a) {
-    case depth_algorithm::practical: return "practical (Algorithm 2)";
-    case depth_algorithm::general: return "general (Algorithm 1)";
-    default: return "idmorph";
+    case depth_algorithm::practical:
+      return "practical (Algorithm 2)";
+    case depth_algorithm::general:
+      return "general (Algorithm 1)";
+    default:
+      return "idmorph";
   }
 }
 
@@ -63,12 +66,12 @@ struct deepen_options {
   depth_algorithm algorithm = depth_algorithm::practical;
   depth_padding padding = depth_padding::exact;
   stride_placement stride = stride_placement::automatic;
-  std::uint64_t seed = 0;   ///< seeds the random initialisation, null-space noise and probes
-  double tolerance = 1e-10; ///< target relative residual of eq. 6, solved in double
-  int max_iter = 100;       ///< Algorithm 1 iterations (pairs of half-steps) at most
-  double noise = 1.0;       ///< null-space component, relative to the minimum-norm solution
-  bool random_bias = true;  ///< random b1 of the RMS size of g (else 0); b2 = g - F2 (*) b1
-  bool rescale = true;      ///< equalise the std of F1 and F2 (F1 *= a, b1 *= a, F2 /= a)
+  std::uint64_t seed = 0;     ///< seeds the random initialisation, null-space noise and probes
+  double tolerance = 1e-10;   ///< target relative residual of eq. 6, solved in double
+  int max_iter = 100;         ///< Algorithm 1 iterations (pairs of half-steps) at most
+  double noise = 1.0;         ///< null-space component, relative to the minimum-norm solution
+  bool random_bias = true;    ///< random b1 of the RMS size of g (else 0); b2 = g - F2 (*) b1
+  bool rescale = true;        ///< equalise the std of F1 and F2 (F1 *= a, b1 *= a, F2 /= a)
   bool require_exact = true;  ///< throw numerical_error when eq. 6 misses the tolerance
   index probe_count = 4;      ///< random inputs on which the child is compared with the parent
   index probe_size = 0;       ///< spatial size of the probes; 0 chooses one with every border
@@ -80,17 +83,17 @@ struct deepen_report {
   index c0 = 0, c1 = 0, c2 = 0, k = 0;  ///< parent (C2, C0, K, K) and the new width C1
   index k1 = 0, k2 = 0;                 ///< kernels of the child layers
   index solved_k1 = 0, solved_k2 = 0;   ///< kernels actually solved for (Algorithm 2 shrinks)
-  bool condition7 = false;  ///< min(C1 C0 K1^2, C2 C1 K2^2) >= C2 C0 K~^2: both half-steps
-                            ///< underdetermined (DESIGN §3), at the solved kernel sizes
-  bool one_step = false;    ///< max(...) >= C2 C0 K~^2: at least one half-step can be exact
-  int iterations = 0;       ///< Algorithm 1 iterations started (1 = converged in one step)
-  int half_steps = 0;       ///< least-squares half-steps solved
-  bool fallback = false;    ///< some half-step used the rank-revealing (COD) fallback
-  bool kronecker = false;   ///< some half-step was reduced by Kronecker structure
+  bool condition7 = false;       ///< min(C1 C0 K1^2, C2 C1 K2^2) >= C2 C0 K~^2: both half-steps
+                                 ///< underdetermined (DESIGN §3), at the solved kernel sizes
+  bool one_step = false;         ///< max(...) >= C2 C0 K~^2: at least one half-step can be exact
+  int iterations = 0;            ///< Algorithm 1 iterations started (1 = converged in one step)
+  int half_steps = 0;            ///< least-squares half-steps solved
+  bool fallback = false;         ///< some half-step used the rank-revealing (COD) fallback
+  bool kronecker = false;        ///< some half-step was reduced by Kronecker structure
   double relative_residual = 0;  ///< ||G~ - F2 (*) F1|| / ||G~|| in double
   double max_output_error = 0;   ///< max |child - parent| on the probe inputs (storage scalar)
   double relative_output_error = 0;  ///< ||child - parent|| / ||parent|| on the probes
-  bool exact = false;        ///< residual at tolerance and exact borders (padding exact)
+  bool exact = false;                ///< residual at tolerance and exact borders (padding exact)
   double nonzero_first = 0, nonzero_second = 0;  ///< fraction of non-zero weights of F1, F2
   double std_first = 0, std_second = 0;          ///< std of the weights of F1, F2
   double seconds = 0;                            ///< wall time of the whole morph
@@ -111,8 +114,8 @@ struct deepen_report {
        << "residual         " << std::scientific << relative_residual << "\n"
        << "output error     max " << max_output_error << ", relative " << relative_output_error
        << (exact ? " (exact)" : " (approximate)") << "\n"
-       << std::defaultfloat << "non-zero         F1 " << nonzero_first << ", F2 "
-       << nonzero_second << "\n"
+       << std::defaultfloat << "non-zero         F1 " << nonzero_first << ", F2 " << nonzero_second
+       << "\n"
        << "std              F1 " << std_first << ", F2 " << std_second << "\n"
        << "time             " << seconds << " s\n";
     return os.str();
@@ -173,8 +176,8 @@ inline double rel_residual(const tensor<double>& gt, const tensor<double>& f2,
 
 /// Algorithm 1 at fixed kernel sizes: random init, alternate the half-steps, starting with the
 /// one that can be exact, until the residual reaches `tol` or `max_iter` iterations ran.
-inline depth_solution algorithm1(const tensor<double>& gt, index c1, index k1, index k2,
-                                 double tol, int max_iter, double noise, std::mt19937_64& rng) {
+inline depth_solution algorithm1(const tensor<double>& gt, index c1, index k1, index k2, double tol,
+                                 int max_iter, double noise, std::mt19937_64& rng) {
   const index c2 = gt.dim(0), c0 = gt.dim(1), kt = gt.dim(2);
   const bool f1_step_exact = c1 * k1 * k1 >= c2 * kt * kt;
   const bool f2_step_exact = c1 * k2 * k2 >= c0 * kt * kt;
@@ -280,10 +283,10 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
   bool stride_first = k2 == 1;
   if (opt.stride == stride_placement::first) stride_first = true;
   if (opt.stride == stride_placement::second) stride_first = false;
-  require<value_error>(stride == 1 || !stride_first || k2 == 1 ||
-                           opt.algorithm == depth_algorithm::idmorph,
-                       "deepen: stride ", stride, " cannot go on the first child layer when K2 = ",
-                       k2, " > 1: the second layer would mix positions the first one skipped");
+  require<value_error>(
+      stride == 1 || !stride_first || k2 == 1 || opt.algorithm == depth_algorithm::idmorph,
+      "deepen: stride ", stride, " cannot go on the first child layer when K2 = ", k2,
+      " > 1: the second layer would mix positions the first one skipped");
 
   std::mt19937_64 rng(opt.seed);
   deepen_report rep;
@@ -300,11 +303,13 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
   conv2d_params p1, p2;
 
   if (opt.algorithm == depth_algorithm::idmorph) {
-    require<value_error>(c1 == c2, "deepen: IdMorph needs C1 = C2 (the identity is square), got C1 = ",
-                         c1, ", C2 = ", c2);
-    require<value_error>(k1 == k, "deepen: IdMorph needs K1 = K = ", k, " (F1 is G), got K1 = ", k1);
-    require<value_error>(k2 % 2 == 1, "deepen: IdMorph needs an odd K2 for a centred identity, got ",
-                         k2);
+    require<value_error>(c1 == c2,
+                         "deepen: IdMorph needs C1 = C2 (the identity is square), got C1 = ", c1,
+                         ", C2 = ", c2);
+    require<value_error>(k1 == k, "deepen: IdMorph needs K1 = K = ", k,
+                         " (F1 is G), got K1 = ", k1);
+    require<value_error>(k2 % 2 == 1,
+                         "deepen: IdMorph needs an odd K2 for a centred identity, got ", k2);
     f1 = gd;
     f2 = identity_filter<double>(c2, k2);
     if (!gb.empty()) {
@@ -373,9 +378,9 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
     rep.kronecker = best.kronecker;
     // The half-steps measure their residual cheaply (from the Gram matrices); the reported one
     // is recomputed from the composed filters.
-    rep.relative_residual =
-        detail::rel_residual(pad_kernel(gd, rep.solved_k1 + rep.solved_k2 - 1, rep.solved_k1 + rep.solved_k2 - 1),
-                             best.f2, best.f1);
+    rep.relative_residual = detail::rel_residual(
+        pad_kernel(gd, rep.solved_k1 + rep.solved_k2 - 1, rep.solved_k1 + rep.solved_k2 - 1),
+        best.f2, best.f1);
     f1 = pad_kernel(best.f1, k1, k1);
     f2 = pad_kernel(best.f2, k2, k2);
     if (opt.rescale) {
@@ -397,7 +402,8 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
         // be larger than that: the child then carries no large cancelling offsets, which would
         // cost float accuracy.
         std::normal_distribution<double> normal(0.0, sb);
-        for (double& v : b1) v = normal(rng);
+        for (double& v : b1)
+          v = normal(rng);
         const double sc = rms(compose_bias(f2, b1, tensor<double>()));
         if (sc > sb) b1.vector() *= sb / sc;
       }
@@ -424,17 +430,17 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
                                    b1.empty() ? tensor<Scalar>() : b1.template cast<Scalar>(), p1};
   out.second = conv2d_layer<Scalar>{f2.template cast<Scalar>(),
                                     b2.empty() ? tensor<Scalar>() : b2.template cast<Scalar>(), p2};
-  const bool stride_exact = stride == 1 || !stride_first || k2 == 1 ||
-                            opt.algorithm == depth_algorithm::idmorph;
+  const bool stride_exact =
+      stride == 1 || !stride_first || k2 == 1 || opt.algorithm == depth_algorithm::idmorph;
   rep.exact = rep.relative_residual <= opt.tolerance &&
               (opt.padding == depth_padding::exact || opt.algorithm == depth_algorithm::idmorph) &&
               stride_exact;
   if (opt.require_exact && rep.relative_residual > opt.tolerance) {
-    throw numerical_error(detail::cat(
-        "deepen: relative residual ", rep.relative_residual, " of eq. 6 exceeds the tolerance ",
-        opt.tolerance, " after ", rep.half_steps, " half-steps (C0 = ", c0, ", C1 = ", c1,
-        ", C2 = ", c2, ", K = ", k, ", K1 = ", k1, ", K2 = ", k2,
-        "); widen C1, raise max_iter, or set require_exact = false"));
+    throw numerical_error(detail::cat("deepen: relative residual ", rep.relative_residual,
+                                      " of eq. 6 exceeds the tolerance ", opt.tolerance, " after ",
+                                      rep.half_steps, " half-steps (C0 = ", c0, ", C1 = ", c1,
+                                      ", C2 = ", c2, ", K = ", k, ", K1 = ", k1, ", K2 = ", k2,
+                                      "); widen C1, raise max_iter, or set require_exact = false"));
   }
 
   // Measure the function preservation on random probes, in the storage scalar.
@@ -458,8 +464,7 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
   rep.nonzero_second = nonzero_fraction(out.second.weight);
   rep.std_first = stddev(out.first.weight);
   rep.std_second = stddev(out.second.weight);
-  rep.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   out.report = rep;
   return out;
 }

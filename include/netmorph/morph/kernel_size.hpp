@@ -52,9 +52,9 @@ grow_kernel_result<Scalar> grow_kernel(const conv2d_layer<Scalar>& layer, index 
   require_finite(layer.bias, "grow_kernel", "bias");
   const auto t0 = std::chrono::steady_clock::now();
   grow_kernel_result<Scalar> r;
-  r.layer = conv2d_layer<Scalar>{pad_kernel(layer.weight, new_kernel, new_kernel), layer.bias,
-                                 conv2d_params{layer.params.stride,
-                                               layer.params.padding + (new_kernel - k) / 2}};
+  r.layer = conv2d_layer<Scalar>{
+      pad_kernel(layer.weight, new_kernel, new_kernel), layer.bias,
+      conv2d_params{layer.params.stride, layer.params.padding + (new_kernel - k) / 2}};
   r.report.old_kernel = k;
   r.report.new_kernel = new_kernel;
   if (probe_count > 0) {

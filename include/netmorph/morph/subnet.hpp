@@ -28,7 +28,7 @@ struct subnet_options {
   std::vector<index> kernels;
   depth_algorithm algorithm = depth_algorithm::practical;  ///< of every depth step
   std::uint64_t seed = 0;
-  double tolerance = 1e-10;   ///< relative residual of the whole chain
+  double tolerance = 1e-10;  ///< relative residual of the whole chain
   int max_iter = 100;
   double noise = 1.0;
   bool random_bias = true;
@@ -74,7 +74,7 @@ struct stacked_subnet_options {
 
 /// What a stacked subnet morph did.
 struct stacked_subnet_report {
-  std::vector<double> weights;          ///< the split actually used
+  std::vector<double> weights;  ///< the split actually used
   std::vector<subnet_report> paths;
   double max_output_error = 0, relative_output_error = 0;  ///< of the summed paths
   bool exact = false;
@@ -91,9 +91,11 @@ struct stacked_subnet_result {
 /// Forward pass of a sequential subnet (no activation between the layers: at creation the
 /// P-activations there are the identity).
 template <typename Scalar>
-tensor<Scalar> forward_chain(const tensor<Scalar>& x, const std::vector<conv2d_layer<Scalar>>& layers) {
+tensor<Scalar> forward_chain(const tensor<Scalar>& x,
+                             const std::vector<conv2d_layer<Scalar>>& layers) {
   tensor<Scalar> h = x;
-  for (const auto& l : layers) h = conv2d(h, l);
+  for (const auto& l : layers)
+    h = conv2d(h, l);
   return h;
 }
 
@@ -107,8 +109,8 @@ tensor<Scalar> forward_stacked(const tensor<Scalar>& x,
   for (std::size_t i = 1; i < paths.size(); ++i) {
     const tensor<Scalar> y = forward_chain(x, paths[i]);
     detail::require<shape_error>(y.shape() == sum.shape(), "forward_stacked: path ", i,
-                                 " gives shape ", detail::shape_string(y.shape()), ", path 0 gives ",
-                                 detail::shape_string(sum.shape()));
+                                 " gives shape ", detail::shape_string(y.shape()),
+                                 ", path 0 gives ", detail::shape_string(sum.shape()));
     sum.vector() += y.vector();
   }
   return sum;
@@ -123,9 +125,10 @@ void check_parent(const conv2d_layer<Scalar>& parent, const char* who) {
   require<shape_error>(parent.weight.dim(2) == parent.weight.dim(3), who,
                        ": kernel must be square, got ", parent.weight.dim(2), "x",
                        parent.weight.dim(3));
-  require<shape_error>(parent.bias.empty() || parent.bias.shape() == shape_type{parent.weight.dim(0)},
-                       who, ": bias must have shape (", parent.weight.dim(0), "), got ",
-                       shape_string(parent.bias.shape()));
+  require<shape_error>(
+      parent.bias.empty() || parent.bias.shape() == shape_type{parent.weight.dim(0)}, who,
+      ": bias must have shape (", parent.weight.dim(0), "), got ",
+      shape_string(parent.bias.shape()));
   require_finite(parent.weight, who, "weight");
   require_finite(parent.bias, who, "bias");
 }
@@ -153,9 +156,10 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
   detail::check_parent(parent, "to_subnet");
   const index k = parent.weight.dim(2);
   const index n_new = static_cast<index>(opt.widths.size());
-  require<value_error>(n_new >= 1 && opt.kernels.size() == opt.widths.size() + 1,
-                       "to_subnet: a subnet of P + 1 layers needs P >= 1 widths and P + 1 kernels, got ",
-                       opt.widths.size(), " widths and ", opt.kernels.size(), " kernels");
+  require<value_error>(
+      n_new >= 1 && opt.kernels.size() == opt.widths.size() + 1,
+      "to_subnet: a subnet of P + 1 layers needs P >= 1 widths and P + 1 kernels, got ",
+      opt.widths.size(), " widths and ", opt.kernels.size(), " kernels");
   index kt = 1;
   for (std::size_t j = 0; j < opt.kernels.size(); ++j) {
     require<value_error>(opt.kernels[j] >= 1, "to_subnet: kernel ", j + 1, " must be >= 1, got ",
@@ -174,9 +178,10 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
   subnet_result<Scalar> out;
   out.report.k_tilde = kt;
   // Peel one layer at a time, in double, with plain stride-1 unpadded layers.
-  conv2d_layer<double> rest{parent.weight.template cast<double>(),
-                            parent.bias.empty() ? tensor<double>() : parent.bias.template cast<double>(),
-                            conv2d_params{1, 0}};
+  conv2d_layer<double> rest{
+      parent.weight.template cast<double>(),
+      parent.bias.empty() ? tensor<double>() : parent.bias.template cast<double>(),
+      conv2d_params{1, 0}};
   std::vector<tensor<double>> ws, bs;
   index remaining = kt;
   for (index j = 0; j < n_new; ++j) {
@@ -198,7 +203,8 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
     out.report.steps.push_back(r.report);
     ws.push_back(std::move(r.first.weight));
     bs.push_back(std::move(r.first.bias));
-    rest = conv2d_layer<double>{std::move(r.second.weight), std::move(r.second.bias), conv2d_params{1, 0}};
+    rest = conv2d_layer<double>{std::move(r.second.weight), std::move(r.second.bias),
+                                conv2d_params{1, 0}};
     remaining = d.k2;
   }
   ws.push_back(std::move(rest.weight));
@@ -206,7 +212,8 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
 
   // Residual of the whole chain against G~.
   tensor<double> comp = ws[0];
-  for (std::size_t j = 1; j < ws.size(); ++j) comp = compose(ws[j], comp);
+  for (std::size_t j = 1; j < ws.size(); ++j)
+    comp = compose(ws[j], comp);
   const tensor<double> gt = pad_kernel(parent.weight.template cast<double>(), kt, kt);
   const double den = gt.vector().norm();
   const double num = (comp.vector() - gt.vector()).norm();
@@ -221,8 +228,9 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
     const std::size_t u = static_cast<std::size_t>(j);
     conv2d_params p{j == last ? parent.params.stride : 1,
                     j == 0 ? parent.params.padding + (kt - k) / 2 : 0};
-    out.layers.push_back(conv2d_layer<Scalar>{
-        ws[u].template cast<Scalar>(), bs[u].empty() ? tensor<Scalar>() : bs[u].template cast<Scalar>(), p});
+    out.layers.push_back(
+        conv2d_layer<Scalar>{ws[u].template cast<Scalar>(),
+                             bs[u].empty() ? tensor<Scalar>() : bs[u].template cast<Scalar>(), p});
     out.report.nonzero.push_back(nonzero_fraction(out.layers.back().weight));
     out.report.stds.push_back(stddev(out.layers.back().weight));
   }
@@ -256,14 +264,17 @@ stacked_subnet_result<Scalar> to_stacked_subnet(const conv2d_layer<Scalar>& pare
   if (opt.split == split_kind::random_convex) {
     std::uniform_real_distribution<double> u(0.2, 1.0);
     double s = 0;
-    for (double& v : l) s += (v = u(rng));
-    for (double& v : l) v /= s;
+    for (double& v : l)
+      s += (v = u(rng));
+    for (double& v : l)
+      v /= s;
   } else if (opt.split == split_kind::given) {
     require<value_error>(opt.weights.size() == n, "to_stacked_subnet: ", opt.weights.size(),
                          " split weights for ", n, " paths");
     double s = 0;
     for (double v : opt.weights) {
-      require<value_error>(std::isfinite(v), "to_stacked_subnet: split weight ", v, " is not finite");
+      require<value_error>(std::isfinite(v), "to_stacked_subnet: split weight ", v,
+                           " is not finite");
       s += v;
     }
     require<value_error>(std::abs(s - 1.0) <= 1e-12, "to_stacked_subnet: split weights sum to ", s,
@@ -275,8 +286,10 @@ stacked_subnet_result<Scalar> to_stacked_subnet(const conv2d_layer<Scalar>& pare
   index kmax = parent.weight.dim(2);
   for (std::size_t i = 0; i < n; ++i) {
     conv2d_layer<Scalar> part = parent;
-    for (Scalar& v : part.weight) v = static_cast<Scalar>(double(v) * l[i]);
-    for (Scalar& v : part.bias) v = static_cast<Scalar>(double(v) * l[i]);
+    for (Scalar& v : part.weight)
+      v = static_cast<Scalar>(double(v) * l[i]);
+    for (Scalar& v : part.bias)
+      v = static_cast<Scalar>(double(v) * l[i]);
     subnet_options po = opt.paths[i];
     po.probe_count = 0;
     subnet_result<Scalar> r = to_subnet(part, po);
@@ -285,7 +298,8 @@ stacked_subnet_result<Scalar> to_stacked_subnet(const conv2d_layer<Scalar>& pare
     out.report.paths.push_back(std::move(r.report));
   }
   out.report.exact = true;
-  for (const auto& p : out.report.paths) out.report.exact = out.report.exact && p.exact;
+  for (const auto& p : out.report.paths)
+    out.report.exact = out.report.exact && p.exact;
   if (opt.probe_count > 0) {
     const index hw = detail::probe_side(parent, kmax, opt.probe_size);
     auto x = tensor<Scalar>::random_normal({opt.probe_count, parent.weight.dim(1), hw, hw}, rng);

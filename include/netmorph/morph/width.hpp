@@ -38,10 +38,10 @@ struct widen_options {
   /// (the incoming side only when phi(0) = 0) and is used on the probes.
   activation phi{activation_kind::relu, 0.01};
   std::uint64_t seed = 0;
-  double noise = 1.0;    ///< std of the new non-zero side, relative to the existing weights
-  bool permute = true;   ///< randomly permute the channels (consistently everywhere)
-  index probe_count = 4; ///< random inputs on which the child is compared with the parent
-  index probe_size = 0;  ///< spatial size of conv probes; 0 chooses one
+  double noise = 1.0;     ///< std of the new non-zero side, relative to the existing weights
+  bool permute = true;    ///< randomly permute the channels (consistently everywhere)
+  index probe_count = 4;  ///< random inputs on which the child is compared with the parent
+  index probe_size = 0;   ///< spatial size of conv probes; 0 chooses one
 };
 
 /// What a width morph did.
@@ -81,11 +81,11 @@ struct non_deduced {
 /// next layer's weight, `groups` blocks of `span` contiguous values owned by each channel.
 template <typename Scalar>
 struct width_parts {
-  tensor<Scalar> in_w;  // (C, rest...)
-  tensor<Scalar> in_b;  // (C) or empty
-  tensor<Scalar> out_w; // next weight
-  index groups = 0;     // number of output rows of next
-  index span = 0;       // values per channel per output row (K*K, or H*W after a flatten)
+  tensor<Scalar> in_w;   // (C, rest...)
+  tensor<Scalar> in_b;   // (C) or empty
+  tensor<Scalar> out_w;  // next weight
+  index groups = 0;      // number of output rows of next
+  index span = 0;        // values per channel per output row (K*K, or H*W after a flatten)
 };
 
 template <typename Scalar>
@@ -178,7 +178,8 @@ void widen_parts(width_parts<Scalar>& p, std::optional<batch_norm<Scalar>>& bn,
 
   if (opt.rule == width_rule::netmorph) {
     source_out.resize(static_cast<std::size_t>(cn));
-    for (index j = 0; j < cn; ++j) source_out[static_cast<std::size_t>(j)] = j < c ? j : -1;
+    for (index j = 0; j < cn; ++j)
+      source_out[static_cast<std::size_t>(j)] = j < c ? j : -1;
   }
   perm.resize(static_cast<std::size_t>(cn));
   std::iota(perm.begin(), perm.end(), index(0));
@@ -186,7 +187,8 @@ void widen_parts(width_parts<Scalar>& p, std::optional<batch_norm<Scalar>>& bn,
   {
     std::vector<index> permuted(static_cast<std::size_t>(cn));
     for (index q = 0; q < cn; ++q)
-      permuted[static_cast<std::size_t>(q)] = source_out[static_cast<std::size_t>(perm[static_cast<std::size_t>(q)])];
+      permuted[static_cast<std::size_t>(q)] =
+          source_out[static_cast<std::size_t>(perm[static_cast<std::size_t>(q)])];
     source_out = std::move(permuted);
   }
   // Apply the permutation to every per-channel quantity.
@@ -262,11 +264,12 @@ tensor<Scalar> between(tensor<Scalar> h, const std::optional<batch_norm<Scalar>>
 ///         weights or bad options.
 template <typename Scalar>
 widen_result<Scalar, conv2d_layer<Scalar>, conv2d_layer<Scalar>> widen(
-    const conv2d_layer<Scalar>& layer, const conv2d_layer<Scalar>& next,
-    const widen_options& opt, typename detail::non_deduced<std::optional<batch_norm<Scalar>>>::type bn = std::nullopt) {
+    const conv2d_layer<Scalar>& layer, const conv2d_layer<Scalar>& next, const widen_options& opt,
+    typename detail::non_deduced<std::optional<batch_norm<Scalar>>>::type bn = std::nullopt) {
   const auto t0 = std::chrono::steady_clock::now();
-  detail::check_conv2d_operands(tensor<Scalar>({1, layer.weight.rank() == 4 ? layer.weight.dim(1) : 0, 1, 1}),
-                                layer.weight, layer.bias, "widen");
+  detail::check_conv2d_operands(
+      tensor<Scalar>({1, layer.weight.rank() == 4 ? layer.weight.dim(1) : 0, 1, 1}), layer.weight,
+      layer.bias, "widen");
   detail::require<shape_error>(next.weight.rank() == 4,
                                "widen: next weight must be OIHW (rank 4), got shape ",
                                detail::shape_string(next.weight.shape()));
@@ -287,8 +290,10 @@ widen_result<Scalar, conv2d_layer<Scalar>, conv2d_layer<Scalar>> widen(
   if (opt.probe_count > 0) {
     std::mt19937_64 rng(opt.seed ^ 0x5bd1e995u);
     const index k = std::max(layer.weight.dim(2), layer.weight.dim(3));
-    const index hw = opt.probe_size > 0 ? opt.probe_size
-                                        : std::max<index>(k, 1) + 2 * std::max(next.weight.dim(2), next.weight.dim(3)) + 4;
+    const index hw =
+        opt.probe_size > 0
+            ? opt.probe_size
+            : std::max<index>(k, 1) + 2 * std::max(next.weight.dim(2), next.weight.dim(3)) + 4;
     auto x = tensor<Scalar>::random_normal({opt.probe_count, layer.weight.dim(1), hw, hw}, rng);
     auto y = conv2d(detail::between(conv2d(x, layer), bn, opt.phi), next);
     auto z = conv2d(detail::between(conv2d(x, r.layer), r.bn, opt.phi), r.next);
@@ -307,8 +312,9 @@ widen_result<Scalar, conv2d_layer<Scalar>, dense_layer<Scalar>> widen(
     const conv2d_layer<Scalar>& layer, const dense_layer<Scalar>& next, const widen_options& opt,
     typename detail::non_deduced<std::optional<batch_norm<Scalar>>>::type bn = std::nullopt) {
   const auto t0 = std::chrono::steady_clock::now();
-  detail::check_conv2d_operands(tensor<Scalar>({1, layer.weight.rank() == 4 ? layer.weight.dim(1) : 0, 1, 1}),
-                                layer.weight, layer.bias, "widen");
+  detail::check_conv2d_operands(
+      tensor<Scalar>({1, layer.weight.rank() == 4 ? layer.weight.dim(1) : 0, 1, 1}), layer.weight,
+      layer.bias, "widen");
   detail::require<shape_error>(next.weight.rank() == 2,
                                "widen: next dense weight must be (out, in), got shape ",
                                detail::shape_string(next.weight.shape()));

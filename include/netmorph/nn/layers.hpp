@@ -88,9 +88,11 @@ void col2im(const Scalar* col, index c_in, index h, index w, index kh, index kw,
           Scalar* d = dxc + (oy * p.stride + ky - p.padding) * w + kx - p.padding;
           const Scalar* r = row + oy * wo;
           if (p.stride == 1) {
-            for (index ox = xlo; ox < xhi; ++ox) d[ox] += r[ox];
+            for (index ox = xlo; ox < xhi; ++ox)
+              d[ox] += r[ox];
           } else {
-            for (index ox = xlo; ox < xhi; ++ox) d[ox * p.stride] += r[ox];
+            for (index ox = xlo; ox < xhi; ++ox)
+              d[ox * p.stride] += r[ox];
           }
         }
       }
@@ -114,22 +116,26 @@ class conv2d : public layer<Scalar> {
     netmorph::detail::check_conv2d_operands(
         tensor<Scalar>({0, weight_.value.rank() == 4 ? weight_.value.dim(1) : 0, 1, 1}),
         weight_.value, bias, "nn::conv2d");
-    bias_ = parameter<Scalar>("bias", has_bias_ ? std::move(bias) : tensor<Scalar>({weight_.value.dim(0)}));
+    bias_ = parameter<Scalar>("bias",
+                              has_bias_ ? std::move(bias) : tensor<Scalar>({weight_.value.dim(0)}));
   }
 
   /// He-initialised convolution `(out, in, k, k)` with zero bias and "same" padding for odd k.
   template <typename Rng>
   static conv2d he(index in, index out, index k, Rng& rng, index stride = 1) {
-    return conv2d(tensor<Scalar>::random_normal({out, in, k, k}, rng, std::sqrt(2.0 / double(in * k * k))),
-                  tensor<Scalar>({out}), conv2d_params{stride, (k - 1) / 2});
+    return conv2d(
+        tensor<Scalar>::random_normal({out, in, k, k}, rng, std::sqrt(2.0 / double(in * k * k))),
+        tensor<Scalar>({out}), conv2d_params{stride, (k - 1) / 2});
   }
 
   std::string kind() const override { return "conv2d"; }
   shape_type output_shape(const shape_type& in) const override {
     detail::require_rank(in, 3, "nn::conv2d");
     netmorph::detail::require<shape_error>(in[0] == weight_.value.dim(1), "nn::conv2d: input has ",
-                                           in[0], " channels, weight expects ", weight_.value.dim(1));
-    return {weight_.value.dim(0), conv2d_output_size(in[1], weight_.value.dim(2), params_, "nn::conv2d"),
+                                           in[0], " channels, weight expects ",
+                                           weight_.value.dim(1));
+    return {weight_.value.dim(0),
+            conv2d_output_size(in[1], weight_.value.dim(2), params_, "nn::conv2d"),
             conv2d_output_size(in[2], weight_.value.dim(3), params_, "nn::conv2d")};
   }
 
@@ -139,8 +145,9 @@ class conv2d : public layer<Scalar> {
   }
 
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    netmorph::detail::require<error>(!x_.empty() || dy.size() == 0,
-                                     "nn::conv2d::backward: no cached input (call forward with training = true)");
+    netmorph::detail::require<error>(
+        !x_.empty() || dy.size() == 0,
+        "nn::conv2d::backward: no cached input (call forward with training = true)");
     using mat = typename tensor<Scalar>::matrix_type;
     const index n = x_.dim(0), c_in = x_.dim(1), h = x_.dim(2), w = x_.dim(3);
     const index c_out = weight_.value.dim(0), kh = weight_.value.dim(2), kw = weight_.value.dim(3);
@@ -160,13 +167,15 @@ class conv2d : public layer<Scalar> {
 #pragma omp for schedule(static)
 #endif
       for (index s = 0; s < n; ++s) {
-        netmorph::detail::im2col(x_.data() + s * c_in * h * w, c_in, h, w, kh, kw, params_, ho, wo, col.data());
+        netmorph::detail::im2col(x_.data() + s * c_in * h * w, c_in, h, w, kh, kw, params_, ho, wo,
+                                 col.data());
         Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
         dw.noalias() += dys * col.transpose();
         if (has_bias_) db += dys.rowwise().sum();
         if (!need_dx) continue;
         dcol.noalias() = wm.transpose() * dys;
-        detail::col2im(dcol.data(), c_in, h, w, kh, kw, params_, ho, wo, dx.data() + s * c_in * h * w);
+        detail::col2im(dcol.data(), c_in, h, w, kh, kw, params_, ho, wo,
+                       dx.data() + s * c_in * h * w);
       }
 #if defined(_OPENMP)
 #pragma omp critical(netmorph_conv2d_backward)
@@ -183,18 +192,32 @@ class conv2d : public layer<Scalar> {
     if (has_bias_) return {&weight_, &bias_};
     return {&weight_};
   }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<conv2d>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    return std::make_unique<conv2d>(*this);
+  }
 
   /// The weights as a plain layer (for the morph functions).
   conv2d_layer<Scalar> get() const {
     return conv2d_layer<Scalar>{weight_.value, has_bias_ ? bias_.value : tensor<Scalar>(), params_};
   }
-  bool has_bias() const { return has_bias_; }
-  parameter<Scalar>& weight() { return weight_; }
-  parameter<Scalar>& bias() { return bias_; }
-  const parameter<Scalar>& weight() const { return weight_; }
-  const parameter<Scalar>& bias() const { return bias_; }
-  const conv2d_params& params() const { return params_; }
+  bool has_bias() const {
+    return has_bias_;
+  }
+  parameter<Scalar>& weight() {
+    return weight_;
+  }
+  parameter<Scalar>& bias() {
+    return bias_;
+  }
+  const parameter<Scalar>& weight() const {
+    return weight_;
+  }
+  const parameter<Scalar>& bias() const {
+    return bias_;
+  }
+  const conv2d_params& params() const {
+    return params_;
+  }
 
  private:
   parameter<Scalar> weight_, bias_;
@@ -207,14 +230,17 @@ class conv2d : public layer<Scalar> {
 template <typename Scalar>
 class dense : public layer<Scalar> {
  public:
-  dense(tensor<Scalar> weight, tensor<Scalar> bias) : weight_("weight", std::move(weight)), has_bias_(!bias.empty()) {
+  dense(tensor<Scalar> weight, tensor<Scalar> bias)
+      : weight_("weight", std::move(weight)), has_bias_(!bias.empty()) {
     netmorph::detail::require<shape_error>(weight_.value.rank() == 2,
                                            "nn::dense: weight must be (out, in), got shape ",
                                            netmorph::detail::shape_string(weight_.value.shape()));
-    netmorph::detail::require<shape_error>(bias.empty() || bias.shape() == shape_type{weight_.value.dim(0)},
-                                           "nn::dense: bias must have shape (", weight_.value.dim(0),
-                                           "), got ", netmorph::detail::shape_string(bias.shape()));
-    bias_ = parameter<Scalar>("bias", has_bias_ ? std::move(bias) : tensor<Scalar>({weight_.value.dim(0)}));
+    netmorph::detail::require<shape_error>(
+        bias.empty() || bias.shape() == shape_type{weight_.value.dim(0)},
+        "nn::dense: bias must have shape (", weight_.value.dim(0), "), got ",
+        netmorph::detail::shape_string(bias.shape()));
+    bias_ = parameter<Scalar>("bias",
+                              has_bias_ ? std::move(bias) : tensor<Scalar>({weight_.value.dim(0)}));
   }
 
   /// He-initialised `(out, in)` with zero bias.
@@ -227,8 +253,9 @@ class dense : public layer<Scalar> {
   std::string kind() const override { return "dense"; }
   shape_type output_shape(const shape_type& in) const override {
     detail::require_rank(in, 1, "nn::dense");
-    netmorph::detail::require<shape_error>(in[0] == weight_.value.dim(1), "nn::dense: input has ", in[0],
-                                           " features, weight expects ", weight_.value.dim(1));
+    netmorph::detail::require<shape_error>(in[0] == weight_.value.dim(1), "nn::dense: input has ",
+                                           in[0], " features, weight expects ",
+                                           weight_.value.dim(1));
     return {weight_.value.dim(0)};
   }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
@@ -237,8 +264,9 @@ class dense : public layer<Scalar> {
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
     const index n = dy.dim(0), out = weight_.value.dim(0), in = weight_.value.dim(1);
-    netmorph::detail::require<error>(x_.rank() == 2 && x_.dim(0) == n,
-                                     "nn::dense::backward: no cached input (call forward with training = true)");
+    netmorph::detail::require<error>(
+        x_.rank() == 2 && x_.dim(0) == n,
+        "nn::dense::backward: no cached input (call forward with training = true)");
     const auto dym = dy.matrix(n, out);
     weight_.grad.matrix(out, in).noalias() += dym.transpose() * x_.matrix(n, in);
     if (has_bias_) bias_.grad.vector() += dym.colwise().sum().transpose();
@@ -272,8 +300,9 @@ class pool2d : public layer<Scalar> {
  public:
   enum class mode { max, average };
   pool2d(mode m, index k, index stride) : mode_(m), k_(k), stride_(stride) {
-    netmorph::detail::require<value_error>(k >= 1 && stride >= 1, "nn::pool2d: window and stride must be >= 1, got ",
-                                           k, " and ", stride);
+    netmorph::detail::require<value_error>(k >= 1 && stride >= 1,
+                                           "nn::pool2d: window and stride must be >= 1, got ", k,
+                                           " and ", stride);
   }
   std::string kind() const override { return mode_ == mode::max ? "max_pool" : "avg_pool"; }
   index window() const { return k_; }
@@ -282,7 +311,8 @@ class pool2d : public layer<Scalar> {
   shape_type output_shape(const shape_type& in) const override {
     detail::require_rank(in, 3, "nn::pool2d");
     const conv2d_params p{stride_, 0};
-    return {in[0], conv2d_output_size(in[1], k_, p, "nn::pool2d"), conv2d_output_size(in[2], k_, p, "nn::pool2d")};
+    return {in[0], conv2d_output_size(in[1], k_, p, "nn::pool2d"),
+            conv2d_output_size(in[2], k_, p, "nn::pool2d")};
   }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
     detail::require_rank(x.shape(), 4, "nn::pool2d");
@@ -313,7 +343,8 @@ class pool2d : public layer<Scalar> {
           } else {
             double s = 0;
             for (index ky = 0; ky < k_; ++ky)
-              for (index kx = 0; kx < k_; ++kx) s += xp[(oy * stride_ + ky) * w + ox * stride_ + kx];
+              for (index kx = 0; kx < k_; ++kx)
+                s += xp[(oy * stride_ + ky) * w + ox * stride_ + kx];
             y.data()[o] = static_cast<Scalar>(s / double(k_ * k_));
           }
         }
@@ -321,12 +352,14 @@ class pool2d : public layer<Scalar> {
     return y;
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    netmorph::detail::require<error>(in_shape_.size() == 4,
-                                     "nn::pool2d::backward: no cached input (call forward with training = true)");
+    netmorph::detail::require<error>(
+        in_shape_.size() == 4,
+        "nn::pool2d::backward: no cached input (call forward with training = true)");
     tensor<Scalar> dx(in_shape_);
     const index h = in_shape_[2], w = in_shape_[3], ho = dy.dim(2), wo = dy.dim(3);
     if (mode_ == mode::max) {
-      for (index o = 0; o < dy.size(); ++o) dx.data()[arg_[static_cast<std::size_t>(o)]] += dy.data()[o];
+      for (index o = 0; o < dy.size(); ++o)
+        dx.data()[arg_[static_cast<std::size_t>(o)]] += dy.data()[o];
     } else {
       const Scalar inv = Scalar(1) / Scalar(k_ * k_);
 #if defined(_OPENMP)
@@ -337,12 +370,15 @@ class pool2d : public layer<Scalar> {
           for (index ox = 0; ox < wo; ++ox) {
             const Scalar g = dy.data()[(p * ho + oy) * wo + ox] * inv;
             for (index ky = 0; ky < k_; ++ky)
-              for (index kx = 0; kx < k_; ++kx) dx.data()[p * h * w + (oy * stride_ + ky) * w + ox * stride_ + kx] += g;
+              for (index kx = 0; kx < k_; ++kx)
+                dx.data()[p * h * w + (oy * stride_ + ky) * w + ox * stride_ + kx] += g;
           }
     }
     return dx;
   }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<pool2d>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    return std::make_unique<pool2d>(*this);
+  }
 
  private:
   mode mode_;
@@ -358,7 +394,8 @@ class flatten : public layer<Scalar> {
   std::string kind() const override { return "flatten"; }
   shape_type output_shape(const shape_type& in) const override {
     index n = 1;
-    for (index e : in) n *= e;
+    for (index e : in)
+      n *= e;
     return {n};
   }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool) override {
@@ -380,20 +417,25 @@ template <typename Scalar>
 class batch_norm_layer : public layer<Scalar> {
  public:
   explicit batch_norm_layer(batch_norm<Scalar> bn, double momentum = 0.1)
-      : gamma_("gamma", bn.gamma), beta_("beta", bn.beta), mean_(bn.running_mean),
-        var_(bn.running_var), eps_(bn.eps), momentum_(momentum) {
+      : gamma_("gamma", bn.gamma),
+        beta_("beta", bn.beta),
+        mean_(bn.running_mean),
+        var_(bn.running_var),
+        eps_(bn.eps),
+        momentum_(momentum) {
     netmorph::detail::check_batch_norm(bn, -1, "nn::batch_norm");
   }
   std::string kind() const override { return "batch_norm"; }
   shape_type output_shape(const shape_type& in) const override {
-    netmorph::detail::require<shape_error>(!in.empty() && in[0] == gamma_.value.size(), "nn::batch_norm: input has ",
-                                           in.empty() ? 0 : in[0], " channels, expected ", gamma_.value.size());
+    netmorph::detail::require<shape_error>(!in.empty() && in[0] == gamma_.value.size(),
+                                           "nn::batch_norm: input has ", in.empty() ? 0 : in[0],
+                                           " channels, expected ", gamma_.value.size());
     return in;
   }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
     const index n = x.dim(0), c = x.dim(1), inner = x.size() / std::max<index>(1, n * c);
-    netmorph::detail::require<shape_error>(c == gamma_.value.size(), "nn::batch_norm: input has ", c,
-                                           " channels, expected ", gamma_.value.size());
+    netmorph::detail::require<shape_error>(c == gamma_.value.size(), "nn::batch_norm: input has ",
+                                           c, " channels, expected ", gamma_.value.size());
     tensor<Scalar> y(x.shape());
     training_ = training;
     if (training) {
@@ -406,7 +448,8 @@ class batch_norm_layer : public layer<Scalar> {
       if (training) {
         double s = 0, ss = 0;
         for (index sidx = 0; sidx < n; ++sidx)
-          for (index i = 0; i < inner; ++i) s += x.data()[(sidx * c + ch) * inner + i];
+          for (index i = 0; i < inner; ++i)
+            s += x.data()[(sidx * c + ch) * inner + i];
         mu = s / m;
         for (index sidx = 0; sidx < n; ++sidx)
           for (index i = 0; i < inner; ++i) {
@@ -415,7 +458,8 @@ class batch_norm_layer : public layer<Scalar> {
           }
         var = ss / m;
         mean_(ch) = static_cast<Scalar>((1 - momentum_) * mean_(ch) + momentum_ * mu);
-        var_(ch) = static_cast<Scalar>((1 - momentum_) * var_(ch) + momentum_ * (m > 1 ? ss / (m - 1) : var));
+        var_(ch) = static_cast<Scalar>((1 - momentum_) * var_(ch) +
+                                       momentum_ * (m > 1 ? ss / (m - 1) : var));
       } else {
         mu = mean_(ch);
         var = var_(ch);
@@ -433,8 +477,9 @@ class batch_norm_layer : public layer<Scalar> {
     return y;
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    netmorph::detail::require<error>(xhat_.shape() == dy.shape(),
-                                     "nn::batch_norm::backward: no cached input (call forward with training = true)");
+    netmorph::detail::require<error>(
+        xhat_.shape() == dy.shape(),
+        "nn::batch_norm::backward: no cached input (call forward with training = true)");
     const index n = dy.dim(0), c = dy.dim(1), inner = dy.size() / std::max<index>(1, n * c);
     const double m = double(n * inner);
     tensor<Scalar> dx(dy.shape());
@@ -452,15 +497,20 @@ class batch_norm_layer : public layer<Scalar> {
       for (index sidx = 0; sidx < n; ++sidx)
         for (index i = 0; i < inner; ++i) {
           const index o = (sidx * c + ch) * inner + i;
-          dx.data()[o] = static_cast<Scalar>(g * (dy.data()[o] - sdy / m - xhat_.data()[o] * sdyx / m));
+          dx.data()[o] =
+              static_cast<Scalar>(g * (dy.data()[o] - sdy / m - xhat_.data()[o] * sdyx / m));
         }
     }
     return dx;
   }
   std::vector<parameter<Scalar>*> parameters() override { return {&gamma_, &beta_}; }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<batch_norm_layer>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    return std::make_unique<batch_norm_layer>(*this);
+  }
 
-  batch_norm<Scalar> get() const { return batch_norm<Scalar>{gamma_.value, beta_.value, mean_, var_, eps_}; }
+  batch_norm<Scalar> get() const {
+    return batch_norm<Scalar>{gamma_.value, beta_.value, mean_, var_, eps_};
+  }
   parameter<Scalar>& gamma() { return gamma_; }
   parameter<Scalar>& beta() { return beta_; }
   tensor<Scalar>& running_mean() { return mean_; }
@@ -482,7 +532,8 @@ template <typename Scalar>
 class dropout : public layer<Scalar> {
  public:
   explicit dropout(double p) : p_(p) {
-    netmorph::detail::require<value_error>(p >= 0 && p < 1, "nn::dropout: p must be in [0, 1), got ", p);
+    netmorph::detail::require<value_error>(p >= 0 && p < 1,
+                                           "nn::dropout: p must be in [0, 1), got ", p);
   }
   std::string kind() const override { return "dropout"; }
   double rate() const { return p_; }
@@ -492,7 +543,8 @@ class dropout : public layer<Scalar> {
       mask_ = tensor<Scalar>();
       return x;
     }
-    netmorph::detail::require<error>(rng_ != nullptr, "nn::dropout: no random generator (add it to a model)");
+    netmorph::detail::require<error>(rng_ != nullptr,
+                                     "nn::dropout: no random generator (add it to a model)");
     mask_ = tensor<Scalar>(x.shape());
     std::bernoulli_distribution keep(1 - p_);
     const Scalar scale = static_cast<Scalar>(1.0 / (1.0 - p_));
@@ -506,7 +558,8 @@ class dropout : public layer<Scalar> {
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
     if (mask_.empty()) return dy;
     tensor<Scalar> dx = dy;
-    for (index i = 0; i < dx.size(); ++i) dx.data()[i] *= mask_.data()[i];
+    for (index i = 0; i < dx.size(); ++i)
+      dx.data()[i] *= mask_.data()[i];
     return dx;
   }
   std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<dropout>(*this); }
@@ -536,17 +589,21 @@ class activation_layer : public layer<Scalar> {
     return apply(phi_, x);
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    netmorph::detail::require<error>(x_.shape() == dy.shape(),
-                                     "nn::activation::backward: no cached input (call forward with training = true)");
+    netmorph::detail::require<error>(
+        x_.shape() == dy.shape(),
+        "nn::activation::backward: no cached input (call forward with training = true)");
     tensor<Scalar> dx = dy;
     if (phi_.kind == activation_kind::relu) {
       dx.vector() = (x_.vector().array() > Scalar(0)).select(dy.vector(), Scalar(0));
       return dx;
     }
-    for (index i = 0; i < dx.size(); ++i) dx.data()[i] = static_cast<Scalar>(dx.data()[i] * phi_.derivative(x_.data()[i]));
+    for (index i = 0; i < dx.size(); ++i)
+      dx.data()[i] = static_cast<Scalar>(dx.data()[i] * phi_.derivative(x_.data()[i]));
     return dx;
   }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<activation_layer>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    return std::make_unique<activation_layer>(*this);
+  }
 
  private:
   activation phi_;
@@ -558,8 +615,9 @@ class activation_layer : public layer<Scalar> {
 template <typename Scalar>
 class p_activation_layer : public layer<Scalar> {
  public:
-  explicit p_activation_layer(p_activation p) : phi_(make_p_activation(p.phi, p.a).phi),
-                                                a_("a", tensor<Scalar>({1}, static_cast<Scalar>(p.a))) {}
+  explicit p_activation_layer(p_activation p)
+      : phi_(make_p_activation(p.phi, p.a).phi),
+        a_("a", tensor<Scalar>({1}, static_cast<Scalar>(p.a))) {}
   std::string kind() const override { return std::string("p_") + to_string(phi_.kind); }
   p_activation get() const { return p_activation{phi_, double(a_.value(0))}; }
   parameter<Scalar>& a() { return a_; }
@@ -569,8 +627,9 @@ class p_activation_layer : public layer<Scalar> {
     return apply(get(), x);
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    netmorph::detail::require<error>(x_.shape() == dy.shape(),
-                                     "nn::p_activation::backward: no cached input (call forward with training = true)");
+    netmorph::detail::require<error>(
+        x_.shape() == dy.shape(),
+        "nn::p_activation::backward: no cached input (call forward with training = true)");
     const p_activation p = get();
     tensor<Scalar> dx = dy;
     double da = 0;
@@ -583,8 +642,12 @@ class p_activation_layer : public layer<Scalar> {
     return dx;
   }
   std::vector<parameter<Scalar>*> parameters() override { return {&a_}; }
-  void after_step() override { a_.value(0) = std::min(Scalar(1), std::max(Scalar(0), a_.value(0))); }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<p_activation_layer>(*this); }
+  void after_step() override {
+    a_.value(0) = std::min(Scalar(1), std::max(Scalar(0), a_.value(0)));
+  }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    return std::make_unique<p_activation_layer>(*this);
+  }
 
  private:
   activation phi_;

@@ -34,7 +34,8 @@ namespace detail {
 template <typename Scalar>
 layer_list<Scalar> clone_all(const layer_list<Scalar>& l) {
   layer_list<Scalar> out;
-  for (const auto& p : l) out.push_back(p->clone());
+  for (const auto& p : l)
+    out.push_back(p->clone());
   return out;
 }
 }  // namespace detail
@@ -47,7 +48,8 @@ class parallel : public layer<Scalar> {
   parallel() = default;
   explicit parallel(std::vector<layer_list<Scalar>> paths) : paths_(std::move(paths)) {}
   parallel(const parallel& o) {
-    for (const auto& p : o.paths_) paths_.push_back(detail::clone_all(p));
+    for (const auto& p : o.paths_)
+      paths_.push_back(detail::clone_all(p));
   }
   std::string kind() const override { return "parallel"; }
   std::vector<layer_list<Scalar>>& paths() { return paths_; }
@@ -57,7 +59,8 @@ class parallel : public layer<Scalar> {
     shape_type first;
     for (std::size_t i = 0; i < paths_.size(); ++i) {
       shape_type s = in;
-      for (const auto& l : paths_[i]) s = l->output_shape(s);
+      for (const auto& l : paths_[i])
+        s = l->output_shape(s);
       if (i == 0) first = s;
       netmorph::detail::require<shape_error>(s == first, "nn::parallel: path ", i, " gives shape ",
                                              netmorph::detail::shape_string(s), ", path 0 gives ",
@@ -69,12 +72,14 @@ class parallel : public layer<Scalar> {
     tensor<Scalar> sum;
     for (std::size_t i = 0; i < paths_.size(); ++i) {
       tensor<Scalar> h = x;
-      for (auto& l : paths_[i]) h = l->forward(h, training);
+      for (auto& l : paths_[i])
+        h = l->forward(h, training);
       if (i == 0) {
         sum = std::move(h);
       } else {
         netmorph::detail::require<shape_error>(h.shape() == sum.shape(), "nn::parallel: path ", i,
-                                               " gives shape ", netmorph::detail::shape_string(h.shape()));
+                                               " gives shape ",
+                                               netmorph::detail::shape_string(h.shape()));
         sum.vector() += h.vector();
       }
     }
@@ -84,7 +89,8 @@ class parallel : public layer<Scalar> {
     tensor<Scalar> dx;
     for (std::size_t i = 0; i < paths_.size(); ++i) {
       tensor<Scalar> g = dy;
-      for (auto it = paths_[i].rbegin(); it != paths_[i].rend(); ++it) g = (*it)->backward(g);
+      for (auto it = paths_[i].rbegin(); it != paths_[i].rend(); ++it)
+        g = (*it)->backward(g);
       if (i == 0) {
         dx = std::move(g);
       } else {
@@ -97,18 +103,23 @@ class parallel : public layer<Scalar> {
     std::vector<parameter<Scalar>*> out;
     for (auto& p : paths_)
       for (auto& l : p)
-        for (auto* q : l->parameters()) out.push_back(q);
+        for (auto* q : l->parameters())
+          out.push_back(q);
     return out;
   }
   void after_step() override {
     for (auto& p : paths_)
-      for (auto& l : p) l->after_step();
+      for (auto& l : p)
+        l->after_step();
   }
   void set_rng(std::mt19937_64* rng) override {
     for (auto& p : paths_)
-      for (auto& l : p) l->set_rng(rng);
+      for (auto& l : p)
+        l->set_rng(rng);
   }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<parallel>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    return std::make_unique<parallel>(*this);
+  }
 
  private:
   std::vector<layer_list<Scalar>> paths_;
@@ -122,9 +133,11 @@ class model {
   explicit model(shape_type input_shape, std::uint64_t seed = 0)
       : input_shape_(std::move(input_shape)), rng_(std::make_unique<std::mt19937_64>(seed)) {}
   model(const model& o)
-      : input_shape_(o.input_shape_), layers_(detail::clone_all(o.layers_)),
+      : input_shape_(o.input_shape_),
+        layers_(detail::clone_all(o.layers_)),
         rng_(std::make_unique<std::mt19937_64>(*o.rng_)) {
-    for (auto& l : layers_) l->set_rng(rng_.get());
+    for (auto& l : layers_)
+      l->set_rng(rng_.get());
   }
   model& operator=(const model& o) {
     if (this != &o) *this = model(o);
@@ -149,7 +162,8 @@ class model {
   shape_type output_shape(index upto = -1) const {
     shape_type s = input_shape_;
     const index n = upto < 0 ? size() : upto;
-    for (index i = 0; i < n; ++i) s = layers_[static_cast<std::size_t>(i)]->output_shape(s);
+    for (index i = 0; i < n; ++i)
+      s = layers_[static_cast<std::size_t>(i)]->output_shape(s);
     return s;
   }
   index size() const { return static_cast<index>(layers_.size()); }
@@ -171,7 +185,8 @@ class model {
                                            netmorph::detail::shape_string(x.shape()), ", expected ",
                                            netmorph::detail::shape_string(want));
     tensor<Scalar> h = x;
-    for (auto& l : layers_) h = l->forward(h, training);
+    for (auto& l : layers_)
+      h = l->forward(h, training);
     return h;
   }
   /// Backward pass from dL/d(output); accumulates parameter gradients. Returns dL/d(input)
@@ -180,31 +195,37 @@ class model {
   tensor<Scalar> backward(const tensor<Scalar>& dy, bool input_grad = false) {
     if (!layers_.empty()) layers_.front()->set_input_grad(input_grad);
     tensor<Scalar> g = dy;
-    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) g = (*it)->backward(g);
+    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it)
+      g = (*it)->backward(g);
     return g;
   }
   std::vector<parameter<Scalar>*> parameters() {
     std::vector<parameter<Scalar>*> out;
     for (auto& l : layers_)
-      for (auto* p : l->parameters()) out.push_back(p);
+      for (auto* p : l->parameters())
+        out.push_back(p);
     return out;
   }
   void zero_grad() {
-    for (auto* p : parameters()) std::fill(p->grad.begin(), p->grad.end(), Scalar(0));
+    for (auto* p : parameters())
+      std::fill(p->grad.begin(), p->grad.end(), Scalar(0));
   }
   void after_step() {
-    for (auto& l : layers_) l->after_step();
+    for (auto& l : layers_)
+      l->after_step();
   }
   /// Replaces layers `[first, last)` by `replacement` (used by the morph operations).
   void splice(index first, index last, layer_list<Scalar> replacement) {
     netmorph::detail::require<shape_error>(0 <= first && first <= last && last <= size(),
                                            "model::splice: range [", first, ", ", last,
                                            ") out of range for ", size(), " layers");
-    for (auto& l : replacement) l->set_rng(rng_.get());
+    for (auto& l : replacement)
+      l->set_rng(rng_.get());
     layers_.erase(layers_.begin() + first, layers_.begin() + last);
     layers_.insert(layers_.begin() + first, std::make_move_iterator(replacement.begin()),
                    std::make_move_iterator(replacement.end()));
-    for (auto& l : layers_) l->set_input_grad(true);
+    for (auto& l : layers_)
+      l->set_input_grad(true);
   }
 
  private:
@@ -224,12 +245,15 @@ struct loss_result {
 /// Mean softmax cross-entropy of `logits (N, K)` against integer labels, with its gradient.
 /// \throws shape_error / value_error on a label count or label value that does not fit.
 template <typename Scalar>
-loss_result<Scalar> softmax_cross_entropy(const tensor<Scalar>& logits, const std::vector<int>& labels) {
-  netmorph::detail::require<shape_error>(logits.rank() == 2, "softmax_cross_entropy: logits must be (N, K), got ",
+loss_result<Scalar> softmax_cross_entropy(const tensor<Scalar>& logits,
+                                          const std::vector<int>& labels) {
+  netmorph::detail::require<shape_error>(logits.rank() == 2,
+                                         "softmax_cross_entropy: logits must be (N, K), got ",
                                          netmorph::detail::shape_string(logits.shape()));
   const index n = logits.dim(0), k = logits.dim(1);
-  netmorph::detail::require<shape_error>(static_cast<index>(labels.size()) == n, "softmax_cross_entropy: ",
-                                         labels.size(), " labels for ", n, " samples");
+  netmorph::detail::require<shape_error>(static_cast<index>(labels.size()) == n,
+                                         "softmax_cross_entropy: ", labels.size(), " labels for ",
+                                         n, " samples");
   loss_result<Scalar> r;
   r.grad = tensor<Scalar>({n, k});
   for (index s = 0; s < n; ++s) {
@@ -239,13 +263,15 @@ loss_result<Scalar> softmax_cross_entropy(const tensor<Scalar>& logits, const st
     const Scalar* z = logits.data() + s * k;
     const double zmax = *std::max_element(z, z + k);
     double sum = 0;
-    for (index j = 0; j < k; ++j) sum += std::exp(double(z[j]) - zmax);
+    for (index j = 0; j < k; ++j)
+      sum += std::exp(double(z[j]) - zmax);
     const double lse = zmax + std::log(sum);
     r.loss += lse - double(z[y]);
     index best = 0;
     for (index j = 0; j < k; ++j) {
       if (z[j] > z[best]) best = j;
-      r.grad(s, j) = static_cast<Scalar>((std::exp(double(z[j]) - lse) - (j == y ? 1.0 : 0.0)) / double(n));
+      r.grad(s, j) =
+          static_cast<Scalar>((std::exp(double(z[j]) - lse) - (j == y ? 1.0 : 0.0)) / double(n));
     }
     r.correct += best == y;
   }
@@ -302,7 +328,8 @@ dataset<Scalar> gather(const dataset<Scalar>& d, const std::vector<index>& idx) 
   dataset<Scalar> b{tensor<Scalar>(s), {}};
   b.labels.reserve(idx.size());
   for (std::size_t i = 0; i < idx.size(); ++i) {
-    std::copy(d.x.data() + idx[i] * row, d.x.data() + (idx[i] + 1) * row, b.x.data() + static_cast<index>(i) * row);
+    std::copy(d.x.data() + idx[i] * row, d.x.data() + (idx[i] + 1) * row,
+              b.x.data() + static_cast<index>(i) * row);
     b.labels.push_back(d.labels[static_cast<std::size_t>(idx[i])]);
   }
   return b;
@@ -331,7 +358,9 @@ epoch_stats evaluate(model<Scalar>& m, const dataset<Scalar>& d, index batch = 2
   const double n = double(std::max<index>(1, d.size()));
   st.loss /= n;
   st.accuracy = double(correct) / n;
-  st.samples_per_second = double(d.size()) / std::max(1e-12, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  st.samples_per_second =
+      double(d.size()) /
+      std::max(1e-12, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return st;
 }
 
@@ -340,9 +369,11 @@ epoch_stats evaluate(model<Scalar>& m, const dataset<Scalar>& d, index batch = 2
 template <typename Scalar>
 epoch_stats train_epoch(model<Scalar>& m, const dataset<Scalar>& d, const sgd& opt, index batch,
                         int epoch = 0, std::ostream* progress = nullptr) {
-  netmorph::detail::require<value_error>(batch >= 1, "train_epoch: batch must be >= 1, got ", batch);
-  netmorph::detail::require<shape_error>(static_cast<index>(d.labels.size()) == d.size(), "train_epoch: ",
-                                         d.labels.size(), " labels for ", d.size(), " samples");
+  netmorph::detail::require<value_error>(batch >= 1, "train_epoch: batch must be >= 1, got ",
+                                         batch);
+  netmorph::detail::require<shape_error>(static_cast<index>(d.labels.size()) == d.size(),
+                                         "train_epoch: ", d.labels.size(), " labels for ", d.size(),
+                                         " samples");
   std::vector<index> order(static_cast<std::size_t>(d.size()));
   std::iota(order.begin(), order.end(), index(0));
   std::shuffle(order.begin(), order.end(), m.rng());
@@ -366,8 +397,8 @@ epoch_stats train_epoch(model<Scalar>& m, const dataset<Scalar>& d, const sgd& o
   st.samples_per_second = double(d.size()) / std::max(secs, 1e-12);
   if (progress) {
     *progress << "epoch " << epoch << "  loss " << st.loss << "  accuracy " << st.accuracy
-              << "  samples/s " << static_cast<long long>(st.samples_per_second) << "  lr " << opt.lr
-              << std::endl;
+              << "  samples/s " << static_cast<long long>(st.samples_per_second) << "  lr "
+              << opt.lr << std::endl;
   }
   return st;
 }

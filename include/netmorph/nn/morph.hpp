@@ -75,18 +75,21 @@ std::unique_ptr<layer<Scalar>> p_identity(activation phi) {
 
 /// Plain convolution layers as model layers with P-activations at a = 1 between them.
 template <typename Scalar>
-layer_list<Scalar> chain_with_p_identity(const std::vector<conv2d_layer<Scalar>>& layers, activation phi) {
+layer_list<Scalar> chain_with_p_identity(const std::vector<conv2d_layer<Scalar>>& layers,
+                                         activation phi) {
   layer_list<Scalar> list;
   for (std::size_t k = 0; k < layers.size(); ++k) {
     if (k) list.push_back(p_identity<Scalar>(phi));
-    list.push_back(std::make_unique<conv2d<Scalar>>(layers[k].weight, layers[k].bias, layers[k].params));
+    list.push_back(
+        std::make_unique<conv2d<Scalar>>(layers[k].weight, layers[k].bias, layers[k].params));
   }
   return list;
 }
 
 template <typename Scalar>
 void require_layer(bool ok, const char* who, index i, const layer<Scalar>& l, const char* want) {
-  netmorph::detail::require<value_error>(ok, who, ": layer ", i, " is ", l.kind(), ", expected ", want);
+  netmorph::detail::require<value_error>(ok, who, ": layer ", i, " is ", l.kind(), ", expected ",
+                                         want);
 }
 
 }  // namespace detail
@@ -111,11 +114,13 @@ model_morph_report deepen(model<Scalar>& m, index i, const deepen_options& opt =
     repl.push_back(std::make_unique<conv2d<Scalar>>(r.first.weight, r.first.bias, r.first.params));
     if (insert_batch_norm) {
       auto bn = batch_norm<Scalar>::identity(c1);
-      for (Scalar& g : bn.gamma) g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
+      for (Scalar& g : bn.gamma)
+        g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
       repl.push_back(std::make_unique<batch_norm_layer<Scalar>>(bn));
     }
     repl.push_back(detail::p_identity<Scalar>(phi));
-    repl.push_back(std::make_unique<conv2d<Scalar>>(r.second.weight, r.second.bias, r.second.params));
+    repl.push_back(
+        std::make_unique<conv2d<Scalar>>(r.second.weight, r.second.bias, r.second.params));
   } else if (auto* d = dynamic_cast<dense<Scalar>*>(&l)) {
     deepen_dense_result<Scalar> r = netmorph::deepen(d->get(), opt);
     rep.detail = r.report.summary();
@@ -123,7 +128,8 @@ model_morph_report deepen(model<Scalar>& m, index i, const deepen_options& opt =
     repl.push_back(std::make_unique<dense<Scalar>>(r.first.weight, r.first.bias));
     if (insert_batch_norm) {
       auto bn = batch_norm<Scalar>::identity(c1);
-      for (Scalar& g : bn.gamma) g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
+      for (Scalar& g : bn.gamma)
+        g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
       repl.push_back(std::make_unique<batch_norm_layer<Scalar>>(bn));
     }
     repl.push_back(detail::p_identity<Scalar>(phi));
@@ -176,7 +182,8 @@ model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
   require<value_error>(j < m.size(), "nn::widen: layer ", i,
                        " has no following conv2d/dense layer whose input could grow");
   // The weight-level rule only needs to know whether a zero channel stays zero.
-  opt.phi = nonzero_at_zero ? activation{activation_kind::sigmoid} : activation{activation_kind::identity};
+  opt.phi = nonzero_at_zero ? activation{activation_kind::sigmoid}
+                            : activation{activation_kind::identity};
   opt.probe_count = 0;
   std::optional<batch_norm<Scalar>> bn;
   if (bnl) bn = bnl->get();
@@ -193,8 +200,8 @@ model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
         std::copy(old_v.data() + source[q] * row, old_v.data() + (source[q] + 1) * row,
                   new_v.data() + static_cast<index>(q) * row);
   };
-  auto carry_cols = [&](const tensor<Scalar>& old_v, tensor<Scalar>& new_v, index groups, index span,
-                        bool divide) {
+  auto carry_cols = [&](const tensor<Scalar>& old_v, tensor<Scalar>& new_v, index groups,
+                        index span, bool divide) {
     std::vector<index> count(static_cast<std::size_t>(c_old), 0);
     for (index s : source)
       if (s >= 0) ++count[static_cast<std::size_t>(s)];
@@ -203,7 +210,9 @@ model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
       for (index q = 0; q < cn; ++q) {
         const index s = source[static_cast<std::size_t>(q)];
         if (s < 0) continue;
-        const Scalar f = divide ? Scalar(1) / static_cast<Scalar>(count[static_cast<std::size_t>(s)]) : Scalar(1);
+        const Scalar f = divide
+                             ? Scalar(1) / static_cast<Scalar>(count[static_cast<std::size_t>(s)])
+                             : Scalar(1);
         for (index t = 0; t < span; ++t)
           new_v.data()[(g * cn + q) * span + t] = old_v.data()[(g * c_old + s) * span + t] * f;
       }
@@ -213,7 +222,9 @@ model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
     // Incoming weights and bias: values from the morph, velocities moved with the channels.
     c_old = lay->weight().value.dim(0);
     source = res.source;
-    parameter<Scalar> w("weight", res.layer.weight), b("bias", res.layer.bias.empty() ? tensor<Scalar>({res.layer.weight.dim(0)}) : res.layer.bias);
+    parameter<Scalar> w("weight", res.layer.weight),
+        b("bias",
+          res.layer.bias.empty() ? tensor<Scalar>({res.layer.weight.dim(0)}) : res.layer.bias);
     carry_rows(lay->weight().velocity, w.velocity);
     if (lay->has_bias()) carry_rows(lay->bias().velocity, b.velocity);
     lay->weight() = std::move(w);
@@ -316,7 +327,8 @@ model_morph_report to_stacked_subnet(model<Scalar>& m, index i, const stacked_su
   const activation phi = detail::following_activation(m, i);
   auto r = netmorph::to_stacked_subnet(c->get(), opt);
   std::vector<layer_list<Scalar>> paths;
-  for (const auto& p : r.paths) paths.push_back(detail::chain_with_p_identity(p, phi));
+  for (const auto& p : r.paths)
+    paths.push_back(detail::chain_with_p_identity(p, phi));
   layer_list<Scalar> list;
   list.push_back(std::make_unique<parallel<Scalar>>(std::move(paths)));
   m.splice(i, i + 1, std::move(list));

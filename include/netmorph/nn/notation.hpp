@@ -28,11 +28,11 @@ namespace nn {
 struct architecture_template {
   activation act{activation_kind::relu, 0.01};  ///< after every convolution and hidden dense
   bool batch_norm = false;                      ///< batch norm before every activation
-  index pool = 2;                               ///< pooling window and stride after each group; 0: none
-  bool max_pool = true;                         ///< max (else average) pooling
-  std::vector<index> dense_head{};              ///< hidden dense widths after the flatten
-  index classes = 10;                           ///< outputs of the last dense layer
-  std::uint64_t seed = 0;                       ///< He initialisation
+  index pool = 2;                   ///< pooling window and stride after each group; 0: none
+  bool max_pool = true;             ///< max (else average) pooling
+  std::vector<index> dense_head{};  ///< hidden dense widths after the flatten
+  index classes = 10;               ///< outputs of the last dense layer
+  std::uint64_t seed = 0;           ///< He initialisation
 };
 
 namespace detail {
@@ -63,16 +63,18 @@ class notation_parser {
           skip();
         }
         expect(']');
-        netmorph::detail::require<value_error>(!g.empty(), "parse_architecture: empty group before position ",
-                                               pos_, " in '", s_, "'");
+        netmorph::detail::require<value_error>(
+            !g.empty(), "parse_architecture: empty group before position ", pos_, " in '", s_, "'");
         const index n = repeat();
-        for (index r = 0; r < n; ++r) groups.push_back(g);
+        for (index r = 0; r < n; ++r)
+          groups.push_back(g);
       } else {
         fail("expected '(' or '['");
       }
       skip();
     }
-    netmorph::detail::require<value_error>(!groups.empty(), "parse_architecture: no layers in '", s_, "'");
+    netmorph::detail::require<value_error>(!groups.empty(), "parse_architecture: no layers in '",
+                                           s_, "'");
     return groups;
   }
 
@@ -121,12 +123,14 @@ class notation_parser {
     ++pos_;
   }
   void skip() {
-    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_])))
+      ++pos_;
   }
   [[noreturn]] void fail(const std::string& what) const {
-    throw value_error(netmorph::detail::cat("parse_architecture: ", what, " at position ", pos_,
-                                            pos_ < s_.size() ? std::string(" ('") + s_[pos_] + "')" : std::string(" (end)"),
-                                            " in '", s_, "'"));
+    throw value_error(netmorph::detail::cat(
+        "parse_architecture: ", what, " at position ", pos_,
+        pos_ < s_.size() ? std::string(" ('") + s_[pos_] + "')" : std::string(" (end)"), " in '",
+        s_, "'"));
   }
   const std::string& s_;
   std::size_t pos_ = 0;
@@ -146,7 +150,8 @@ void add_activation(model<Scalar>& m, index channels, const architecture_templat
 template <typename Scalar>
 model<Scalar> parse_architecture(const std::string& notation, shape_type input,
                                  const architecture_template& t = {}) {
-  netmorph::detail::require<shape_error>(input.size() == 3, "parse_architecture: input must be (C, H, W), got ",
+  netmorph::detail::require<shape_error>(input.size() == 3,
+                                         "parse_architecture: input must be (C, H, W), got ",
                                          netmorph::detail::shape_string(input));
   const std::vector<detail::group_spec> groups = detail::notation_parser(notation).parse();
   model<Scalar> m(input, t.seed);
@@ -159,7 +164,8 @@ model<Scalar> parse_architecture(const std::string& notation, shape_type input,
     }
     const shape_type s = m.output_shape();
     if (t.pool > 0 && s[1] >= t.pool && s[2] >= t.pool) {
-      m.add(pool2d<Scalar>(t.max_pool ? pool2d<Scalar>::mode::max : pool2d<Scalar>::mode::average, t.pool, t.pool));
+      m.add(pool2d<Scalar>(t.max_pool ? pool2d<Scalar>::mode::max : pool2d<Scalar>::mode::average,
+                           t.pool, t.pool));
     }
   }
   m.add(flatten<Scalar>());
@@ -185,7 +191,8 @@ inline std::string print_group(const group_spec& g) {
   std::string out;
   for (std::size_t i = 0; i < g.size();) {
     std::size_t j = i;
-    while (j < g.size() && g[j] == g[i]) ++j;
+    while (j < g.size() && g[j] == g[i])
+      ++j;
     out += print_layer(g[i], static_cast<index>(j - i));
     i = j;
   }
@@ -209,7 +216,8 @@ std::string to_notation(const model<Scalar>& m) {
     flush();
     for (std::size_t i = 0; i < groups.size();) {
       std::size_t j = i;
-      while (j < groups.size() && groups[j] == groups[i] && groups[i].size() > 1) ++j;
+      while (j < groups.size() && groups[j] == groups[i] && groups[i].size() > 1)
+        ++j;
       if (j - i > 1) {
         out += detail::print_group(groups[i]) + "x" + std::to_string(j - i);
         i = j;

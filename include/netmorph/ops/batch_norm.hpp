@@ -31,13 +31,12 @@ namespace detail {
 template <typename Scalar>
 void check_batch_norm(const batch_norm<Scalar>& bn, index channels, const char* who) {
   const index c = bn.gamma.size();
-  require<shape_error>(bn.gamma.rank() == 1 && bn.beta.shape() == bn.gamma.shape() &&
-                           bn.running_mean.shape() == bn.gamma.shape() &&
-                           bn.running_var.shape() == bn.gamma.shape(),
-                       who, ": batch-norm gamma, beta, mean and var must all have shape (C), got ",
-                       shape_string(bn.gamma.shape()), ", ", shape_string(bn.beta.shape()), ", ",
-                       shape_string(bn.running_mean.shape()), ", ",
-                       shape_string(bn.running_var.shape()));
+  require<shape_error>(
+      bn.gamma.rank() == 1 && bn.beta.shape() == bn.gamma.shape() &&
+          bn.running_mean.shape() == bn.gamma.shape() && bn.running_var.shape() == bn.gamma.shape(),
+      who, ": batch-norm gamma, beta, mean and var must all have shape (C), got ",
+      shape_string(bn.gamma.shape()), ", ", shape_string(bn.beta.shape()), ", ",
+      shape_string(bn.running_mean.shape()), ", ", shape_string(bn.running_var.shape()));
   require<shape_error>(channels < 0 || c == channels, who, ": batch norm has ", c,
                        " channels, expected ", channels);
   require<value_error>(bn.eps > 0, who, ": batch-norm eps must be > 0, got ", bn.eps);
@@ -49,7 +48,8 @@ void check_batch_norm(const batch_norm<Scalar>& bn, index channels, const char* 
 /// \throws shape_error when the channel counts disagree.
 template <typename Scalar>
 tensor<Scalar> batch_norm_inference(tensor<Scalar> x, const batch_norm<Scalar>& bn) {
-  detail::require<shape_error>(x.rank() >= 2, "batch_norm_inference: input must be (N, C, ...), got ",
+  detail::require<shape_error>(x.rank() >= 2,
+                               "batch_norm_inference: input must be (N, C, ...), got ",
                                detail::shape_string(x.shape()));
   detail::check_batch_norm(bn, x.dim(1), "batch_norm_inference");
   const index n = x.dim(0), c = x.dim(1), inner = n * c == 0 ? 0 : x.size() / (n * c);
@@ -58,7 +58,8 @@ tensor<Scalar> batch_norm_inference(tensor<Scalar> x, const batch_norm<Scalar>& 
       const double scale = double(bn.gamma(ch)) / std::sqrt(double(bn.running_var(ch)) + bn.eps);
       const double shift = double(bn.beta(ch)) - scale * double(bn.running_mean(ch));
       Scalar* p = x.data() + (s * c + ch) * inner;
-      for (index i = 0; i < inner; ++i) p[i] = static_cast<Scalar>(scale * double(p[i]) + shift);
+      for (index i = 0; i < inner; ++i)
+        p[i] = static_cast<Scalar>(scale * double(p[i]) + shift);
     }
   return x;
 }

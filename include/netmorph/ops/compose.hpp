@@ -52,7 +52,8 @@ tensor<Scalar> compose(const tensor<Scalar>& f2, const tensor<Scalar>& f1) {
   for (index vy = 0; vy < k2h; ++vy) {
     for (index vx = 0; vx < k2w; ++vx) {
       for (index o = 0; o < c2; ++o)
-        for (index c = 0; c < c1; ++c) f2v(o, c) = f2(o, c, vy, vx);
+        for (index c = 0; c < c1; ++c)
+          f2v(o, c) = f2(o, c, vy, vx);
       m.noalias() = f2v * f1m;
       for (index o = 0; o < c2; ++o)
         for (index i = 0; i < c0; ++i)
@@ -86,7 +87,8 @@ tensor<Scalar> compose_bias(const tensor<Scalar>& f2, const tensor<Scalar>& b1,
       double acc = 0;
       for (index c = 0; c < c1; ++c) {
         double s = 0;
-        for (index v = 0; v < kk; ++v) s += f2.data()[(o * c1 + c) * kk + v];
+        for (index v = 0; v < kk; ++v)
+          s += f2.data()[(o * c1 + c) * kk + v];
         acc += s * double(b1(c));
       }
       b(o) = static_cast<Scalar>(double(b(o)) + acc);
@@ -111,7 +113,8 @@ tensor<Scalar> pad_kernel(const tensor<Scalar>& f, index kh, index kw) {
   for (index o = 0; o < f.dim(0); ++o)
     for (index i = 0; i < f.dim(1); ++i)
       for (index y = 0; y < h; ++y)
-        for (index x = 0; x < w; ++x) g(o, i, y + oy, x + ox) = f(o, i, y, x);
+        for (index x = 0; x < w; ++x)
+          g(o, i, y + oy, x + ox) = f(o, i, y, x);
   return g;
 }
 
@@ -121,8 +124,9 @@ template <typename Scalar>
 tensor<Scalar> crop_kernel(const tensor<Scalar>& f, index kh, index kw) {
   detail::check_filter(f.shape(), "crop_kernel", "kernel");
   const index h = f.dim(2), w = f.dim(3);
-  detail::require<value_error>(kh >= 1 && kw >= 1 && kh <= h && kw <= w, "crop_kernel: cannot crop a ",
-                               h, "x", w, " kernel to ", kh, "x", kw);
+  detail::require<value_error>(kh >= 1 && kw >= 1 && kh <= h && kw <= w,
+                               "crop_kernel: cannot crop a ", h, "x", w, " kernel to ", kh, "x",
+                               kw);
   detail::require<value_error>((h - kh) % 2 == 0 && (w - kw) % 2 == 0, "crop_kernel: shrink from ",
                                h, "x", w, " to ", kh, "x", kw,
                                " is odd; a centred crop needs an even shrink");
@@ -131,7 +135,8 @@ tensor<Scalar> crop_kernel(const tensor<Scalar>& f, index kh, index kw) {
   for (index o = 0; o < f.dim(0); ++o)
     for (index i = 0; i < f.dim(1); ++i)
       for (index y = 0; y < kh; ++y)
-        for (index x = 0; x < kw; ++x) g(o, i, y, x) = f(o, i, y + oy, x + ox);
+        for (index x = 0; x < kw; ++x)
+          g(o, i, y, x) = f(o, i, y + oy, x + ox);
   return g;
 }
 
@@ -145,7 +150,8 @@ tensor<Scalar> transpose_channels(const tensor<Scalar>& f) {
   tensor<Scalar> t({b, a, f.dim(2), f.dim(3)});
   for (index i = 0; i < a; ++i)
     for (index j = 0; j < b; ++j)
-      for (index k = 0; k < kk; ++k) t.data()[(j * a + i) * kk + k] = f.data()[(i * b + j) * kk + k];
+      for (index k = 0; k < kk; ++k)
+        t.data()[(j * a + i) * kk + k] = f.data()[(i * b + j) * kk + k];
   return t;
 }
 
@@ -159,7 +165,8 @@ tensor<Scalar> identity_filter(index channels, index k) {
   detail::require<value_error>(k >= 1 && k % 2 == 1,
                                "identity_filter: kernel size must be odd and positive, got ", k);
   tensor<Scalar> f({channels, channels, k, k});
-  for (index c = 0; c < channels; ++c) f(c, c, k / 2, k / 2) = Scalar(1);
+  for (index c = 0; c < channels; ++c)
+    f(c, c, k / 2, k / 2) = Scalar(1);
   return f;
 }
 

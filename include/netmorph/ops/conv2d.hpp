@@ -92,7 +92,8 @@ void im2col(const Scalar* x, index c_in, index h, index w, index kh, index kw, c
           if (p.stride == 1) {
             std::copy(xr + xlo, xr + xhi, out + xlo);
           } else {
-            for (index ox = xlo; ox < xhi; ++ox) out[ox] = xr[ox * p.stride];
+            for (index ox = xlo; ox < xhi; ++ox)
+              out[ox] = xr[ox * p.stride];
           }
           std::fill(out + xhi, out + wo, Scalar(0));
         }
@@ -148,8 +149,7 @@ tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight,
 
 /// Convolution without bias; see the overload with bias.
 template <typename Scalar>
-tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight,
-                      conv2d_params p = {}) {
+tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight, conv2d_params p = {}) {
   return conv2d(x, weight, tensor<Scalar>(), p);
 }
 

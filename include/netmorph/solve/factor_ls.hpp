@@ -89,11 +89,13 @@ inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double
           for (index uy = 0; uy < kf; ++uy) {
             const double* src = y.data() + ((o * cin + i) * kt + uy + vy) * kt + vx;
             double* dst = win.data() + o * q + (i * kf + uy) * kf;
-            for (index ux = 0; ux < kf; ++ux) dst[ux] = src[ux];
+            for (index ux = 0; ux < kf; ++ux)
+              dst[ux] = src[ux];
           }
       r.noalias() = win * fm.transpose();
       for (index o = 0; o < cout; ++o)
-        for (index c = 0; c < cmid; ++c) out(o, c, vy, vx) = r(o, c);
+        for (index c = 0; c < cmid; ++c)
+          out(o, c, vy, vx) = r(o, c);
     }
   return out;
 }
@@ -165,7 +167,8 @@ inline colmat gram_rows(const tensor<double>& f, index kx) {
                 (i * kt + uy + vy) * kt + ux + vx;
       for (index b = 0; b < q; ++b) {
         const index col = map[static_cast<std::size_t>(b)];
-        for (index a = 0; a < q; ++a) k(map[static_cast<std::size_t>(a)], col) += p(a, b);
+        for (index a = 0; a < q; ++a)
+          k(map[static_cast<std::size_t>(a)], col) += p(a, b);
       }
     }
   return k;
@@ -177,7 +180,8 @@ inline tensor<double> spatial_to_rows(const tensor<double>& t) {
   tensor<double> r({a * kk, b, 1, 1});
   for (index i = 0; i < a; ++i)
     for (index j = 0; j < b; ++j)
-      for (index w = 0; w < kk; ++w) r.data()[(i * kk + w) * b + j] = t.data()[(i * b + j) * kk + w];
+      for (index w = 0; w < kk; ++w)
+        r.data()[(i * kk + w) * b + j] = t.data()[(i * b + j) * kk + w];
   return r;
 }
 inline tensor<double> rows_to_spatial(const tensor<double>& r, index a, index k) {
@@ -185,11 +189,14 @@ inline tensor<double> rows_to_spatial(const tensor<double>& r, index a, index k)
   tensor<double> t({a, b, k, k});
   for (index i = 0; i < a; ++i)
     for (index j = 0; j < b; ++j)
-      for (index w = 0; w < kk; ++w) t.data()[(i * b + j) * kk + w] = r.data()[(i * kk + w) * b + j];
+      for (index w = 0; w < kk; ++w)
+        t.data()[(i * b + j) * kk + w] = r.data()[(i * kk + w) * b + j];
   return t;
 }
 
-inline double frobenius(const tensor<double>& t) { return t.vector().norm(); }
+inline double frobenius(const tensor<double>& t) {
+  return t.vector().norm();
+}
 
 inline double relative_residual(const tensor<double>& x, const tensor<double>& f,
                                 const tensor<double>& target) {
@@ -229,8 +236,8 @@ inline Eigen::MatrixXd toeplitz_matrix(const tensor<double>& f, index kx) {
 /// \param f      `F (C_mid, C_in, K_f, K_f)`
 /// \throws shape_error when the shapes do not fit together.
 template <typename Rng>
-tensor<double> solve_second_factor(const tensor<double>& target, const tensor<double>& f,
-                                   index kx, Rng& rng, const factor_solve_settings& settings = {},
+tensor<double> solve_second_factor(const tensor<double>& target, const tensor<double>& f, index kx,
+                                   Rng& rng, const factor_solve_settings& settings = {},
                                    factor_solve_info* info = nullptr) {
   using netmorph::detail::require;
   using netmorph::detail::shape_string;
@@ -239,11 +246,11 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
   require<shape_error>(target.dim(2) == target.dim(3) && f.dim(2) == f.dim(3),
                        "solve_second_factor: kernels must be square, got target ",
                        shape_string(target.shape()), " and F ", shape_string(f.shape()));
-  require<shape_error>(target.dim(1) == f.dim(1), "solve_second_factor: target has ",
-                       target.dim(1), " input channels, F has ", f.dim(1));
+  require<shape_error>(target.dim(1) == f.dim(1), "solve_second_factor: target has ", target.dim(1),
+                       " input channels, F has ", f.dim(1));
   require<shape_error>(kx >= 1 && target.dim(2) == f.dim(2) + kx - 1,
-                       "solve_second_factor: target kernel ", target.dim(2), " != K_f + K_x - 1 = ",
-                       f.dim(2), " + ", kx, " - 1");
+                       "solve_second_factor: target kernel ", target.dim(2),
+                       " != K_f + K_x - 1 = ", f.dim(2), " + ", kx, " - 1");
   factor_solve_info local;
   factor_solve_info& inf = info ? *info : local;
   const index cout = target.dim(0), cin = target.dim(1), kt = target.dim(2);
@@ -252,8 +259,8 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
   if (kf == 1 && kx > 1) {
     // Kronecker structure: T[o,i](w) = sum_c X[o,c](w) F[c,i], a (C_out K^2) x C_mid unknown
     // times C_mid x C_in, i.e. the K_x = 1 problem with rows (o, w).
-    tensor<double> xr = solve_second_factor(detail::spatial_to_rows(target), f, 1, rng, settings,
-                                            &inf);
+    tensor<double> xr =
+        solve_second_factor(detail::spatial_to_rows(target), f, 1, rng, settings, &inf);
     inf.kronecker = true;
     return detail::rows_to_spatial(xr, cout, kx);
   }
@@ -272,7 +279,9 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
   if (!settings.force_cod) {
     inf.route = ls_route::gram_cholesky;
     const double tnorm2 = target.vector().squaredNorm();
-    auto relative = [&](double r2) { return tnorm2 > 0 ? std::sqrt(std::max(0.0, r2) / tnorm2) : std::sqrt(std::max(0.0, r2)); };
+    auto relative = [&](double r2) {
+      return tnorm2 > 0 ? std::sqrt(std::max(0.0, r2) / tnorm2) : std::sqrt(std::max(0.0, r2));
+    };
     if (!inf.underdetermined) {
       Eigen::LLT<detail::colmat> llt(detail::gram_cols(f, kx));
       inf.rcond = llt.info() == Eigen::Success ? llt.rcond() : 0.0;
@@ -282,7 +291,8 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
         x.matrix(cout, n) = sol.transpose();
         // ||T - A X||^2 = ||T||^2 - <X, A^T T> for the least-squares X: free, but it cancels
         // when the residual is small, so small values are measured exactly.
-        const double est = relative(tnorm2 - (sol.transpose().cwiseProduct(b.matrix(cout, n))).sum());
+        const double est =
+            relative(tnorm2 - (sol.transpose().cwiseProduct(b.matrix(cout, n))).sum());
         inf.relative_residual = est > 1e-6 ? est : detail::relative_residual(x, f, target);
         done = true;
       }
@@ -299,7 +309,8 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
         tensor<double> z({cout, cmid, kx, kx});
         const double sd = settings.noise * rms;
         if (sd > 0) {
-          for (double& v : z) v = sd * normal(rng);
+          for (double& v : z)
+            v = sd * normal(rng);
           tensor<double> za = compose(z, f);
           rhs -= za.matrix(cout, m).transpose();
           y0 = llt.solve(rhs);
@@ -320,8 +331,8 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
     // The explicit matrix is only formed for the rank-revealing fallback; refuse sizes that
     // would exhaust memory instead of failing inside the allocator.
     require<numerical_error>(double(m) * double(n) <= settings.max_explicit_entries,
-                             "solve_second_factor: the structured solve failed (Gram rcond ", inf.rcond,
-                             ") and the ", m, " x ", n,
+                             "solve_second_factor: the structured solve failed (Gram rcond ",
+                             inf.rcond, ") and the ", m, " x ", n,
                              " explicit system is too large for the rank-revealing fallback");
     const Eigen::MatrixXd a = toeplitz_matrix(f, kx);
     Eigen::CompleteOrthogonalDecomposition<Eigen::MatrixXd> cod(a);
@@ -330,7 +341,8 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
       const double rms = sol.norm() / std::sqrt(double(cout * n));
       Eigen::MatrixXd z(n, cout);
       for (index j = 0; j < cout; ++j)
-        for (index r = 0; r < n; ++r) z(r, j) = settings.noise * rms * normal(rng);
+        for (index r = 0; r < n; ++r)
+          z(r, j) = settings.noise * rms * normal(rng);
       const Eigen::MatrixXd az = a * z;
       sol += z - cod.solve(az);
     }
@@ -345,16 +357,16 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
 /// (`compose(F2, X)^T = compose(X^T, F2^T)`), with the same guarantees.
 /// \param target `T (C_out, C_in, K_t, K_t)`, \param f2 `F2 (C_out, C_mid, K_2, K_2)`.
 template <typename Rng>
-tensor<double> solve_first_factor(const tensor<double>& target, const tensor<double>& f2,
-                                  index kx, Rng& rng, const factor_solve_settings& settings = {},
+tensor<double> solve_first_factor(const tensor<double>& target, const tensor<double>& f2, index kx,
+                                  Rng& rng, const factor_solve_settings& settings = {},
                                   factor_solve_info* info = nullptr) {
   netmorph::detail::check_filter(target.shape(), "solve_first_factor", "target");
   netmorph::detail::check_filter(f2.shape(), "solve_first_factor", "F2");
   netmorph::detail::require<shape_error>(target.dim(0) == f2.dim(0),
                                          "solve_first_factor: target has ", target.dim(0),
                                          " output channels, F2 has ", f2.dim(0));
-  return transpose_channels(solve_second_factor(transpose_channels(target),
-                                                transpose_channels(f2), kx, rng, settings, info));
+  return transpose_channels(solve_second_factor(transpose_channels(target), transpose_channels(f2),
+                                                kx, rng, settings, info));
 }
 
 }  // namespace solve

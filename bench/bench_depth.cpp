@@ -193,7 +193,8 @@ void BM_dense_qr_step(benchmark::State& state) {
 }
 
 // A step that takes longer than the default minimum time (0.5 s) is timed once; the reference's
-// largest shape takes about a minute on one core, so repeating it is not affordable.
+// largest shape takes about 40 s on one core, so repeating it is not affordable. Google Benchmark
+// appends "/real_time" to every name because of UseRealTime().
 void depth_shapes(benchmark::internal::Benchmark* b) {
   b->Args({784, 50, 10, 1, 1});       // MNIST-sized dense layer (K = 1)
   b->Args({1024, 4096, 1024, 1, 1});  // wide dense layer: both half-steps underdetermined

@@ -279,3 +279,24 @@ TEST_CASE("model backward returns the input gradient only when asked", "[nn][gra
     REQUIRE(dx.data()[i] == Approx((lp - lm) / (2 * h)).epsilon(1e-5).margin(1e-7));
   }
 }
+
+TEMPLATE_TEST_CASE("nn::to_subnet replaces a conv by a P-activated chain and keeps the function",
+                   "[nn][morph]", float, double) {
+  nn::architecture_template t;
+  t.act = activation{activation_kind::sigmoid};
+  auto m = nn::parse_architecture<TestType>("(3:4)(3:6)", {2, 8, 8}, t);
+  std::mt19937_64 rng(31);
+  auto x = nmtest::randn<TestType>({2, 2, 8, 8}, rng);
+  const auto y = m.forward(x, false);
+  netmorph::subnet_options so;
+  so.kernels = {3, 1, 1};
+  so.widths = {6, 8};
+  const idx before = m.size();
+  auto r = nn::to_subnet(m, 3, so);  // the second convolution
+  REQUIRE(m.size() == before + 4);   // three convs and two P-activations replace one conv
+  REQUIRE(m.at(4).kind() == "p_sigmoid");
+  REQUIRE(r.relative_output_error <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(netmorph::relative_error(m.forward(x, false), y) <= nmtest::exact_tolerance<TestType>());
+  NM_REQUIRE_THROWS_WITH(nn::to_subnet(m, 1, so), netmorph::value_error,
+                         "nn::to_subnet: layer 1 is sigmoid, expected conv2d");
+}

@@ -4,6 +4,10 @@
 
 #include <Eigen/QR>
 
+#include <cmath>
+#include <random>
+#include <vector>
+
 using netmorph::shape_error;
 using netmorph::tensor;
 using netmorph::solve::factor_solve_info;
@@ -43,6 +47,77 @@ TEST_CASE("toeplitz_matrix, its Gram matrices and the adjoint agree with the def
     const Eigen::MatrixXd ref = rows_of(y) * a;
     REQUIRE((adj - ref).norm() <= 1e-12 * (1 + ref.norm()));
   }
+}
+
+TEST_CASE("the blocked Cholesky and the split Gram matrix agree with Eigen on 1 and 2 threads",
+          "[solve][property]") {
+  namespace d = netmorph::solve::detail;
+  auto rng = nmtest::make_rng(43);
+  const int threads_before = Eigen::nbThreads();
+  for (int threads : {1, 2}) {
+    // Without OpenMP Eigen ignores the request and everything runs on one thread.
+    Eigen::setNbThreads(threads);
+    for (int trial = 0; trial < 4; ++trial) {
+      // Sizes below, at and above the 128 block and the 128 split thresholds.
+      const idx n = draw(rng, 100, 420), k = n + draw(rng, -40, 60);
+      CAPTURE(threads, trial, n, k);
+      const Eigen::MatrixXd a = Eigen::MatrixXd::Random(n, k);
+      const Eigen::MatrixXd ref = a * a.transpose();
+      const Eigen::MatrixXd g = d::gram(a);
+      REQUIRE((g - ref).norm() <= 1e-13 * ref.norm());
+      REQUIRE((g - g.transpose()).norm() == 0.0);
+      const Eigen::MatrixXd spd = ref + 1e-3 * Eigen::MatrixXd::Identity(n, n);
+      const d::cholesky chol(spd);
+      REQUIRE(chol.ok());
+      const Eigen::LLT<Eigen::MatrixXd> llt(spd);
+      // Both estimate the same 1-norm condition number by Hager's method.
+      CAPTURE(chol.rcond(), llt.rcond());
+      REQUIRE(chol.rcond() > 0.1 * llt.rcond());
+      REQUIRE(chol.rcond() < 10 * llt.rcond());
+      const Eigen::MatrixXd b = Eigen::MatrixXd::Random(n, 70);
+      Eigen::MatrixXd x = b;
+      chol.solve(x);
+      REQUIRE((spd * x - b).norm() <= 1e-9 * b.norm() / llt.rcond());
+      REQUIRE((x - llt.solve(b)).norm() <= 1e-8 * x.norm());
+      Eigen::MatrixXd w = b;
+      chol.solve_lower(w, false);
+      REQUIRE((llt.matrixL() * w - b).norm() <= 1e-10 * b.norm() / std::sqrt(llt.rcond()));
+      // The residual estimate is within a factor of 10 of the exact value (a chi-square with 32
+      // degrees of freedom stays between 3.2 and 320 except with probability < 1e-10).
+      const Eigen::MatrixXd r = spd * x - b + 1e-3 * Eigen::MatrixXd::Random(n, 70);
+      const double exact = r.squaredNorm();
+      const double est = d::residual_norm2(spd, x, Eigen::MatrixXd(spd * x - r), rng);
+      CAPTURE(exact, est);
+      REQUIRE(est > 0.1 * exact);
+      REQUIRE(est < 10 * exact);
+    }
+    // Not positive definite: no factor, rcond 0.
+    Eigen::MatrixXd indef = Eigen::MatrixXd::Identity(300, 300);
+    indef(250, 250) = -1;
+    const d::cholesky bad(indef);
+    REQUIRE_FALSE(bad.ok());
+    REQUIRE(bad.rcond() == 0.0);
+  }
+  Eigen::setNbThreads(threads_before);
+}
+
+TEST_CASE("the null-space noise has the requested mean and spread and follows the seed",
+          "[solve]") {
+  std::mt19937_64 a(5), b(5), c(6);
+  std::vector<double> x(200000), y(200000), z(200000);
+  netmorph::solve::detail::fill_noise(x.data(), idx(x.size()), 2.5, a);
+  netmorph::solve::detail::fill_noise(y.data(), idx(y.size()), 2.5, b);
+  netmorph::solve::detail::fill_noise(z.data(), idx(z.size()), 2.5, c);
+  REQUIRE(x == y);
+  REQUIRE(x != z);
+  const Eigen::Map<const Eigen::VectorXd> v(x.data(), idx(x.size()));
+  const double mean = v.mean(), sd = std::sqrt((v.array() - mean).square().mean());
+  // Standard error of the mean 2.5 / sqrt(2e5) = 0.0056, of the std about 0.003.
+  REQUIRE(std::abs(mean) < 0.03);
+  REQUIRE(std::abs(sd - 2.5) < 0.02);
+  REQUIRE(v.cwiseAbs().maxCoeff() <= 2.5 * 2 * std::sqrt(3.0));
+  // A value is exactly 0 when the four 16-bit parts sum to their mean: probability about 1e-5.
+  REQUIRE(netmorph::nonzero_fraction(tensor<double>({idx(x.size())}, x)) >= 0.9999);
 }
 
 TEST_CASE("solve_second_factor: overdetermined systems give the least-squares solution",

@@ -25,10 +25,17 @@
 #include <Eigen/Core>
 #include <Eigen/QR>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace netmorph {
 namespace solve {
@@ -74,6 +81,186 @@ namespace detail {
 using rowmat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using colmat = Eigen::MatrixXd;
 
+/// Threads the solver may use: Eigen's thread count (the consumer's OpenMP setting), 1 without
+/// OpenMP or inside an enclosing parallel region.
+inline int solver_threads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : std::max(1, Eigen::nbThreads());
+#else
+  return 1;
+#endif
+}
+
+/// Calls `fn(first, count)` on contiguous blocks of `[0, n)`, one block per solver thread. For the
+/// kernels Eigen does not parallelise itself (triangular solves, symmetric rank updates).
+template <typename Fn>
+void for_blocks(index n, index min_block, Fn&& fn) {
+  const int t = int(std::min<index>(solver_threads(), std::max<index>(1, n / min_block)));
+  if (t <= 1) {
+    fn(index{0}, n);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(t) schedule(static, 1)
+#endif
+  for (int j = 0; j < t; ++j) {
+    const index b0 = n * j / t, b1 = n * (j + 1) / t;
+    fn(b0, b1 - b0);
+  }
+}
+
+/// \f$ C = A A^T \f$, both triangles. The symmetric rank update Eigen runs on one thread is split
+/// on two: the off-diagonal block is one (OpenMP-parallel) GEMM, the two diagonal blocks are rank
+/// updates run side by side; the flops are those of one symmetric update.
+template <typename Derived>
+colmat gram(const Eigen::MatrixBase<Derived>& a) {
+  const index n = a.rows();
+  colmat c = colmat::Zero(n, n);
+  if (solver_threads() > 1 && n >= 128) {
+    const index h = n / 2;
+    c.bottomLeftCorner(n - h, h).noalias() = a.bottomRows(n - h) * a.topRows(h).transpose();
+    for_blocks(2, 1, [&](index part, index) {
+      if (part == 0) {
+        auto blk = c.topLeftCorner(h, h);
+        blk.template selfadjointView<Eigen::Lower>().rankUpdate(a.topRows(h));
+      } else {
+        auto blk = c.bottomRightCorner(n - h, n - h);
+        blk.template selfadjointView<Eigen::Lower>().rankUpdate(a.bottomRows(n - h));
+      }
+    });
+  } else {
+    c.template selfadjointView<Eigen::Lower>().rankUpdate(a);
+  }
+  c.template triangularView<Eigen::StrictlyUpper>() = c.transpose();
+  return c;
+}
+
+/// Cholesky factorisation \f$ K = L L^T \f$ of a symmetric positive definite Gram matrix, blocked
+/// and right-looking so that both cores work: the trailing update, almost all of the flops, is
+/// split like `gram`, and the panel's triangular solve by rows. Eigen's LLT runs its symmetric
+/// updates on one thread. `rcond` is the reciprocal 1-norm condition estimate (Hager's method on
+/// the factor), 0 when `K` is not numerically positive definite.
+class cholesky {
+ public:
+  explicit cholesky(colmat k) : l_(std::move(k)) {
+    const index n = l_.rows();
+    const double norm1 = l_.cwiseAbs().colwise().sum().maxCoeff();
+    constexpr index nb = 128;
+    for (index j = 0; j < n; j += nb) {
+      const index b = std::min(nb, n - j), r = n - j - b;
+      auto a11 = l_.block(j, j, b, b);
+      Eigen::LLT<Eigen::Ref<colmat>> diag(a11);  // in place
+      if (diag.info() != Eigen::Success) return;
+      if (r == 0) break;
+      auto a21 = l_.block(j + b, j, r, b);
+      for_blocks(r, 64, [&](index r0, index nr) {
+        auto rows = a21.middleRows(r0, nr);
+        a11.triangularView<Eigen::Lower>().transpose().template solveInPlace<Eigen::OnTheRight>(
+            rows);
+      });
+      auto a22 = l_.block(j + b, j + b, r, r);
+      if (solver_threads() > 1 && r >= 128) {
+        const index h = r / 2;
+        a22.bottomLeftCorner(r - h, h).noalias() -=
+            a21.bottomRows(r - h) * a21.topRows(h).transpose();
+        for_blocks(2, 1, [&](index part, index) {
+          if (part == 0) {
+            auto blk = a22.topLeftCorner(h, h);
+            blk.selfadjointView<Eigen::Lower>().rankUpdate(a21.topRows(h), -1.0);
+          } else {
+            auto blk = a22.bottomRightCorner(r - h, r - h);
+            blk.selfadjointView<Eigen::Lower>().rankUpdate(a21.bottomRows(r - h), -1.0);
+          }
+        });
+      } else {
+        a22.selfadjointView<Eigen::Lower>().rankUpdate(a21, -1.0);
+      }
+    }
+    if (!l_.allFinite()) return;
+    ok_ = true;
+    rcond_ = norm1 > 0 ? 1.0 / (norm1 * inverse_norm1()) : 0.0;
+  }
+
+  bool ok() const { return ok_; }
+  double rcond() const { return rcond_; }
+
+  /// `B <- L^-1 B` (`transposed`: `L^-T B`), the right-hand sides split over the solver threads.
+  void solve_lower(colmat& b, bool transposed) const {
+    for_blocks(b.cols(), 32, [&](index c0, index nc) {
+      auto blk = b.middleCols(c0, nc);
+      if (transposed)
+        l_.triangularView<Eigen::Lower>().transpose().solveInPlace(blk);
+      else
+        l_.triangularView<Eigen::Lower>().solveInPlace(blk);
+    });
+  }
+  /// `B <- K^-1 B`.
+  void solve(colmat& b) const {
+    solve_lower(b, false);
+    solve_lower(b, true);
+  }
+
+ private:
+  // Hager's estimate of ||K^-1||_1 (K symmetric, so K^-T = K^-1): a few solves with one vector.
+  double inverse_norm1() const {
+    const index n = l_.rows();
+    colmat x = colmat::Constant(n, 1, 1.0 / double(n));
+    double est = 0;
+    for (int it = 0; it < 5; ++it) {
+      colmat y = x;
+      solve(y);
+      est = y.cwiseAbs().sum();
+      colmat z = y.unaryExpr([](double v) { return v >= 0 ? 1.0 : -1.0; });
+      solve(z);
+      index jmax = 0;
+      const double zmax = z.col(0).cwiseAbs().maxCoeff(&jmax);
+      if (zmax <= z.col(0).dot(x.col(0))) break;
+      x.setZero();
+      x(jmax, 0) = 1.0;
+    }
+    return est;
+  }
+
+  colmat l_;
+  bool ok_ = false;
+  double rcond_ = 0;
+};
+
+/// Fills `x` with independent zero-mean noise of standard deviation `sd`: a sum of four 16-bit
+/// uniforms (Irwin-Hall, bounded by 2 sqrt(3) sd, exactly 0 with probability about 1e-5) from a
+/// splitmix64 stream seeded by `rng`.
+/// The null-space component only has to be random and dense, not Gaussian; this costs about a
+/// nanosecond per value where std::normal_distribution costs tens.
+template <typename Rng>
+void fill_noise(double* x, index n, double sd, Rng& rng) {
+  std::uint64_t state = (std::uint64_t(rng()) << 32) ^ std::uint64_t(rng());
+  // Each 16-bit uniform has mean 32767.5 and variance about 65536^2 / 12.
+  const double scale = sd * std::sqrt(3.0) / 65536.0;
+  for (index i = 0; i < n; ++i) {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const double s = double(z & 0xFFFF) + double((z >> 16) & 0xFFFF) + double((z >> 32) & 0xFFFF) +
+                     double(z >> 48);
+    x[i] = (s - 4.0 * 32767.5) * scale;
+  }
+}
+
+/// \f$ \|K Y - B\|_F^2 \f$. With more than 32 columns it is estimated from 32 random
+/// combinations of them, \f$ \|(K Y - B)\Omega\|^2 / 32 \f$ with independent unit-variance
+/// entries in \f$ \Omega \f$: unbiased, and below a tenth of the true value with probability
+/// below 1e-10 (a chi-square with 32 degrees of freedom), for 32/r of the cost of the product.
+template <typename Rng>
+double residual_norm2(const colmat& k, const colmat& y, const colmat& b, Rng& rng) {
+  constexpr index sketch = 32;
+  if (y.cols() <= sketch) return (k * y - b).squaredNorm();
+  colmat omega(y.cols(), sketch);
+  fill_noise(omega.data(), omega.size(), 1.0, rng);
+  const colmat yo = y * omega;
+  return (k * yo - b * omega).squaredNorm() / double(sketch);
+}
+
 /// \f$ \text{out}[o,c](v) = \sum_{i,u} Y[o,i](u+v)\, F[c,i](u) \f$: applies \f$ A(F)^T \f$ to every
 /// row of `Y (C_out, C_in, K_t, K_t)`; the adjoint of `compose(., F)`.
 inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double>& f, index kx) {
@@ -81,6 +268,10 @@ inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double
   const index cmid = f.dim(0), kf = f.dim(2), q = cin * kf * kf;
   tensor<double> out({cout, cmid, kx, kx});
   const auto fm = f.matrix(cmid, q);
+  if (kx == 1) {  // the window is Y itself
+    out.matrix(cout, cmid).noalias() = y.matrix(cout, q) * fm.transpose();
+    return out;
+  }
   rowmat win(cout, q), r(cout, cmid);
   for (index vy = 0; vy < kx; ++vy)
     for (index vx = 0; vx < kx; ++vx) {
@@ -104,6 +295,7 @@ inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double
 /// `v - v'`, \f$ R_\delta[c,c'] = \sum_{i,u} F[c,i](u)\, F[c',i](u+\delta) \f$.
 inline colmat gram_cols(const tensor<double>& f, index kx) {
   const index cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kk = kx * kx, n = cmid * kk;
+  if (kx == 1) return gram(f.matrix(cmid, cin * kf * kf));  // only the zero shift
   colmat h = colmat::Zero(n, n);
   // H is symmetric (R_{-d} = R_d^T): only shifts d > 0 (lexicographically) and d = 0 are formed,
   // d = 0 as a symmetric rank update.
@@ -114,23 +306,20 @@ inline colmat gram_cols(const tensor<double>& f, index kx) {
       const index y0 = 0, y1 = kf - dy;
       const index x0 = std::max<index>(0, -dx), x1 = std::min(kf, kf - dx);
       const index ov = (y1 - y0) * (x1 - x0);
-      const bool zero_shift = dy == 0 && dx == 0;
-      rowmat wa(cmid, cin * ov), wb(zero_shift ? 0 : cmid, zero_shift ? 0 : cin * ov);
-      for (index c = 0; c < cmid; ++c)
-        for (index i = 0; i < cin; ++i) {
-          index k = i * ov;
-          for (index uy = y0; uy < y1; ++uy)
-            for (index ux = x0; ux < x1; ++ux, ++k) {
-              wa(c, k) = f(c, i, uy, ux);
-              if (!zero_shift) wb(c, k) = f(c, i, uy + dy, ux + dx);
-            }
-        }
       colmat r;
-      if (zero_shift) {
-        r = colmat::Zero(cmid, cmid);
-        r.selfadjointView<Eigen::Lower>().rankUpdate(wa);
-        r.triangularView<Eigen::StrictlyUpper>() = r.transpose();
+      if (dy == 0 && dx == 0) {
+        r = gram(f.matrix(cmid, cin * kf * kf));
       } else {
+        rowmat wa(cmid, cin * ov), wb(cmid, cin * ov);
+        for (index c = 0; c < cmid; ++c)
+          for (index i = 0; i < cin; ++i) {
+            index k = i * ov;
+            for (index uy = y0; uy < y1; ++uy)
+              for (index ux = x0; ux < x1; ++ux, ++k) {
+                wa(c, k) = f(c, i, uy, ux);
+                wb(c, k) = f(c, i, uy + dy, ux + dx);
+              }
+          }
         r.noalias() = wa * wb.transpose();
       }
       // Every (v, v') with v - v' = (dy, dx), and its mirror (v', v).
@@ -152,9 +341,7 @@ inline colmat gram_cols(const tensor<double>& f, index kx) {
 inline colmat gram_rows(const tensor<double>& f, index kx) {
   const index cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kt = kf + kx - 1;
   const index q = cin * kf * kf, m = cin * kt * kt;
-  colmat p = colmat::Zero(q, q);
-  p.selfadjointView<Eigen::Lower>().rankUpdate(f.matrix(cmid, q).transpose());
-  p.triangularView<Eigen::StrictlyUpper>() = p.transpose();
+  const colmat p = gram(f.matrix(cmid, q).transpose());
   if (kx == 1) return p;
   colmat k = colmat::Zero(m, m);
   std::vector<index> map(static_cast<std::size_t>(q));
@@ -273,7 +460,6 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
   inf.kronecker = false;
   tensor<double> x({cout, cmid, kx, kx});
   if (cout == 0 || n == 0) return x;
-  std::normal_distribution<double> normal(0.0, 1.0);
 
   bool done = false;
   if (!settings.force_cod) {
@@ -283,11 +469,12 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
       return tnorm2 > 0 ? std::sqrt(std::max(0.0, r2) / tnorm2) : std::sqrt(std::max(0.0, r2));
     };
     if (!inf.underdetermined) {
-      Eigen::LLT<detail::colmat> llt(detail::gram_cols(f, kx));
-      inf.rcond = llt.info() == Eigen::Success ? llt.rcond() : 0.0;
+      const detail::cholesky llt(detail::gram_cols(f, kx));
+      inf.rcond = llt.rcond();
       if (inf.rcond >= settings.min_rcond) {
         tensor<double> b = detail::adjoint_apply(target, f, kx);
-        detail::colmat sol = llt.solve(b.matrix(cout, n).transpose());
+        detail::colmat sol = b.matrix(cout, n).transpose();
+        llt.solve(sol);
         x.matrix(cout, n) = sol.transpose();
         // ||T - A X||^2 = ||T||^2 - <X, A^T T> for the least-squares X: free, but it cancels
         // when the residual is small, so small values are measured exactly.
@@ -298,28 +485,32 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
       }
     } else {
       const detail::colmat k = detail::gram_rows(f, kx);
-      Eigen::LLT<detail::colmat> llt(k);
-      inf.rcond = llt.info() == Eigen::Success ? llt.rcond() : 0.0;
+      const detail::cholesky llt(k);
+      inf.rcond = llt.rcond();
       if (inf.rcond >= settings.min_rcond) {
-        // Y0 = T K^-1 gives the minimum-norm solution Y0 A; its squared norm is <Y0, T>.
+        // X = Z + (T - Z A^T) K^-1 A: the minimum-norm solution T K^-1 A plus the null-space part
+        // of the noise Z. With K = L L^T, W = L^-1 T^T gives the squared norm of the minimum-norm
+        // solution as ||W||^2, and is reused: K^-1 (T - A Z)^T = L^-T (W - L^-1 (A Z)^T).
         detail::colmat rhs = target.matrix(cout, m).transpose();
-        detail::colmat y0 = llt.solve(rhs);
-        const double rms = std::sqrt(std::max(0.0, y0.cwiseProduct(rhs).sum()) / double(cout * n));
-        // X = Z + (T - Z A^T) K^-1 A: minimum norm plus the null-space part of Z.
+        detail::colmat w = rhs;
+        llt.solve_lower(w, false);
+        const double rms = std::sqrt(w.squaredNorm() / double(cout * n));
         tensor<double> z({cout, cmid, kx, kx});
         const double sd = settings.noise * rms;
         if (sd > 0) {
-          for (double& v : z)
-            v = sd * normal(rng);
-          tensor<double> za = compose(z, f);
-          rhs -= za.matrix(cout, m).transpose();
-          y0 = llt.solve(rhs);
+          detail::fill_noise(z.data(), z.size(), sd, rng);
+          const tensor<double> za = compose(z, f);
+          detail::colmat v = za.matrix(cout, m).transpose();
+          rhs -= v;
+          llt.solve_lower(v, false);
+          w -= v;
         }
+        llt.solve_lower(w, true);
         // A X - T = K Y - (T - A Z): the residual from the m x m Gram matrix instead of a
         // composition with the m x n one; it exposes an inaccurate Cholesky solve.
-        inf.relative_residual = relative((k * y0 - rhs).squaredNorm());
+        inf.relative_residual = relative(detail::residual_norm2(k, w, rhs, rng));
         tensor<double> y({cout, cin, kt, kt});
-        y.matrix(cout, m) = y0.transpose();
+        y.matrix(cout, m) = w.transpose();
         x = detail::adjoint_apply(y, f, kx);
         if (sd > 0) x.vector() += z.vector();
         done = inf.relative_residual <= settings.exact_tolerance;
@@ -340,9 +531,7 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
     if (inf.underdetermined && settings.noise > 0) {
       const double rms = sol.norm() / std::sqrt(double(cout * n));
       Eigen::MatrixXd z(n, cout);
-      for (index j = 0; j < cout; ++j)
-        for (index r = 0; r < n; ++r)
-          z(r, j) = settings.noise * rms * normal(rng);
+      detail::fill_noise(z.data(), z.size(), settings.noise * rms, rng);
       const Eigen::MatrixXd az = a * z;
       sol += z - cod.solve(az);
     }

@@ -15,6 +15,12 @@
 /// structure). When the Gram matrix is too ill-conditioned, or the exact route misses, the
 /// explicit matrix is solved by a complete orthogonal decomposition instead. Everything is in
 /// double.
+///
+/// Threads: when the consumer compiles with OpenMP, the products run on Eigen's threads
+/// (`Eigen::setNbThreads`, `OMP_NUM_THREADS`) and the parts Eigen keeps on one thread (symmetric
+/// rank updates, the Cholesky trailing updates, triangular solves) are split over the same number
+/// of threads. Without OpenMP, or called from inside a parallel region, everything runs on the
+/// calling thread. The result does not depend on the thread count beyond rounding.
 
 #include <netmorph/detail/message.hpp>
 #include <netmorph/error.hpp>

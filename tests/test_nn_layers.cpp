@@ -63,6 +63,21 @@ TEST_CASE("conv2d and dense gradients match finite differences", "[nn][gradient]
   }
 }
 
+TEST_CASE("conv2d gradients match finite differences on the shifted-rows and col2im routes",
+          "[nn][gradient]") {
+  auto rng = nmtest::make_rng(115);
+  for (int trial = 0; trial < 4; ++trial) {
+    // C_in * K >= 16 at stride 1 takes the shifted-rows kernels; a padding above K - 1 sends the
+    // input gradient through col2im.
+    const idx ci = draw(rng, 4, 6), co = draw(rng, 1, 3), k = draw(rng, 4, 5),
+              p = trial % 2 == 0 ? draw(rng, 0, k - 1) : k;
+    CAPTURE(trial, ci, co, k, p);
+    nn::conv2d<double> c(nmtest::randn<double>({co, ci, k, k}, rng),
+                         nmtest::randn<double>({co}, rng), {1, p});
+    check_gradients(c, nmtest::randn<double>({3, ci, 6, 5}, rng), rng);
+  }
+}
+
 TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite differences",
           "[nn][gradient]") {
   auto rng = nmtest::make_rng(111);
@@ -171,4 +186,26 @@ TEST_CASE("layers reject bad configurations with named messages", "[nn][error]")
                          "nn::dense: expected a rank-1 input, got shape (4, 8, 8)");
   NM_REQUIRE_THROWS_WITH(m.forward(tensor<double>({2, 2, 8, 8})), netmorph::shape_error,
                          "model::forward: input shape (2, 2, 8, 8), expected (2, 1, 8, 8)");
+  nn::conv2d<double> c(tensor<double>({4, 1, 3, 3}), tensor<double>({4}), {1, 1});
+  NM_REQUIRE_THROWS_WITH(
+      c.backward(tensor<double>({2, 4, 8, 8})), netmorph::error,
+      "nn::conv2d::backward: no cached input (call forward with training = true)");
+  c.forward(tensor<double>({2, 1, 8, 8}), true);
+  NM_REQUIRE_THROWS_WITH(c.backward(tensor<double>({2, 4, 8, 7})), netmorph::shape_error,
+                         "nn::conv2d::backward: gradient has shape (2, 4, 8, 7), the output has "
+                         "(2, 4, 8, 8)");
+  nn::pool2d<double> mp(nn::pool2d<double>::mode::max, 2, 2);
+  mp.forward(tensor<double>({2, 4, 8, 8}), true);
+  NM_REQUIRE_THROWS_WITH(mp.backward(tensor<double>({2, 4, 8, 8})), netmorph::shape_error,
+                         "nn::pool2d::backward: gradient has shape (2, 4, 8, 8), the output has "
+                         "(2, 4, 4, 4)");
+  nn::dense<double> d(tensor<double>({3, 5}), tensor<double>());
+  d.forward(tensor<double>({2, 5}), true);
+  NM_REQUIRE_THROWS_WITH(d.backward(tensor<double>({2, 4})), netmorph::shape_error,
+                         "nn::dense::backward: gradient has shape (2, 4), the output has (2, 3)");
+  nn::flatten<double> f;
+  f.forward(tensor<double>({2, 3, 2, 2}), true);
+  NM_REQUIRE_THROWS_WITH(f.backward(tensor<double>({2, 11})), netmorph::shape_error,
+                         "nn::flatten::backward: gradient has shape (2, 11), the input has "
+                         "(2, 3, 2, 2)");
 }

@@ -300,3 +300,53 @@ TEMPLATE_TEST_CASE("nn::to_subnet replaces a conv by a P-activated chain and kee
   NM_REQUIRE_THROWS_WITH(nn::to_subnet(m, 1, so), netmorph::value_error,
                          "nn::to_subnet: layer 1 is sigmoid, expected conv2d");
 }
+
+TEMPLATE_TEST_CASE("a model's reused training buffers give the results of a fresh model",
+                   "[nn][train]", float, double) {
+  const double tol = nmtest::exact_tolerance<TestType>();
+  auto rng = nmtest::make_rng(121);
+  nn::architecture_template t;
+  t.classes = 3;
+  t.dense_head = {8};
+  t.seed = 5;
+  // (5:8) on 2 channels takes conv2d's im2col route, (3:8) on 8 channels its shifted-rows route.
+  const auto proto = nn::parse_architecture<TestType>("(5:8)(3:8)", {2, 9, 9}, t);
+  auto reused = proto;
+  auto grads = [](nn::model<TestType>& m) {
+    std::vector<tensor<TestType>> g;
+    for (auto* p : m.parameters())
+      g.push_back(p->grad);
+    return g;
+  };
+  for (idx n : {5, 3, 5, 1}) {
+    CAPTURE(n);
+    const auto x = nmtest::randn<TestType>({n, 2, 9, 9}, rng);
+    const auto other = nmtest::randn<TestType>({n + 1, 2, 9, 9}, rng);
+    auto fresh = proto;
+    const auto y_fresh = fresh.forward(x, true);
+    const auto dy = nmtest::randn<TestType>(y_fresh.shape(), rng);
+    const auto dx_fresh = fresh.backward(dy, true);
+
+    reused.zero_grad();
+    const auto y = reused.forward(x, true);
+    reused.forward(other, false);  // an inference pass in between leaves the backward pass alone
+    const auto dx = reused.backward(dy, true);
+    REQUIRE(netmorph::relative_error(y, y_fresh) <= tol);
+    REQUIRE(netmorph::relative_error(dx, dx_fresh) <= tol);
+    const auto g = grads(reused), g_fresh = grads(fresh);
+    REQUIRE(g.size() == g_fresh.size());
+    for (std::size_t i = 0; i < g.size(); ++i)
+      REQUIRE(netmorph::relative_error(g[i], g_fresh[i]) <= tol);
+
+    // A copy taken between forward and backward keeps its own inputs: the original's next
+    // training pass does not reach into it.
+    reused.forward(x, true);
+    auto copy = reused;
+    reused.forward(other, true);
+    copy.zero_grad();
+    REQUIRE(netmorph::relative_error(copy.backward(dy, true), dx_fresh) <= tol);
+    const auto g_copy = grads(copy);
+    for (std::size_t i = 0; i < g.size(); ++i)
+      REQUIRE(netmorph::relative_error(g_copy[i], g_fresh[i]) <= tol);
+  }
+}

@@ -80,3 +80,114 @@ TEMPLATE_TEST_CASE("conv2d of an empty batch is an empty batch", "[conv2d]", flo
   auto y = netmorph::conv2d(T({0, 2, 4, 4}), T({3, 2, 3, 3}), conv2d_params{1, 1});
   REQUIRE(y.shape() == netmorph::shape_type{0, 3, 4, 4});
 }
+
+namespace {
+
+/// Naive weight, bias and input gradients of `sum(dy * conv2d(x, w, b))`, accumulated in double.
+template <typename Scalar>
+void naive_conv2d_gradients(const netmorph::tensor<Scalar>& x, const netmorph::tensor<Scalar>& w,
+                            const netmorph::tensor<Scalar>& dy, idx stride, idx pad,
+                            netmorph::tensor<Scalar>& dw, netmorph::tensor<Scalar>& db,
+                            netmorph::tensor<Scalar>& dx) {
+  const idx n = x.dim(0), ci = x.dim(1), h = x.dim(2), wd = x.dim(3);
+  const idx co = w.dim(0), kh = w.dim(2), kw = w.dim(3), ho = dy.dim(2), wo = dy.dim(3);
+  std::vector<double> gw(static_cast<std::size_t>(w.size())),
+      gx(static_cast<std::size_t>(x.size()));
+  std::vector<double> gb(static_cast<std::size_t>(co));
+  for (idx s = 0; s < n; ++s)
+    for (idx o = 0; o < co; ++o)
+      for (idx py = 0; py < ho; ++py)
+        for (idx px = 0; px < wo; ++px) {
+          const double g = dy(s, o, py, px);
+          gb[static_cast<std::size_t>(o)] += g;
+          for (idx i = 0; i < ci; ++i)
+            for (idx uy = 0; uy < kh; ++uy)
+              for (idx ux = 0; ux < kw; ++ux) {
+                const idx iy = py * stride + uy - pad, ix = px * stride + ux - pad;
+                if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
+                gw[static_cast<std::size_t>(((o * ci + i) * kh + uy) * kw + ux)] +=
+                    g * double(x(s, i, iy, ix));
+                gx[static_cast<std::size_t>(((s * ci + i) * h + iy) * wd + ix)] +=
+                    g * double(w(o, i, uy, ux));
+              }
+        }
+  dw = netmorph::tensor<Scalar>(w.shape());
+  db = netmorph::tensor<Scalar>({co});
+  dx = netmorph::tensor<Scalar>(x.shape());
+  for (idx i = 0; i < dw.size(); ++i)
+    dw.data()[i] = static_cast<Scalar>(gw[static_cast<std::size_t>(i)]);
+  for (idx i = 0; i < co; ++i)
+    db.data()[i] = static_cast<Scalar>(gb[static_cast<std::size_t>(i)]);
+  for (idx i = 0; i < dx.size(); ++i)
+    dx.data()[i] = static_cast<Scalar>(gx[static_cast<std::size_t>(i)]);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE(
+    "conv2d's forward and gradient kernels equal the naive loops for every sample block size",
+    "[conv2d][property]", float, double) {
+  using T = netmorph::tensor<TestType>;
+  const double tol = nmtest::exact_tolerance<TestType>();
+  auto rng = nmtest::make_rng(13);
+  for (int trial = 0; trial < 40; ++trial) {
+    // Even trials take the shifted-rows route (stride 1, C_in * K_w >= 16); odd ones draw freely,
+    // including paddings above K - 1, where the input gradient needs col2im.
+    const bool wide = trial % 2 == 0;
+    const idx n = draw(rng, 1, 7), ci = wide ? draw(rng, 4, 8) : draw(rng, 1, 5),
+              co = draw(rng, 1, 6);
+    const idx kh = draw(rng, 1, 5), kw = wide ? draw(rng, 4, 5) : draw(rng, 1, 5);
+    const idx stride = wide ? 1 : draw(rng, 1, 2), pad = draw(rng, 0, 5);
+    const idx h = draw(rng, std::max<idx>(1, kh - 2 * pad), 9),
+              w = draw(rng, std::max<idx>(1, kw - 2 * pad), 9);
+    const conv2d_params p{stride, pad};
+    const T x = nmtest::randn<TestType>({n, ci, h, w}, rng);
+    const T wt = nmtest::randn<TestType>({co, ci, kh, kw}, rng);
+    const T b = nmtest::randn<TestType>({co}, rng);
+    const T ref = nmtest::naive_conv2d(x, wt, b, stride, pad);
+    const T dy = nmtest::randn<TestType>(ref.shape(), rng);
+    T dw_ref, db_ref, dx_ref;
+    naive_conv2d_gradients(x, wt, dy, stride, pad, dw_ref, db_ref, dx_ref);
+    // Block 0 lets the kernel choose; the others force im2col blocks that need not divide n.
+    for (idx block : {idx(0), idx(1), idx(2), idx(3), n + 1}) {
+      CAPTURE(trial, n, ci, co, kh, kw, stride, pad, h, w, block);
+      netmorph::detail::conv2d_workspace<TestType> ws;
+      T y, dx;
+      netmorph::detail::conv2d_forward(x, wt, b.data(), p, y, ws, block);
+      REQUIRE(y.shape() == ref.shape());
+      REQUIRE(netmorph::relative_error(y, ref) <= tol);
+      T dw(wt.shape()), db({co});
+      netmorph::detail::conv2d_backward_weight(x, dy, kh, kw, p, dw.data(), db.data(), ws, block);
+      REQUIRE(netmorph::relative_error(dw, dw_ref) <= tol);
+      REQUIRE(netmorph::relative_error(db, db_ref) <= tol);
+      netmorph::detail::conv2d_backward_input(dy, wt, p, h, w, dx, ws, block);
+      REQUIRE(dx.shape() == x.shape());
+      REQUIRE(netmorph::relative_error(dx, dx_ref) <= tol);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("conv2d's reused output buffers and workspace give the results of fresh ones",
+                   "[conv2d]", float, double) {
+  using T = netmorph::tensor<TestType>;
+  auto rng = nmtest::make_rng(14);
+  const T wt = nmtest::randn<TestType>({5, 6, 3, 3}, rng);
+  const T b = nmtest::randn<TestType>({5}, rng);
+  netmorph::detail::conv2d_workspace<TestType> ws;
+  T y, dx;
+  for (idx n : {4, 2, 4, 1}) {
+    for (idx block : {idx(0), idx(3)}) {
+      CAPTURE(n, block);
+      const T x = nmtest::randn<TestType>({n, 6, 7, 8}, rng);
+      netmorph::detail::conv2d_forward(x, wt, b.data(), conv2d_params{1, 1}, y, ws, block);
+      REQUIRE(netmorph::relative_error(y, netmorph::conv2d(x, wt, b, conv2d_params{1, 1})) <=
+              nmtest::exact_tolerance<TestType>());
+      netmorph::detail::conv2d_workspace<TestType> fresh_ws;
+      T fresh;
+      netmorph::detail::conv2d_backward_input(y, wt, conv2d_params{1, 1}, 7, 8, dx, ws, block);
+      netmorph::detail::conv2d_backward_input(y, wt, conv2d_params{1, 1}, 7, 8, fresh, fresh_ws,
+                                              block);
+      REQUIRE(dx == fresh);
+    }
+  }
+}

@@ -53,6 +53,17 @@ class layer {
   virtual shape_type output_shape(const shape_type& in) const = 0;
   virtual tensor<Scalar> forward(const tensor<Scalar>& x, bool training) = 0;
   virtual tensor<Scalar> backward(const tensor<Scalar>& dy) = 0;
+  /// `forward` into a caller-owned `y` whose storage is reused when its shape already matches
+  /// (the model keeps one buffer per layer, so a training loop with stable shapes allocates
+  /// nothing). In training mode the layer may keep a reference to `x` instead of a copy: the
+  /// caller keeps `x` alive and unchanged until the matching `backward_into`, and `x` and `y` must
+  /// be distinct objects.
+  virtual void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) {
+    y = forward(x, training);
+  }
+  /// `backward` into a caller-owned `dx` (storage reused as in `forward_into`; `dy` and `dx`
+  /// distinct).
+  virtual void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) { dx = backward(dy); }
   virtual std::vector<parameter<Scalar>*> parameters() { return {}; }
   virtual std::unique_ptr<layer> clone() const = 0;
   /// Called after every optimizer step (P-activations clamp `a` to [0, 1]).
@@ -70,35 +81,34 @@ class layer {
 
 namespace detail {
 
-/// Adds the im2col patch gradients back onto the input gradient of one sample (the adjoint of
-/// `im2col`, over the same valid spans).
+/// What a layer remembers of its input for the backward pass: either a reference to a tensor its
+/// caller keeps alive (`refer`, the model's per-layer buffers) or its own copy (`keep`, the plain
+/// `forward`). A copied layer always owns a copy, so it never points into another model.
 template <typename Scalar>
-void col2im(const Scalar* col, index c_in, index h, index w, index kh, index kw, conv2d_params p,
-            index ho, index wo, Scalar* dx) {
-  for (index c = 0; c < c_in; ++c) {
-    Scalar* dxc = dx + c * h * w;
-    for (index ky = 0; ky < kh; ++ky) {
-      index ylo, yhi;
-      netmorph::detail::valid_span(ky, p.padding, p.stride, h, ho, ylo, yhi);
-      for (index kx = 0; kx < kw; ++kx) {
-        index xlo, xhi;
-        netmorph::detail::valid_span(kx, p.padding, p.stride, w, wo, xlo, xhi);
-        const Scalar* row = col + ((c * kh + ky) * kw + kx) * ho * wo;
-        for (index oy = ylo; oy < yhi; ++oy) {
-          Scalar* d = dxc + (oy * p.stride + ky - p.padding) * w + kx - p.padding;
-          const Scalar* r = row + oy * wo;
-          if (p.stride == 1) {
-            for (index ox = xlo; ox < xhi; ++ox)
-              d[ox] += r[ox];
-          } else {
-            for (index ox = xlo; ox < xhi; ++ox)
-              d[ox * p.stride] += r[ox];
-          }
-        }
-      }
+class input_ref {
+ public:
+  input_ref() = default;
+  input_ref(const input_ref& o) { *this = o; }
+  input_ref& operator=(const input_ref& o) {
+    if (this != &o) {
+      own_ = o.ptr_ ? *o.ptr_ : tensor<Scalar>();
+      ptr_ = o.ptr_ ? &own_ : nullptr;
     }
+    return *this;
   }
-}
+  void refer(const tensor<Scalar>& x) { ptr_ = &x; }
+  const tensor<Scalar>& keep(const tensor<Scalar>& x) {
+    own_ = x;
+    ptr_ = &own_;
+    return own_;
+  }
+  /// The remembered input, or null before any training-mode forward pass.
+  const tensor<Scalar>* get() const { return ptr_; }
+
+ private:
+  tensor<Scalar> own_;
+  const tensor<Scalar>* ptr_ = nullptr;
+};
 
 inline void require_rank(const shape_type& s, std::size_t rank, const char* who) {
   netmorph::detail::require<shape_error>(s.size() == rank, who, ": expected a rank-", rank,
@@ -140,90 +150,66 @@ class conv2d : public layer<Scalar> {
   }
 
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
-    if (training) x_ = x;
-    return netmorph::conv2d(x, weight_.value, has_bias_ ? bias_.value : tensor<Scalar>(), params_);
+    tensor<Scalar> y;
+    forward_into(training ? x_.keep(x) : x, y, training);
+    return y;
+  }
+  void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
+    netmorph::detail::check_conv2d_operands(x, weight_.value, bias_.value, "nn::conv2d");
+    if (training) x_.refer(x);
+    netmorph::detail::conv2d_forward(x, weight_.value, has_bias_ ? bias_.value.data() : nullptr,
+                                     params_, y, ws_);
   }
 
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    netmorph::detail::require<error>(
-        !x_.empty() || dy.size() == 0,
-        "nn::conv2d::backward: no cached input (call forward with training = true)");
-    using mat = typename tensor<Scalar>::matrix_type;
-    const index n = x_.dim(0), c_in = x_.dim(1), h = x_.dim(2), w = x_.dim(3);
-    const index c_out = weight_.value.dim(0), kh = weight_.value.dim(2), kw = weight_.value.dim(3);
-    const index ho = dy.dim(2), wo = dy.dim(3), patch = c_in * kh * kw, pix = ho * wo;
-    const bool need_dx = this->input_grad();
-    tensor<Scalar> dx = need_dx ? tensor<Scalar>(x_.shape()) : tensor<Scalar>();
-    const auto wm = weight_.value.matrix(c_out, patch);
-    // Per-thread weight-gradient accumulators when the consumer enables OpenMP; buffers are
-    // allocated once per call, never per sample.
-#if defined(_OPENMP)
-#pragma omp parallel if (n > 1)
-#endif
-    {
-      mat col(patch, pix), dcol(patch, pix), dw = mat::Zero(c_out, patch);
-      typename tensor<Scalar>::vector_type db = tensor<Scalar>::vector_type::Zero(c_out);
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-      for (index s = 0; s < n; ++s) {
-        netmorph::detail::im2col(x_.data() + s * c_in * h * w, c_in, h, w, kh, kw, params_, ho, wo,
-                                 col.data());
-        Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
-        dw.noalias() += dys * col.transpose();
-        if (has_bias_) db += dys.rowwise().sum();
-        if (!need_dx) continue;
-        dcol.noalias() = wm.transpose() * dys;
-        detail::col2im(dcol.data(), c_in, h, w, kh, kw, params_, ho, wo,
-                       dx.data() + s * c_in * h * w);
-      }
-#if defined(_OPENMP)
-#pragma omp critical(netmorph_conv2d_backward)
-#endif
-      {
-        weight_.grad.matrix(c_out, patch) += dw;
-        if (has_bias_) bias_.grad.vector() += db;
-      }
-    }
+    tensor<Scalar> dx;
+    backward_into(dy, dx);
     return dx;
+  }
+  void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
+    const tensor<Scalar>* x = x_.get();
+    netmorph::detail::require<error>(
+        x != nullptr, "nn::conv2d::backward: no cached input (call forward with training = true)");
+    const index c_out = weight_.value.dim(0), kh = weight_.value.dim(2), kw = weight_.value.dim(3);
+    const shape_type want{x->dim(0), c_out, conv2d_output_size(x->dim(2), kh, params_),
+                          conv2d_output_size(x->dim(3), kw, params_)};
+    netmorph::detail::require<shape_error>(
+        dy.shape() == want, "nn::conv2d::backward: gradient has shape ",
+        netmorph::detail::shape_string(dy.shape()), ", the output has ",
+        netmorph::detail::shape_string(want));
+    netmorph::detail::conv2d_backward_weight(*x, dy, kh, kw, params_, weight_.grad.data(),
+                                             has_bias_ ? bias_.grad.data() : nullptr, ws_);
+    if (!this->input_grad()) {
+      dx = tensor<Scalar>();
+      return;
+    }
+    netmorph::detail::conv2d_backward_input(dy, weight_.value, params_, x->dim(2), x->dim(3), dx,
+                                            ws_);
   }
 
   std::vector<parameter<Scalar>*> parameters() override {
     if (has_bias_) return {&weight_, &bias_};
     return {&weight_};
   }
-  std::unique_ptr<layer<Scalar>> clone() const override {
-    return std::make_unique<conv2d>(*this);
-  }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<conv2d>(*this); }
 
   /// The weights as a plain layer (for the morph functions).
   conv2d_layer<Scalar> get() const {
     return conv2d_layer<Scalar>{weight_.value, has_bias_ ? bias_.value : tensor<Scalar>(), params_};
   }
-  bool has_bias() const {
-    return has_bias_;
-  }
-  parameter<Scalar>& weight() {
-    return weight_;
-  }
-  parameter<Scalar>& bias() {
-    return bias_;
-  }
-  const parameter<Scalar>& weight() const {
-    return weight_;
-  }
-  const parameter<Scalar>& bias() const {
-    return bias_;
-  }
-  const conv2d_params& params() const {
-    return params_;
-  }
+  bool has_bias() const { return has_bias_; }
+  parameter<Scalar>& weight() { return weight_; }
+  parameter<Scalar>& bias() { return bias_; }
+  const parameter<Scalar>& weight() const { return weight_; }
+  const parameter<Scalar>& bias() const { return bias_; }
+  const conv2d_params& params() const { return params_; }
 
  private:
   parameter<Scalar> weight_, bias_;
   conv2d_params params_;
   bool has_bias_;
-  tensor<Scalar> x_;
+  detail::input_ref<Scalar> x_;
+  netmorph::detail::conv2d_workspace<Scalar> ws_;
 };
 
 /// Fully connected layer on `(N, in)`.
@@ -259,21 +245,39 @@ class dense : public layer<Scalar> {
     return {weight_.value.dim(0)};
   }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
-    if (training) x_ = x;
-    return netmorph::dense(x, weight_.value, has_bias_ ? bias_.value : tensor<Scalar>());
+    tensor<Scalar> y;
+    forward_into(training ? x_.keep(x) : x, y, training);
+    return y;
+  }
+  void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
+    netmorph::detail::dense_into(x, weight_.value, has_bias_ ? bias_.value : tensor<Scalar>(), y,
+                                 "nn::dense");
+    if (training) x_.refer(x);
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    const index n = dy.dim(0), out = weight_.value.dim(0), in = weight_.value.dim(1);
-    netmorph::detail::require<error>(
-        x_.rank() == 2 && x_.dim(0) == n,
-        "nn::dense::backward: no cached input (call forward with training = true)");
-    const auto dym = dy.matrix(n, out);
-    weight_.grad.matrix(out, in).noalias() += dym.transpose() * x_.matrix(n, in);
-    if (has_bias_) bias_.grad.vector() += dym.colwise().sum().transpose();
-    if (!this->input_grad()) return tensor<Scalar>();
-    tensor<Scalar> dx({n, in});
-    dx.matrix(n, in).noalias() = dym * weight_.value.matrix(out, in);
+    tensor<Scalar> dx;
+    backward_into(dy, dx);
     return dx;
+  }
+  void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
+    const index out = weight_.value.dim(0), in = weight_.value.dim(1);
+    const tensor<Scalar>* x = x_.get();
+    netmorph::detail::require<error>(
+        x != nullptr, "nn::dense::backward: no cached input (call forward with training = true)");
+    const index n = x->dim(0);
+    netmorph::detail::require<shape_error>(
+        dy.shape() == shape_type{n, out}, "nn::dense::backward: gradient has shape ",
+        netmorph::detail::shape_string(dy.shape()), ", the output has ",
+        netmorph::detail::shape_string({n, out}));
+    const auto dym = dy.matrix(n, out);
+    weight_.grad.matrix(out, in).noalias() += dym.transpose() * x->matrix(n, in);
+    if (has_bias_) bias_.grad.vector() += dym.colwise().sum().transpose();
+    if (!this->input_grad()) {
+      dx = tensor<Scalar>();
+      return;
+    }
+    netmorph::detail::ensure_shape(dx, {n, in});
+    dx.matrix(n, in).noalias() = dym * weight_.value.matrix(out, in);
   }
   std::vector<parameter<Scalar>*> parameters() override {
     if (has_bias_) return {&weight_, &bias_};
@@ -291,7 +295,7 @@ class dense : public layer<Scalar> {
  private:
   parameter<Scalar> weight_, bias_;
   bool has_bias_;
-  tensor<Scalar> x_;
+  detail::input_ref<Scalar> x_;
 };
 
 /// Max or average pooling over `k x k` windows with stride `s` (no padding).
@@ -315,66 +319,98 @@ class pool2d : public layer<Scalar> {
             conv2d_output_size(in[2], k_, p, "nn::pool2d")};
   }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    tensor<Scalar> y;
+    forward_into(x, y, training);
+    return y;
+  }
+  void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
     detail::require_rank(x.shape(), 4, "nn::pool2d");
     const shape_type os = output_shape({x.dim(1), x.dim(2), x.dim(3)});
     const index n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), ho = os[1], wo = os[2];
-    tensor<Scalar> y({n, c, ho, wo});
+    netmorph::detail::ensure_shape(y, {n, c, ho, wo});
+    const bool keep_arg = training && mode_ == mode::max;
     if (training) {
       in_shape_ = x.shape();
-      if (mode_ == mode::max) arg_.assign(static_cast<std::size_t>(y.size()), 0);
+      if (keep_arg) arg_.resize(static_cast<std::size_t>(y.size()));
     }
+    const index k = k_, st = stride_;
+    const bool max = mode_ == mode::max;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (n * c > 1)
 #endif
     for (index p = 0; p < n * c; ++p) {
       const Scalar* xp = x.data() + p * h * w;
+      Scalar* yp = y.data() + p * ho * wo;
       for (index oy = 0; oy < ho; ++oy)
         for (index ox = 0; ox < wo; ++ox) {
-          const index o = (p * ho + oy) * wo + ox;
-          if (mode_ == mode::max) {
-            index best = oy * stride_ * w + ox * stride_;
-            for (index ky = 0; ky < k_; ++ky)
-              for (index kx = 0; kx < k_; ++kx) {
-                const index i = (oy * stride_ + ky) * w + ox * stride_ + kx;
-                if (xp[i] > xp[best]) best = i;
+          const index o = oy * wo + ox, corner = oy * st * w + ox * st;
+          if (max) {
+            index best = corner;
+            Scalar v = xp[best];
+            for (index ky = 0; ky < k; ++ky)
+              for (index kx = 0; kx < k; ++kx) {
+                const index i = corner + ky * w + kx;
+                if (xp[i] > v) {
+                  v = xp[i];
+                  best = i;
+                }
               }
-            y.data()[o] = xp[best];
-            if (training) arg_[static_cast<std::size_t>(o)] = p * h * w + best;
+            yp[o] = v;
+            if (keep_arg) arg_[static_cast<std::size_t>(p * ho * wo + o)] = p * h * w + best;
           } else {
-            double s = 0;
-            for (index ky = 0; ky < k_; ++ky)
-              for (index kx = 0; kx < k_; ++kx)
-                s += xp[(oy * stride_ + ky) * w + ox * stride_ + kx];
-            y.data()[o] = static_cast<Scalar>(s / double(k_ * k_));
+            double sum = 0;
+            for (index ky = 0; ky < k; ++ky)
+              for (index kx = 0; kx < k; ++kx)
+                sum += xp[corner + ky * w + kx];
+            yp[o] = static_cast<Scalar>(sum / double(k * k));
           }
         }
     }
-    return y;
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    tensor<Scalar> dx;
+    backward_into(dy, dx);
+    return dx;
+  }
+  void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
     netmorph::detail::require<error>(
         in_shape_.size() == 4,
         "nn::pool2d::backward: no cached input (call forward with training = true)");
-    tensor<Scalar> dx(in_shape_);
-    const index h = in_shape_[2], w = in_shape_[3], ho = dy.dim(2), wo = dy.dim(3);
-    if (mode_ == mode::max) {
-      for (index o = 0; o < dy.size(); ++o)
-        dx.data()[arg_[static_cast<std::size_t>(o)]] += dy.data()[o];
-    } else {
-      const Scalar inv = Scalar(1) / Scalar(k_ * k_);
+    const shape_type os = output_shape({in_shape_[1], in_shape_[2], in_shape_[3]});
+    const shape_type want{in_shape_[0], os[0], os[1], os[2]};
+    netmorph::detail::require<shape_error>(
+        dy.shape() == want, "nn::pool2d::backward: gradient has shape ",
+        netmorph::detail::shape_string(dy.shape()), ", the output has ",
+        netmorph::detail::shape_string(want));
+    netmorph::detail::require<error>(
+        mode_ != mode::max || arg_.size() == static_cast<std::size_t>(dy.size()),
+        "nn::pool2d::backward: no cached input (call forward with training = true)");
+    netmorph::detail::ensure_shape(dx, in_shape_);
+    const index h = in_shape_[2], w = in_shape_[3], ho = os[1], wo = os[2], k = k_, st = stride_;
+    const bool max = mode_ == mode::max;
+    const Scalar inv = Scalar(1) / Scalar(k * k);
+    // Every window lies inside its own plane, so planes are independent.
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (in_shape_[0] * in_shape_[1] > 1)
 #endif
-      for (index p = 0; p < in_shape_[0] * in_shape_[1]; ++p)
-        for (index oy = 0; oy < ho; ++oy)
-          for (index ox = 0; ox < wo; ++ox) {
-            const Scalar g = dy.data()[(p * ho + oy) * wo + ox] * inv;
-            for (index ky = 0; ky < k_; ++ky)
-              for (index kx = 0; kx < k_; ++kx)
-                dx.data()[p * h * w + (oy * stride_ + ky) * w + ox * stride_ + kx] += g;
-          }
+    for (index p = 0; p < in_shape_[0] * in_shape_[1]; ++p) {
+      Scalar* dxp = dx.data() + p * h * w;
+      const Scalar* dyp = dy.data() + p * ho * wo;
+      std::fill(dxp, dxp + h * w, Scalar(0));
+      if (max) {
+        const index* ap = arg_.data() + p * ho * wo;
+        for (index o = 0; o < ho * wo; ++o)
+          dx.data()[ap[o]] += dyp[o];
+        continue;
+      }
+      for (index oy = 0; oy < ho; ++oy)
+        for (index ox = 0; ox < wo; ++ox) {
+          const Scalar g = dyp[oy * wo + ox] * inv;
+          for (index ky = 0; ky < k; ++ky)
+            for (index kx = 0; kx < k; ++kx)
+              dxp[(oy * st + ky) * w + ox * st + kx] += g;
+        }
     }
-    return dx;
   }
   std::unique_ptr<layer<Scalar>> clone() const override {
     return std::make_unique<pool2d>(*this);
@@ -398,12 +434,33 @@ class flatten : public layer<Scalar> {
       n *= e;
     return {n};
   }
-  tensor<Scalar> forward(const tensor<Scalar>& x, bool) override {
-    in_shape_ = x.shape();
+  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
+    if (training) in_shape_ = x.shape();
     const index n = x.dim(0);
     return x.reshape({n, n ? x.size() / n : 0});
   }
-  tensor<Scalar> backward(const tensor<Scalar>& dy) override { return dy.reshape(in_shape_); }
+  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
+    tensor<Scalar> dx;
+    backward_into(dy, dx);
+    return dx;
+  }
+  void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
+    if (training) in_shape_ = x.shape();
+    const index n = x.dim(0);
+    netmorph::detail::ensure_shape(y, {n, n ? x.size() / n : 0});
+    std::copy(x.begin(), x.end(), y.begin());
+  }
+  void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
+    index size = in_shape_.empty() ? 0 : 1;
+    for (index e : in_shape_)
+      size *= e;
+    netmorph::detail::require<shape_error>(
+        !in_shape_.empty() && dy.size() == size, "nn::flatten::backward: gradient has shape ",
+        netmorph::detail::shape_string(dy.shape()), ", the input has ",
+        netmorph::detail::shape_string(in_shape_));
+    netmorph::detail::ensure_shape(dx, in_shape_);
+    std::copy(dy.begin(), dy.end(), dx.begin());
+  }
   std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<flatten>(*this); }
 
  private:
@@ -539,7 +596,8 @@ class dropout : public layer<Scalar> {
   double rate() const { return p_; }
   shape_type output_shape(const shape_type& in) const override { return in; }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
-    if (!training || p_ == 0) {
+    if (!training) return x;  // what the backward pass needs stays as the training pass left it
+    if (p_ == 0) {
       mask_ = tensor<Scalar>();
       return x;
     }
@@ -580,34 +638,73 @@ class activation_layer : public layer<Scalar> {
   const activation& phi() const { return phi_; }
   shape_type output_shape(const shape_type& in) const override { return in; }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
-    if (training) x_ = x;
-    if (phi_.kind == activation_kind::relu) {  // vectorised fast path of the common case
-      tensor<Scalar> y(x.shape());
-      y.vector() = x.vector().cwiseMax(Scalar(0));
-      return y;
+    tensor<Scalar> y;
+    forward_into(training ? x_.keep(x) : x, y, training);
+    return y;
+  }
+  void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
+    if (training) x_.refer(x);
+    netmorph::detail::ensure_shape(y, x.shape());
+    const Scalar* xs = x.data();
+    Scalar* ys = y.data();
+    const activation phi = phi_;
+    const bool relu = phi.kind == activation_kind::relu;
+    // Chunks of whole cache lines, spread over the threads when the consumer enables OpenMP.
+    const index chunks = (x.size() + chunk - 1) / chunk;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (chunks > 1)
+#endif
+    for (index c = 0; c < chunks; ++c) {
+      const index lo = c * chunk, len = std::min(chunk, x.size() - lo);
+      if (relu) {  // vectorised fast path of the common case
+        Eigen::Map<vector>(ys + lo, len) =
+            Eigen::Map<const vector>(xs + lo, len).cwiseMax(Scalar(0));
+        continue;
+      }
+      for (index i = lo; i < lo + len; ++i)
+        ys[i] = static_cast<Scalar>(phi.value(xs[i]));
     }
-    return apply(phi_, x);
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    netmorph::detail::require<error>(
-        x_.shape() == dy.shape(),
-        "nn::activation::backward: no cached input (call forward with training = true)");
-    tensor<Scalar> dx = dy;
-    if (phi_.kind == activation_kind::relu) {
-      dx.vector() = (x_.vector().array() > Scalar(0)).select(dy.vector(), Scalar(0));
-      return dx;
-    }
-    for (index i = 0; i < dx.size(); ++i)
-      dx.data()[i] = static_cast<Scalar>(dx.data()[i] * phi_.derivative(x_.data()[i]));
+    tensor<Scalar> dx;
+    backward_into(dy, dx);
     return dx;
+  }
+  void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
+    const tensor<Scalar>* x = x_.get();
+    netmorph::detail::require<error>(
+        x != nullptr && x->shape() == dy.shape(),
+        "nn::activation::backward: no cached input (call forward with training = true)");
+    netmorph::detail::ensure_shape(dx, dy.shape());
+    const Scalar *xs = x->data(), *gs = dy.data();
+    Scalar* ds = dx.data();
+    const activation phi = phi_;
+    const bool relu = phi.kind == activation_kind::relu;
+    const index chunks = (dy.size() + chunk - 1) / chunk;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (chunks > 1)
+#endif
+    for (index c = 0; c < chunks; ++c) {
+      const index lo = c * chunk, len = std::min(chunk, dy.size() - lo);
+      if (relu) {
+        Eigen::Map<vector>(ds + lo, len) =
+            (Eigen::Map<const vector>(xs + lo, len).array() > Scalar(0))
+                .select(Eigen::Map<const vector>(gs + lo, len), Scalar(0));
+        continue;
+      }
+      for (index i = lo; i < lo + len; ++i)
+        ds[i] = static_cast<Scalar>(gs[i] * phi.derivative(xs[i]));
+    }
   }
   std::unique_ptr<layer<Scalar>> clone() const override {
     return std::make_unique<activation_layer>(*this);
   }
 
  private:
+  using vector = typename tensor<Scalar>::vector_type;
+  static constexpr index chunk = 1 << 14;
   activation phi_;
-  tensor<Scalar> x_;
+  detail::input_ref<Scalar> x_;
 };
 
 /// The parametric activation \f$ (1-a)\phi(x) + a x \f$ with a learned scalar `a`, clamped to

@@ -184,20 +184,40 @@ class model {
     netmorph::detail::require<shape_error>(x.shape() == want, "model::forward: input shape ",
                                            netmorph::detail::shape_string(x.shape()), ", expected ",
                                            netmorph::detail::shape_string(want));
-    tensor<Scalar> h = x;
-    for (auto& l : layers_)
-      h = l->forward(h, training);
-    return h;
+    if (layers_.empty()) return x;
+    if (!training) {
+      // Two buffers in turn; the training buffers (and what the layers remember for backward)
+      // stay untouched.
+      tensor<Scalar> a, b;
+      const tensor<Scalar>* h = &x;
+      for (std::size_t i = 0; i < layers_.size(); ++i) {
+        tensor<Scalar>& out = i % 2 == 0 ? a : b;
+        layers_[i]->forward_into(*h, out, false);
+        h = &out;
+      }
+      return layers_.size() % 2 == 1 ? std::move(a) : std::move(b);
+    }
+    // One buffer per layer output, kept across calls: the layers refer to their inputs here for
+    // the backward pass, and nothing is allocated once the shapes are stable.
+    if (acts_.size() != layers_.size() + 1) acts_.assign(layers_.size() + 1, tensor<Scalar>());
+    netmorph::detail::ensure_shape(acts_[0], x.shape());
+    std::copy(x.begin(), x.end(), acts_[0].begin());
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      layers_[i]->forward_into(acts_[i], acts_[i + 1], true);
+    return acts_.back();
   }
   /// Backward pass from dL/d(output); accumulates parameter gradients. Returns dL/d(input)
   /// when `input_grad` is true; otherwise the first layer skips that product (the input is
   /// data) and the result may be empty.
   tensor<Scalar> backward(const tensor<Scalar>& dy, bool input_grad = false) {
-    if (!layers_.empty()) layers_.front()->set_input_grad(input_grad);
-    tensor<Scalar> g = dy;
-    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it)
-      g = (*it)->backward(g);
-    return g;
+    if (layers_.empty()) return dy;
+    layers_.front()->set_input_grad(input_grad);
+    if (grads_.size() != layers_.size() + 1) grads_.assign(layers_.size() + 1, tensor<Scalar>());
+    netmorph::detail::ensure_shape(grads_.back(), dy.shape());
+    std::copy(dy.begin(), dy.end(), grads_.back().begin());
+    for (std::size_t i = layers_.size(); i-- > 0;)
+      layers_[i]->backward_into(grads_[i + 1], grads_[i]);
+    return grads_[0];
   }
   std::vector<parameter<Scalar>*> parameters() {
     std::vector<parameter<Scalar>*> out;
@@ -232,6 +252,9 @@ class model {
   shape_type input_shape_;
   layer_list<Scalar> layers_;
   std::unique_ptr<std::mt19937_64> rng_;
+  // Training-mode buffers: layer outputs (acts_[0] holds the input) and their gradients. Scratch,
+  // not state: a copied model starts without them.
+  std::vector<tensor<Scalar>> acts_, grads_;
 };
 
 /// Loss and its gradient.

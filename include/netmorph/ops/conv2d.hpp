@@ -3,7 +3,8 @@
 
 /// \file conv2d.hpp
 /// 2-d convolution (cross-correlation, as in every deep-learning framework) on NCHW activations
-/// with OIHW weights, implemented as im2col followed by one Eigen GEMM per sample.
+/// with OIHW weights, implemented as im2col of a block of samples followed by one Eigen GEMM per
+/// block, and the two gradients the training code needs.
 
 #include <netmorph/detail/message.hpp>
 #include <netmorph/error.hpp>
@@ -13,6 +14,10 @@
 
 #include <algorithm>
 #include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace netmorph {
 
@@ -70,11 +75,12 @@ inline void valid_span(index k, index pad, index stride, index n, index out, ind
 }
 
 /// im2col for one sample: `col` gets rows (c, ky, kx) and columns (oy, ox) of the zero-padded
-/// input window. The valid span of each row is computed once, so the inner loops are plain
-/// copies (contiguous for stride 1).
+/// input window, with a row stride of `ld >= ho*wo` so that the columns of several samples can sit
+/// side by side in one matrix. The valid span of each row is computed once, so the inner loops
+/// are plain copies (contiguous for stride 1).
 template <typename Scalar>
 void im2col(const Scalar* x, index c_in, index h, index w, index kh, index kw, conv2d_params p,
-            index ho, index wo, Scalar* col) {
+            index ho, index wo, Scalar* col, index ld) {
   for (index c = 0; c < c_in; ++c) {
     const Scalar* xc = x + c * h * w;
     for (index ky = 0; ky < kh; ++ky) {
@@ -83,7 +89,7 @@ void im2col(const Scalar* x, index c_in, index h, index w, index kh, index kw, c
       for (index kx = 0; kx < kw; ++kx) {
         index xlo, xhi;
         valid_span(kx, p.padding, p.stride, w, wo, xlo, xhi);
-        Scalar* row = col + ((c * kh + ky) * kw + kx) * ho * wo;
+        Scalar* row = col + ((c * kh + ky) * kw + kx) * ld;
         std::fill(row, row + ylo * wo, Scalar(0));
         for (index oy = ylo; oy < yhi; ++oy) {
           const Scalar* xr = xc + (oy * p.stride + ky - p.padding) * w + kx - p.padding;
@@ -103,6 +109,390 @@ void im2col(const Scalar* x, index c_in, index h, index w, index kh, index kw, c
   }
 }
 
+/// Adds the im2col patch gradients back onto the input gradient of one sample (the adjoint of
+/// `im2col`, over the same valid spans; `col` has row stride `ld`).
+template <typename Scalar>
+void col2im(const Scalar* col, index c_in, index h, index w, index kh, index kw, conv2d_params p,
+            index ho, index wo, Scalar* dx, index ld) {
+  for (index c = 0; c < c_in; ++c) {
+    Scalar* dxc = dx + c * h * w;
+    for (index ky = 0; ky < kh; ++ky) {
+      index ylo, yhi;
+      valid_span(ky, p.padding, p.stride, h, ho, ylo, yhi);
+      for (index kx = 0; kx < kw; ++kx) {
+        index xlo, xhi;
+        valid_span(kx, p.padding, p.stride, w, wo, xlo, xhi);
+        const Scalar* row = col + ((c * kh + ky) * kw + kx) * ld;
+        for (index oy = ylo; oy < yhi; ++oy) {
+          Scalar* d = dxc + (oy * p.stride + ky - p.padding) * w + kx - p.padding;
+          const Scalar* r = row + oy * wo;
+          if (p.stride == 1) {
+            for (index ox = xlo; ox < xhi; ++ox)
+              d[ox] += r[ox];
+          } else {
+            for (index ox = xlo; ox < xhi; ++ox)
+              d[ox * p.stride] += r[ox];
+          }
+        }
+      }
+    }
+  }
+}
+
+/// The horizontally shifted copies of one zero-padded sample for a stride-1 convolution: row
+/// `(c, kx)` holds rows `-P .. h+P-1` of channel `c`, each shifted by `kx - P` and cut to `wo`
+/// columns, i.e. `(h + 2P) * wo` values. Row `(c, kx)` read from offset `ky * wo` with `ho * wo`
+/// values is row `(c, ky, kx)` of the im2col matrix, so the im2col matrix of a `kh x kw` kernel
+/// is `kh` strided views of this `kh` times smaller one (the "memory-efficient convolution" of
+/// Cho and Brand, ICML 2017) and is never written out.
+template <typename Scalar>
+void shifted_rows(const Scalar* x, index c_in, index h, index w, index kw, index pad, index wo,
+                  Scalar* rows) {
+  const index hp = h + 2 * pad;
+  for (index c = 0; c < c_in; ++c) {
+    const Scalar* xc = x + c * h * w;
+    for (index kx = 0; kx < kw; ++kx) {
+      index xlo, xhi;
+      valid_span(kx, pad, 1, w, wo, xlo, xhi);
+      Scalar* row = rows + (c * kw + kx) * hp * wo;
+      std::fill(row, row + pad * wo, Scalar(0));
+      for (index y = 0; y < h; ++y) {
+        const Scalar* xr = xc + y * w + kx - pad;
+        Scalar* out = row + (y + pad) * wo;
+        std::fill(out, out + xlo, Scalar(0));
+        std::copy(xr + xlo, xr + xhi, out + xlo);
+        std::fill(out + xhi, out + wo, Scalar(0));
+      }
+      std::fill(row + (h + pad) * wo, row + hp * wo, Scalar(0));
+    }
+  }
+}
+
+/// Whether a convolution runs on `shifted_rows` (stride 1, and `C_in * K_w` rows long enough for
+/// an efficient GEMM) rather than on a full im2col matrix.
+inline bool use_shifted_rows(index c_in, index kw, conv2d_params p) {
+  return p.stride == 1 && c_in * kw >= 16;
+}
+
+/// Gives `t` the shape `s`, keeping its storage (and stale values) when the shape already matches,
+/// so buffers reused across calls are not reallocated or cleared.
+template <typename Scalar>
+void ensure_shape(tensor<Scalar>& t, const shape_type& s) {
+  if (t.shape() != s) t = tensor<Scalar>(s);
+}
+
+/// Number of OpenMP threads a parallel region started here would get (1 without OpenMP).
+inline index max_threads() {
+#if defined(_OPENMP)
+  return omp_in_parallel() ? 1 : std::max(1, omp_get_max_threads());
+#else
+  return 1;
+#endif
+}
+
+/// This thread's number inside a parallel region (0 without OpenMP).
+inline index thread_num() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Scratch buffers of the convolution kernels, one set per thread, kept between calls so a
+/// training loop with stable shapes allocates nothing. Scratch is not state: copies start empty.
+template <typename Scalar>
+struct conv2d_workspace {
+  using matrix_type = typename tensor<Scalar>::matrix_type;
+  using vector_type = typename tensor<Scalar>::vector_type;
+  struct slot {
+    matrix_type col, out, grad;
+    vector_type bias_grad;
+  };
+  std::vector<slot> slots;
+  tensor<Scalar> flipped;  ///< the transposed, flipped weight of the input-gradient convolution
+  matrix_type by_row;      ///< the weight as `kh` blocks `(C_out, C_in * K_w)`, one per kernel row
+
+  conv2d_workspace() = default;
+  conv2d_workspace(const conv2d_workspace&) {}
+  conv2d_workspace& operator=(const conv2d_workspace&) { return *this; }
+
+  /// Makes room for `threads` slots; call outside the parallel region.
+  void reserve(index threads) {
+    if (static_cast<index>(slots.size()) < threads) slots.resize(static_cast<std::size_t>(threads));
+  }
+  slot& at(index t) { return slots[static_cast<std::size_t>(t)]; }
+};
+
+/// Samples per GEMM block when `block <= 0` asks for a choice: enough columns (`pix` per sample)
+/// for Eigen's kernels to run at full speed, an im2col block of at most 2^19 values so it stays
+/// near the cache, and blocks of equal size spread evenly over the threads.
+inline index conv2d_block_size(index n, index patch, index pix, index threads, index block = 0) {
+  if (n <= 0) return 1;
+  if (block <= 0) {
+    block = std::max<index>(1, (512 + pix - 1) / std::max<index>(1, pix));
+    block = std::min(block, std::max<index>(1, (index(1) << 19) / std::max<index>(1, patch * pix)));
+    block = std::min(block, (n + threads - 1) / threads);
+    index blocks = (n + block - 1) / block;
+    blocks = (blocks + threads - 1) / threads * threads;
+    block = (n + blocks - 1) / blocks;
+  }
+  return std::max<index>(1, std::min(block, n));
+}
+
+/// Forward convolution into `y` (reshaped to `(N, C_out, H_out, W_out)` when needed): im2col of
+/// `block` samples side by side, then one GEMM
+/// `[C_out x C_in K_h K_w] * [C_in K_h K_w x block H_out W_out]` per block. Blocks run in parallel
+/// when the consumer enables OpenMP. Operands must have been checked; `bias` may be null.
+template <typename Scalar>
+void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const Scalar* bias,
+                    conv2d_params p, tensor<Scalar>& y, conv2d_workspace<Scalar>& ws,
+                    index block = 0) {
+  using mat = typename tensor<Scalar>::matrix_type;
+  const index n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index c_out = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
+  const index ho = conv2d_output_size(h, kh, p), wo = conv2d_output_size(w, kw, p);
+  ensure_shape(y, {n, c_out, ho, wo});
+  if (y.size() == 0) return;
+  const index patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w, out_size = c_out * pix;
+  if (patch == 0) {
+    for (index s = 0; s < n * c_out; ++s)
+      std::fill(y.data() + s * pix, y.data() + (s + 1) * pix, bias ? bias[s % c_out] : Scalar(0));
+    return;
+  }
+  const index threads = max_threads();
+  ws.reserve(threads);
+  if (block <= 0 && use_shifted_rows(c_in, kw, p)) {
+    // y_s = sum_ky W[:, :, ky, :] * (rows of the shifted copies from offset ky * wo), one sample
+    // per GEMM group; samples run in parallel.
+    const index r = c_in * kw, hp = h + 2 * p.padding;
+    ws.by_row.resize(kh * c_out, r);
+    for (index o = 0; o < c_out; ++o)
+      for (index i = 0; i < c_in; ++i)
+        for (index ky = 0; ky < kh; ++ky)
+          for (index kx = 0; kx < kw; ++kx)
+            ws.by_row(ky * c_out + o, i * kw + kx) =
+                weight.data()[((o * c_in + i) * kh + ky) * kw + kx];
+#if defined(_OPENMP)
+#pragma omp parallel if (n > 1)
+#endif
+    {
+      auto& sl = ws.at(thread_num());
+      sl.col.resize(r, hp * wo);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (index s = 0; s < n; ++s) {
+        shifted_rows(x.data() + s * in_size, c_in, h, w, kw, p.padding, wo, sl.col.data());
+        Eigen::Map<mat> ys(y.data() + s * out_size, c_out, pix);
+        for (index ky = 0; ky < kh; ++ky) {
+          const Eigen::Map<const mat, 0, Eigen::OuterStride<>> v(sl.col.data() + ky * wo, r, pix,
+                                                                 Eigen::OuterStride<>(hp * wo));
+          const auto wk = ws.by_row.middleRows(ky * c_out, c_out);
+          if (ky == 0) {
+            ys.noalias() = wk * v;
+          } else {
+            ys.noalias() += wk * v;
+          }
+        }
+        if (bias)
+          for (index o = 0; o < c_out; ++o)
+            ys.row(o).array() += bias[o];
+      }
+    }
+    return;
+  }
+  block = conv2d_block_size(n, patch, pix, threads, block);
+  const index blocks = (n + block - 1) / block;
+  const auto wmat = weight.matrix(c_out, patch);
+  // Blocks are independent: with OpenMP enabled by the consumer they run on all cores, each
+  // thread with its own buffers. Without OpenMP the pragmas are ignored and Eigen's GEMM runs as
+  // configured.
+#if defined(_OPENMP)
+#pragma omp parallel if (blocks > 1)
+#endif
+  {
+    auto& sl = ws.at(thread_num());
+    sl.col.resize(patch, block * pix);
+    if (block > 1) sl.out.resize(c_out, block * pix);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (index b = 0; b < blocks; ++b) {
+      const index s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
+      for (index j = 0; j < nb; ++j)
+        im2col(x.data() + (s0 + j) * in_size, c_in, h, w, kh, kw, p, ho, wo,
+               sl.col.data() + j * pix, cols);
+      const Eigen::Map<const mat> col(sl.col.data(), patch, cols);
+      if (nb == 1) {
+        Eigen::Map<mat> ys(y.data() + s0 * out_size, c_out, pix);
+        ys.noalias() = wmat * col;
+        if (bias)
+          for (index o = 0; o < c_out; ++o)
+            ys.row(o).array() += bias[o];
+        continue;
+      }
+      // The GEMM's columns are (sample, pixel); NCHW wants each sample's channels together.
+      Eigen::Map<mat> out(sl.out.data(), c_out, cols);
+      out.noalias() = wmat * col;
+      for (index j = 0; j < nb; ++j)
+        for (index o = 0; o < c_out; ++o) {
+          Scalar* dst = y.data() + (s0 + j) * out_size + o * pix;
+          const Scalar* src = out.data() + o * cols + j * pix;
+          const Scalar bo = bias ? bias[o] : Scalar(0);
+          for (index q = 0; q < pix; ++q)
+            dst[q] = src[q] + bo;
+        }
+    }
+  }
+}
+
+/// Weight (and bias) gradient of a convolution, accumulated:
+/// \f$ dW[o,i](u) \mathrel{+}= \sum_{n,p} dy[n,o](p)\, x[n,i](s p + u - P) \f$ and
+/// \f$ db[o] \mathrel{+}= \sum_{n,p} dy[n,o](p) \f$. One GEMM
+/// `[C_out x block H_out W_out] * [block H_out W_out x C_in K_h K_w]` per block of samples;
+/// `dw` is `(C_out, C_in K_h K_w)` row-major, `db` may be null.
+template <typename Scalar>
+void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, index kh, index kw,
+                            conv2d_params p, Scalar* dw, Scalar* db, conv2d_workspace<Scalar>& ws,
+                            index block = 0) {
+  using mat = typename tensor<Scalar>::matrix_type;
+  using vec = typename tensor<Scalar>::vector_type;
+  const index n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index c_out = dy.dim(1), ho = dy.dim(2), wo = dy.dim(3);
+  const index patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w, out_size = c_out * pix;
+  if (n == 0 || c_out == 0 || pix == 0) return;
+  const index threads = max_threads();
+  ws.reserve(threads);
+  if (block <= 0 && use_shifted_rows(c_in, kw, p)) {
+    // dW[:, :, ky, :] += dy_s * (rows of the shifted copies from offset ky * wo)^T; each thread
+    // accumulates kh blocks (C_out, C_in * K_w) and adds them into dw once.
+    const index r = c_in * kw, hp = h + 2 * p.padding;
+#if defined(_OPENMP)
+#pragma omp parallel if (n > 1)
+#endif
+    {
+      auto& sl = ws.at(thread_num());
+      sl.col.resize(r, hp * wo);
+      sl.grad.setZero(kh * c_out, r);
+      sl.bias_grad.setZero(c_out);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (index s = 0; s < n; ++s) {
+        shifted_rows(x.data() + s * in_size, c_in, h, w, kw, p.padding, wo, sl.col.data());
+        const Eigen::Map<const mat> dys(dy.data() + s * out_size, c_out, pix);
+        for (index ky = 0; ky < kh; ++ky) {
+          const Eigen::Map<const mat, 0, Eigen::OuterStride<>> v(sl.col.data() + ky * wo, r, pix,
+                                                                 Eigen::OuterStride<>(hp * wo));
+          sl.grad.middleRows(ky * c_out, c_out).noalias() += dys * v.transpose();
+        }
+        if (db) sl.bias_grad += dys.rowwise().sum();
+      }
+#if defined(_OPENMP)
+#pragma omp critical(netmorph_conv2d_backward_weight)
+#endif
+      {
+        for (index o = 0; o < c_out; ++o)
+          for (index i = 0; i < c_in; ++i)
+            for (index ky = 0; ky < kh; ++ky)
+              for (index kx = 0; kx < kw; ++kx)
+                dw[((o * c_in + i) * kh + ky) * kw + kx] += sl.grad(ky * c_out + o, i * kw + kx);
+        if (db) Eigen::Map<vec>(db, c_out) += sl.bias_grad;
+      }
+    }
+    return;
+  }
+  block = conv2d_block_size(n, patch, pix, threads, block);
+  const index blocks = (n + block - 1) / block;
+#if defined(_OPENMP)
+#pragma omp parallel if (blocks > 1)
+#endif
+  {
+    auto& sl = ws.at(thread_num());
+    sl.col.resize(patch, block * pix);
+    if (block > 1) sl.out.resize(c_out, block * pix);
+    sl.grad.setZero(c_out, patch);
+    sl.bias_grad.setZero(c_out);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (index b = 0; b < blocks; ++b) {
+      const index s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
+      for (index j = 0; j < nb; ++j)
+        im2col(x.data() + (s0 + j) * in_size, c_in, h, w, kh, kw, p, ho, wo,
+               sl.col.data() + j * pix, cols);
+      const Scalar* g = dy.data() + s0 * out_size;
+      if (nb > 1) {  // gather the block's dy as (channel, (sample, pixel))
+        for (index j = 0; j < nb; ++j)
+          for (index o = 0; o < c_out; ++o)
+            std::copy(g + j * out_size + o * pix, g + j * out_size + (o + 1) * pix,
+                      sl.out.data() + o * cols + j * pix);
+        g = sl.out.data();
+      }
+      const Eigen::Map<const mat> dys(g, c_out, cols), col(sl.col.data(), patch, cols);
+      sl.grad.noalias() += dys * col.transpose();
+      if (db) sl.bias_grad += dys.rowwise().sum();
+    }
+#if defined(_OPENMP)
+#pragma omp critical(netmorph_conv2d_backward_weight)
+#endif
+    {
+      Eigen::Map<mat>(dw, c_out, patch) += sl.grad;
+      if (db) Eigen::Map<vec>(db, c_out) += sl.bias_grad;
+    }
+  }
+}
+
+/// Input gradient of a convolution into `dx` (reshaped to `(N, C_in, h, w)` when needed):
+/// \f$ dx[n,i](q) = \sum_{o} \sum_{p,u:\, s p + u - P = q} W[o,i](u)\, dy[n,o](p) \f$.
+/// With stride 1, a square kernel and `P <= K - 1` this is itself a convolution of `dy` with the
+/// flipped kernel, channels swapped, and padding `K - 1 - P`, so it runs through
+/// `conv2d_forward`'s blocked GEMMs; otherwise each sample takes a GEMM into patch gradients
+/// followed by `col2im`.
+template <typename Scalar>
+void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weight, conv2d_params p,
+                           index h, index w, tensor<Scalar>& dx, conv2d_workspace<Scalar>& ws,
+                           index block = 0) {
+  using mat = typename tensor<Scalar>::matrix_type;
+  const index n = dy.dim(0), c_out = weight.dim(0), c_in = weight.dim(1), kh = weight.dim(2),
+              kw = weight.dim(3), ho = dy.dim(2), wo = dy.dim(3);
+  if (p.stride == 1 && kh == kw && p.padding <= kh - 1) {
+    ensure_shape(ws.flipped, {c_in, c_out, kh, kw});
+    for (index o = 0; o < c_out; ++o)
+      for (index i = 0; i < c_in; ++i)
+        for (index u = 0; u < kh * kw; ++u)
+          ws.flipped.data()[(i * c_out + o) * kh * kw + (kh * kw - 1 - u)] =
+              weight.data()[(o * c_in + i) * kh * kw + u];
+    conv2d_forward(dy, ws.flipped, static_cast<const Scalar*>(nullptr),
+                   conv2d_params{1, kh - 1 - p.padding}, dx, ws, block);
+    NETMORPH_ASSERT(dx.shape() == (shape_type{n, c_in, h, w}));
+    return;
+  }
+  ensure_shape(dx, {n, c_in, h, w});
+  const index patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w;
+  std::fill(dx.begin(), dx.end(), Scalar(0));
+  if (dx.size() == 0 || c_out == 0 || pix == 0) return;
+  const index threads = max_threads();
+  const auto wm = weight.matrix(c_out, patch);
+  ws.reserve(threads);
+#if defined(_OPENMP)
+#pragma omp parallel if (n > 1)
+#endif
+  {
+    auto& sl = ws.at(thread_num());
+    sl.col.resize(patch, pix);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (index s = 0; s < n; ++s) {
+      const Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
+      sl.col.noalias() = wm.transpose() * dys;
+      col2im(sl.col.data(), c_in, h, w, kh, kw, p, ho, wo, dx.data() + s * in_size, pix);
+    }
+  }
+}
+
 }  // namespace detail
 
 /// Convolution forward pass (cross-correlation with zero padding, DESIGN §2):
@@ -118,32 +508,9 @@ template <typename Scalar>
 tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight,
                       const tensor<Scalar>& bias, conv2d_params p = {}) {
   detail::check_conv2d_operands(x, weight, bias, "conv2d");
-  const index n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
-  const index c_out = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
-  const index ho = conv2d_output_size(h, kh, p), wo = conv2d_output_size(w, kw, p);
-  tensor<Scalar> y({n, c_out, ho, wo});
-  if (y.size() == 0) return y;
-  using mat = typename tensor<Scalar>::matrix_type;
-  const index patch = c_in * kh * kw, pix = ho * wo;
-  const auto wmat = weight.matrix(c_out, patch);
-  // Samples are independent: with OpenMP enabled by the consumer they run on all cores, each
-  // thread with one im2col buffer (no allocation per sample). Without OpenMP the pragmas are
-  // ignored and Eigen's GEMM runs as configured.
-#if defined(_OPENMP)
-#pragma omp parallel if (n > 1)
-#endif
-  {
-    mat col(patch, pix);
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-    for (index s = 0; s < n; ++s) {
-      detail::im2col(x.data() + s * c_in * h * w, c_in, h, w, kh, kw, p, ho, wo, col.data());
-      Eigen::Map<mat> ys(y.data() + s * c_out * pix, c_out, pix);
-      ys.noalias() = wmat * col;
-      if (!bias.empty()) ys.colwise() += bias.vector();
-    }
-  }
+  tensor<Scalar> y;
+  detail::conv2d_workspace<Scalar> ws;
+  detail::conv2d_forward(x, weight, bias.empty() ? nullptr : bias.data(), p, y, ws);
   return y;
 }
 

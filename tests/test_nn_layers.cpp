@@ -85,6 +85,8 @@ TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite diffe
       ap(nn::pool2d<double>::mode::average, 3, 2);
   check_gradients(mp, nmtest::randn<double>({2, 2, 6, 5}, rng), rng);
   check_gradients(ap, nmtest::randn<double>({2, 2, 7, 7}, rng), rng);
+  nn::pool2d<double> mp_overlap(nn::pool2d<double>::mode::max, 3, 2);  // windows share inputs
+  check_gradients(mp_overlap, nmtest::randn<double>({2, 3, 7, 6}, rng), rng);
   nn::flatten<double> f;
   check_gradients(f, nmtest::randn<double>({2, 3, 2, 2}, rng), rng);
   auto bnp = netmorph::batch_norm<double>::identity(3);

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <memory>
 #include <random>
@@ -329,6 +330,9 @@ class pool2d : public layer<Scalar> {
     const index n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), ho = os[1], wo = os[2];
     netmorph::detail::ensure_shape(y, {n, c, ho, wo});
     const bool keep_arg = training && mode_ == mode::max;
+    netmorph::detail::require<shape_error>(
+        !keep_arg || h * w <= std::numeric_limits<std::int32_t>::max(), "nn::pool2d: plane of ", h,
+        " x ", w, " values is too large to index with 32 bits");
     if (training) {
       in_shape_ = x.shape();
       if (keep_arg) arg_.resize(static_cast<std::size_t>(y.size()));
@@ -341,6 +345,7 @@ class pool2d : public layer<Scalar> {
     for (index p = 0; p < n * c; ++p) {
       const Scalar* xp = x.data() + p * h * w;
       Scalar* yp = y.data() + p * ho * wo;
+      std::int32_t* ap = keep_arg ? arg_.data() + p * ho * wo : nullptr;
       for (index oy = 0; oy < ho; ++oy)
         for (index ox = 0; ox < wo; ++ox) {
           const index o = oy * wo + ox, corner = oy * st * w + ox * st;
@@ -356,7 +361,7 @@ class pool2d : public layer<Scalar> {
                 }
               }
             yp[o] = v;
-            if (keep_arg) arg_[static_cast<std::size_t>(p * ho * wo + o)] = p * h * w + best;
+            if (ap) ap[o] = static_cast<std::int32_t>(best);
           } else {
             double sum = 0;
             for (index ky = 0; ky < k; ++ky)
@@ -398,9 +403,9 @@ class pool2d : public layer<Scalar> {
       const Scalar* dyp = dy.data() + p * ho * wo;
       std::fill(dxp, dxp + h * w, Scalar(0));
       if (max) {
-        const index* ap = arg_.data() + p * ho * wo;
+        const std::int32_t* ap = arg_.data() + p * ho * wo;
         for (index o = 0; o < ho * wo; ++o)
-          dx.data()[ap[o]] += dyp[o];
+          dxp[ap[o]] += dyp[o];
         continue;
       }
       for (index oy = 0; oy < ho; ++oy)
@@ -420,7 +425,7 @@ class pool2d : public layer<Scalar> {
   mode mode_;
   index k_, stride_;
   shape_type in_shape_;
-  std::vector<index> arg_;
+  std::vector<std::int32_t> arg_;  ///< arg-max of each window, as an offset in its plane
 };
 
 /// `(N, C, H, W) -> (N, C*H*W)` in NCHW order.

@@ -9,9 +9,11 @@
 //        3), then flatten and a dense 576 -> 10 head.
 //
 // The "samples_per_s" counter is 64 samples per step over wall time. Thread counts: netmorph
-// threads through OpenMP (the conv layers' sample loop and Eigen's GEMM), so OMP_NUM_THREADS sets
-// them; the LibTorch benchmarks call torch::set_num_threads with the same number. Run the
-// program once per thread count, e.g. OMP_NUM_THREADS=1 ./bench_train.
+// threads through OpenMP (the conv layers' sample loops, ReLU, pooling, and Eigen's GEMM in the
+// dense layers), so OMP_NUM_THREADS sets them; the LibTorch benchmarks call
+// torch::set_num_threads with the same number. Run the program once per thread count, e.g.
+// OMP_NUM_THREADS=1 ./bench_train. The netmorph step runs through nn::model, which keeps its
+// per-layer buffers from one iteration to the next, as in nn::train_epoch.
 
 #include <netmorph/nn/layers.hpp>
 #include <netmorph/nn/model.hpp>

@@ -3,8 +3,9 @@
 
 /// \file conv2d.hpp
 /// 2-d convolution (cross-correlation, as in every deep-learning framework) on NCHW activations
-/// with OIHW weights, implemented as im2col of a block of samples followed by one Eigen GEMM per
-/// block, and the two gradients the training code needs.
+/// with OIHW weights, and the two gradients the training code needs. Stride-1 convolutions run as
+/// `K_h` Eigen GEMMs per sample on strided views of `K_w` shifted copies of the input (no full
+/// im2col matrix); the rest as im2col of a block of samples and one GEMM per block.
 
 #include <netmorph/detail/message.hpp>
 #include <netmorph/error.hpp>
@@ -240,10 +241,13 @@ inline index conv2d_block_size(index n, index patch, index pix, index threads, i
   return std::max<index>(1, std::min(block, n));
 }
 
-/// Forward convolution into `y` (reshaped to `(N, C_out, H_out, W_out)` when needed): im2col of
-/// `block` samples side by side, then one GEMM
-/// `[C_out x C_in K_h K_w] * [C_in K_h K_w x block H_out W_out]` per block. Blocks run in parallel
-/// when the consumer enables OpenMP. Operands must have been checked; `bias` may be null.
+/// Forward convolution into `y` (reshaped to `(N, C_out, H_out, W_out)` when needed). With
+/// `block <= 0` and `use_shifted_rows`, each sample takes `K_h` GEMMs
+/// `[C_out x C_in K_w] * [C_in K_w x H_out W_out]` on `shifted_rows`; otherwise im2col of `block`
+/// samples side by side (`block <= 0`: `conv2d_block_size` chooses) and one GEMM
+/// `[C_out x C_in K_h K_w] * [C_in K_h K_w x block H_out W_out]` per block. Samples or blocks run
+/// in parallel when the consumer enables OpenMP. Operands must have been checked; `bias` may be
+/// null.
 template <typename Scalar>
 void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const Scalar* bias,
                     conv2d_params p, tensor<Scalar>& y, conv2d_workspace<Scalar>& ws,
@@ -349,9 +353,10 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
 
 /// Weight (and bias) gradient of a convolution, accumulated:
 /// \f$ dW[o,i](u) \mathrel{+}= \sum_{n,p} dy[n,o](p)\, x[n,i](s p + u - P) \f$ and
-/// \f$ db[o] \mathrel{+}= \sum_{n,p} dy[n,o](p) \f$. One GEMM
-/// `[C_out x block H_out W_out] * [block H_out W_out x C_in K_h K_w]` per block of samples;
-/// `dw` is `(C_out, C_in K_h K_w)` row-major, `db` may be null.
+/// \f$ db[o] \mathrel{+}= \sum_{n,p} dy[n,o](p) \f$. The routes are those of `conv2d_forward`:
+/// `K_h` GEMMs `[C_out x H_out W_out] * [H_out W_out x C_in K_w]` per sample on `shifted_rows`,
+/// or one GEMM `[C_out x block H_out W_out] * [block H_out W_out x C_in K_h K_w]` per block of
+/// samples; `dw` is `(C_out, C_in K_h K_w)` row-major, `db` may be null.
 template <typename Scalar>
 void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, index kh, index kw,
                             conv2d_params p, Scalar* dw, Scalar* db, conv2d_workspace<Scalar>& ws,

@@ -1,4 +1,4 @@
-// Forward convolution: netmorph::conv2d (im2col + one Eigen GEMM per sample) against a naive
+// Forward convolution: netmorph::conv2d (shifted rows or blocked im2col + Eigen GEMM) against a naive
 // 7-loop reference, both timed in the same run so the ratio is not skewed by machine drift.
 //
 // Shapes are ->Args({N, C_in, C_out, H, K}) with W = H, stride 1 and "same" padding (K-1)/2.

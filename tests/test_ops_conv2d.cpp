@@ -191,3 +191,31 @@ TEMPLATE_TEST_CASE("conv2d's reused output buffers and workspace give the result
     }
   }
 }
+
+#if defined(_OPENMP)
+#include <omp.h>
+
+TEMPLATE_TEST_CASE("conv2d called from inside a parallel region with nesting enabled",
+                   "[conv2d][openmp]", float, double) {
+  // The kernels size their per-thread scratch for the team they start; with nested parallelism
+  // enabled an inner region must not get more threads than that.
+  using T = netmorph::tensor<TestType>;
+  auto rng = nmtest::make_rng(15);
+  const T wt = nmtest::randn<TestType>({4, 6, 3, 3}, rng);
+  const T b = nmtest::randn<TestType>({4}, rng);
+  const T x = nmtest::randn<TestType>({6, 6, 9, 9}, rng);
+  const T ref = nmtest::naive_conv2d(x, wt, b, 1, 1);
+  const int levels = omp_get_max_active_levels();
+  omp_set_max_active_levels(2);
+  std::vector<T> out(2);
+#pragma omp parallel num_threads(2)
+  {
+    netmorph::detail::conv2d_workspace<TestType> ws;
+    netmorph::detail::conv2d_forward(x, wt, b.data(), conv2d_params{1, 1},
+                                     out[std::size_t(omp_get_thread_num())], ws);
+  }
+  omp_set_max_active_levels(levels);
+  for (const T& y : out)
+    REQUIRE(netmorph::relative_error(y, ref) <= nmtest::exact_tolerance<TestType>());
+}
+#endif

@@ -182,7 +182,9 @@ void ensure_shape(tensor<Scalar>& t, const shape_type& s) {
   if (t.shape() != s) t = tensor<Scalar>(s);
 }
 
-/// Number of OpenMP threads a parallel region started here would get (1 without OpenMP).
+/// Number of OpenMP threads the kernels' parallel regions use (1 without OpenMP, and inside an
+/// enclosing parallel region); the regions pass it as `num_threads`, so the per-thread scratch
+/// slots reserved for it suffice even when the consumer enables nested parallelism.
 inline index max_threads() {
 #if defined(_OPENMP)
   return omp_in_parallel() ? 1 : std::max(1, omp_get_max_threads());
@@ -278,7 +280,7 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
             ws.by_row(ky * c_out + o, i * kw + kx) =
                 weight.data()[((o * c_in + i) * kh + ky) * kw + kx];
 #if defined(_OPENMP)
-#pragma omp parallel if (n > 1)
+#pragma omp parallel num_threads(int(threads)) if (n > 1)
 #endif
     {
       auto& sl = ws.at(thread_num());
@@ -313,7 +315,7 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
   // thread with its own buffers. Without OpenMP the pragmas are ignored and Eigen's GEMM runs as
   // configured.
 #if defined(_OPENMP)
-#pragma omp parallel if (blocks > 1)
+#pragma omp parallel num_threads(int(threads)) if (blocks > 1)
 #endif
   {
     auto& sl = ws.at(thread_num());
@@ -374,7 +376,7 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
     // accumulates kh blocks (C_out, C_in * K_w) and adds them into dw once.
     const index r = c_in * kw, hp = h + 2 * p.padding;
 #if defined(_OPENMP)
-#pragma omp parallel if (n > 1)
+#pragma omp parallel num_threads(int(threads)) if (n > 1)
 #endif
     {
       auto& sl = ws.at(thread_num());
@@ -411,7 +413,7 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
   block = conv2d_block_size(n, patch, pix, threads, block);
   const index blocks = (n + block - 1) / block;
 #if defined(_OPENMP)
-#pragma omp parallel if (blocks > 1)
+#pragma omp parallel num_threads(int(threads)) if (blocks > 1)
 #endif
   {
     auto& sl = ws.at(thread_num());
@@ -482,7 +484,7 @@ void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weigh
   const auto wm = weight.matrix(c_out, patch);
   ws.reserve(threads);
 #if defined(_OPENMP)
-#pragma omp parallel if (n > 1)
+#pragma omp parallel num_threads(int(threads)) if (n > 1)
 #endif
   {
     auto& sl = ws.at(thread_num());

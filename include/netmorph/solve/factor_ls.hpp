@@ -115,35 +115,43 @@ void for_blocks(index n, index min_block, Fn&& fn) {
   }
 }
 
-/// \f$ C = A A^T \f$, both triangles. The symmetric rank update Eigen runs on one thread is split
-/// on two: the off-diagonal block is one (OpenMP-parallel) GEMM, the two diagonal blocks are rank
-/// updates run side by side; the flops are those of one symmetric update.
-template <typename Derived>
-colmat gram(const Eigen::MatrixBase<Derived>& a) {
+/// Lower triangle of \f$ C \mathrel{+}= \alpha A A^T \f$ (`C` any writable block). The symmetric
+/// rank update Eigen runs on one thread is split on two: the off-diagonal block is one
+/// (OpenMP-parallel) GEMM, the two diagonal blocks are rank updates run side by side; the flops
+/// are those of one symmetric update.
+template <typename Block, typename Derived>
+void lower_rank_update(Block&& c, const Eigen::MatrixBase<Derived>& a, double alpha) {
   const index n = a.rows();
-  colmat c = colmat::Zero(n, n);
   if (solver_threads() > 1 && n >= 128) {
     const index h = n / 2;
-    c.bottomLeftCorner(n - h, h).noalias() = a.bottomRows(n - h) * a.topRows(h).transpose();
+    c.bottomLeftCorner(n - h, h).noalias() +=
+        alpha * (a.bottomRows(n - h) * a.topRows(h).transpose());
     for_blocks(2, 1, [&](index part, index) {
       if (part == 0) {
         auto blk = c.topLeftCorner(h, h);
-        blk.template selfadjointView<Eigen::Lower>().rankUpdate(a.topRows(h));
+        blk.template selfadjointView<Eigen::Lower>().rankUpdate(a.topRows(h), alpha);
       } else {
         auto blk = c.bottomRightCorner(n - h, n - h);
-        blk.template selfadjointView<Eigen::Lower>().rankUpdate(a.bottomRows(n - h));
+        blk.template selfadjointView<Eigen::Lower>().rankUpdate(a.bottomRows(n - h), alpha);
       }
     });
   } else {
-    c.template selfadjointView<Eigen::Lower>().rankUpdate(a);
+    c.template selfadjointView<Eigen::Lower>().rankUpdate(a, alpha);
   }
+}
+
+/// \f$ C = A A^T \f$, both triangles, on the solver threads (`lower_rank_update`).
+template <typename Derived>
+colmat gram(const Eigen::MatrixBase<Derived>& a) {
+  colmat c = colmat::Zero(a.rows(), a.rows());
+  lower_rank_update(c, a, 1.0);
   c.template triangularView<Eigen::StrictlyUpper>() = c.transpose();
   return c;
 }
 
 /// Cholesky factorisation \f$ K = L L^T \f$ of a symmetric positive definite Gram matrix, blocked
 /// and right-looking so that both cores work: the trailing update, almost all of the flops, is
-/// split like `gram`, and the panel's triangular solve by rows. Eigen's LLT runs its symmetric
+/// a `lower_rank_update`, and the panel's triangular solve by rows. Eigen's LLT runs its symmetric
 /// updates on one thread. `rcond` is the reciprocal 1-norm condition estimate (Hager's method on
 /// the factor), 0 when `K` is not numerically positive definite.
 class cholesky {
@@ -164,23 +172,7 @@ class cholesky {
         a11.triangularView<Eigen::Lower>().transpose().template solveInPlace<Eigen::OnTheRight>(
             rows);
       });
-      auto a22 = l_.block(j + b, j + b, r, r);
-      if (solver_threads() > 1 && r >= 128) {
-        const index h = r / 2;
-        a22.bottomLeftCorner(r - h, h).noalias() -=
-            a21.bottomRows(r - h) * a21.topRows(h).transpose();
-        for_blocks(2, 1, [&](index part, index) {
-          if (part == 0) {
-            auto blk = a22.topLeftCorner(h, h);
-            blk.selfadjointView<Eigen::Lower>().rankUpdate(a21.topRows(h), -1.0);
-          } else {
-            auto blk = a22.bottomRightCorner(r - h, r - h);
-            blk.selfadjointView<Eigen::Lower>().rankUpdate(a21.bottomRows(r - h), -1.0);
-          }
-        });
-      } else {
-        a22.selfadjointView<Eigen::Lower>().rankUpdate(a21, -1.0);
-      }
+      lower_rank_update(l_.block(j + b, j + b, r, r), a21, -1.0);
     }
     if (!l_.allFinite()) return;
     ok_ = true;

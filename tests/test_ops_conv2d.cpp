@@ -218,4 +218,26 @@ TEMPLATE_TEST_CASE("conv2d called from inside a parallel region with nesting ena
   for (const T& y : out)
     REQUIRE(netmorph::relative_error(y, ref) <= nmtest::exact_tolerance<TestType>());
 }
+
+TEMPLATE_TEST_CASE("conv2d's weight gradient is the same on every call, whatever thread ends first",
+                   "[conv2d][openmp]", float, double) {
+  // Each thread sums its samples, and the partial sums are added in thread order: the same
+  // inputs give bit-identical gradients (a seeded training run repeats exactly).
+  using T = netmorph::tensor<TestType>;
+  auto rng = nmtest::make_rng(16);
+  const T x = nmtest::randn<TestType>({8, 6, 9, 9}, rng);
+  const T dy = nmtest::randn<TestType>({8, 4, 9, 9}, rng);
+  for (idx block : {idx(0), idx(2)}) {  // shifted rows, and im2col blocks
+    CAPTURE(block);
+    netmorph::detail::conv2d_workspace<TestType> ws;
+    T first;
+    for (int call = 0; call < 20; ++call) {
+      T dw({4, 6, 3, 3}), db({4});
+      netmorph::detail::conv2d_backward_weight(x, dy, 3, 3, conv2d_params{1, 1}, dw.data(),
+                                               db.data(), ws, block);
+      if (call == 0) first = dw;
+      REQUIRE(dw == first);
+    }
+  }
+}
 #endif

@@ -225,6 +225,15 @@ struct conv2d_workspace {
     if (static_cast<index>(slots.size()) < threads) slots.resize(static_cast<std::size_t>(threads));
   }
   slot& at(index t) { return slots[static_cast<std::size_t>(t)]; }
+  /// Zeroes the weight and bias gradient partial sums of the first `threads` slots (those a
+  /// team of `threads` may use; a smaller team leaves the others at zero).
+  void zero_gradients(index threads, index rows, index cols, index bias) {
+    reserve(threads);
+    for (index t = 0; t < threads; ++t) {
+      at(t).grad.setZero(rows, cols);
+      at(t).bias_grad.setZero(bias);
+    }
+  }
 };
 
 /// Samples per GEMM block when `block <= 0` asks for a choice: enough columns (`pix` per sample)
@@ -375,14 +384,13 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
     // dW[:, :, ky, :] += dy_s * (rows of the shifted copies from offset ky * wo)^T; each thread
     // accumulates kh blocks (C_out, C_in * K_w) and adds them into dw once.
     const index r = c_in * kw, hp = h + 2 * p.padding;
+    ws.zero_gradients(threads, kh * c_out, r, c_out);
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(int(threads)) if (n > 1)
 #endif
     {
       auto& sl = ws.at(thread_num());
       sl.col.resize(r, hp * wo);
-      sl.grad.setZero(kh * c_out, r);
-      sl.bias_grad.setZero(c_out);
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
@@ -396,22 +404,23 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
         }
         if (db) sl.bias_grad += dys.rowwise().sum();
       }
-#if defined(_OPENMP)
-#pragma omp critical(netmorph_conv2d_backward_weight)
-#endif
-      {
-        for (index o = 0; o < c_out; ++o)
-          for (index i = 0; i < c_in; ++i)
-            for (index ky = 0; ky < kh; ++ky)
-              for (index kx = 0; kx < kw; ++kx)
-                dw[((o * c_in + i) * kh + ky) * kw + kx] += sl.grad(ky * c_out + o, i * kw + kx);
-        if (db) Eigen::Map<vec>(db, c_out) += sl.bias_grad;
-      }
+    }
+    // The threads' partial sums are added in thread order, so the result does not depend on
+    // which thread finishes first.
+    for (index t = 0; t < threads; ++t) {
+      const auto& sl = ws.at(t);
+      for (index o = 0; o < c_out; ++o)
+        for (index i = 0; i < c_in; ++i)
+          for (index ky = 0; ky < kh; ++ky)
+            for (index kx = 0; kx < kw; ++kx)
+              dw[((o * c_in + i) * kh + ky) * kw + kx] += sl.grad(ky * c_out + o, i * kw + kx);
+      if (db) Eigen::Map<vec>(db, c_out) += sl.bias_grad;
     }
     return;
   }
   block = conv2d_block_size(n, patch, pix, threads, block);
   const index blocks = (n + block - 1) / block;
+  ws.zero_gradients(threads, c_out, patch, c_out);
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(int(threads)) if (blocks > 1)
 #endif
@@ -419,8 +428,6 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
     auto& sl = ws.at(thread_num());
     sl.col.resize(patch, block * pix);
     if (block > 1) sl.out.resize(c_out, block * pix);
-    sl.grad.setZero(c_out, patch);
-    sl.bias_grad.setZero(c_out);
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
@@ -441,13 +448,10 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
       sl.grad.noalias() += dys * col.transpose();
       if (db) sl.bias_grad += dys.rowwise().sum();
     }
-#if defined(_OPENMP)
-#pragma omp critical(netmorph_conv2d_backward_weight)
-#endif
-    {
-      Eigen::Map<mat>(dw, c_out, patch) += sl.grad;
-      if (db) Eigen::Map<vec>(db, c_out) += sl.bias_grad;
-    }
+  }
+  for (index t = 0; t < threads; ++t) {  // in thread order, as above
+    Eigen::Map<mat>(dw, c_out, patch) += ws.at(t).grad;
+    if (db) Eigen::Map<vec>(db, c_out) += ws.at(t).bias_grad;
   }
 }
 

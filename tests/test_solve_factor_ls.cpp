@@ -91,6 +91,25 @@ TEST_CASE("the blocked Cholesky and the split Gram matrix agree with Eigen on 1 
       REQUIRE(est > 0.1 * exact);
       REQUIRE(est < 10 * exact);
     }
+    // Many more right-hand sides than rows: L^-1 is formed once and applied as a product.
+    {
+      const idx m = draw(rng, 8, 70);
+      CAPTURE(threads, m);
+      const Eigen::MatrixXd a = Eigen::MatrixXd::Random(m, m + 5);
+      const Eigen::MatrixXd spd = a * a.transpose();
+      const d::cholesky chol(spd);
+      REQUIRE(chol.ok());
+      const Eigen::LLT<Eigen::MatrixXd> llt(spd);
+      const Eigen::MatrixXd b = Eigen::MatrixXd::Random(m, 4 * m + 3);
+      for (int repeat = 0; repeat < 2; ++repeat) {  // the second solve reuses the inverse
+        Eigen::MatrixXd x = b;
+        chol.solve(x);
+        REQUIRE((x - llt.solve(b)).norm() <= 1e-9 * x.norm() / llt.rcond());
+        Eigen::MatrixXd w = b;
+        chol.solve_lower(w, false);
+        REQUIRE((llt.matrixL() * w - b).norm() <= 1e-10 * b.norm() / std::sqrt(llt.rcond()));
+      }
+    }
     // Not positive definite: no factor, rcond 0.
     Eigen::MatrixXd indef = Eigen::MatrixXd::Identity(300, 300);
     indef(250, 250) = -1;

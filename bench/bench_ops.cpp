@@ -1,5 +1,6 @@
-// Forward convolution: netmorph::conv2d (shifted rows or blocked im2col + Eigen GEMM) against a naive
-// 7-loop reference, both timed in the same run so the ratio is not skewed by machine drift.
+// Forward convolution: netmorph::conv2d (shifted rows or blocked im2col, then Eigen GEMMs) against
+// a naive 7-loop reference, both timed in the same run so the ratio is not skewed by machine
+// drift.
 //
 // Shapes are ->Args({N, C_in, C_out, H, K}) with W = H, stride 1 and "same" padding (K-1)/2.
 // The "FLOP/s" counter counts 2*N*C_out*H_out*W_out*C_in*K*K flops (one multiply and one add per

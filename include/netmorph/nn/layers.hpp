@@ -653,22 +653,15 @@ class activation_layer : public layer<Scalar> {
     const Scalar* xs = x.data();
     Scalar* ys = y.data();
     const activation phi = phi_;
-    const bool relu = phi.kind == activation_kind::relu;
-    // Chunks of whole cache lines, spread over the threads when the consumer enables OpenMP.
-    const index chunks = (x.size() + chunk - 1) / chunk;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (chunks > 1)
-#endif
-    for (index c = 0; c < chunks; ++c) {
-      const index lo = c * chunk, len = std::min(chunk, x.size() - lo);
-      if (relu) {  // vectorised fast path of the common case
+    for_chunks(x.size(), [&](index lo, index len) {
+      if (phi.kind == activation_kind::relu) {  // vectorised fast path of the common case
         Eigen::Map<vector>(ys + lo, len) =
             Eigen::Map<const vector>(xs + lo, len).cwiseMax(Scalar(0));
-        continue;
+        return;
       }
       for (index i = lo; i < lo + len; ++i)
         ys[i] = static_cast<Scalar>(phi.value(xs[i]));
-    }
+    });
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
     tensor<Scalar> dx;
@@ -684,22 +677,16 @@ class activation_layer : public layer<Scalar> {
     const Scalar *xs = x->data(), *gs = dy.data();
     Scalar* ds = dx.data();
     const activation phi = phi_;
-    const bool relu = phi.kind == activation_kind::relu;
-    const index chunks = (dy.size() + chunk - 1) / chunk;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (chunks > 1)
-#endif
-    for (index c = 0; c < chunks; ++c) {
-      const index lo = c * chunk, len = std::min(chunk, dy.size() - lo);
-      if (relu) {
+    for_chunks(dy.size(), [&](index lo, index len) {
+      if (phi.kind == activation_kind::relu) {
         Eigen::Map<vector>(ds + lo, len) =
             (Eigen::Map<const vector>(xs + lo, len).array() > Scalar(0))
                 .select(Eigen::Map<const vector>(gs + lo, len), Scalar(0));
-        continue;
+        return;
       }
       for (index i = lo; i < lo + len; ++i)
         ds[i] = static_cast<Scalar>(gs[i] * phi.derivative(xs[i]));
-    }
+    });
   }
   std::unique_ptr<layer<Scalar>> clone() const override {
     return std::make_unique<activation_layer>(*this);
@@ -708,6 +695,17 @@ class activation_layer : public layer<Scalar> {
  private:
   using vector = typename tensor<Scalar>::vector_type;
   static constexpr index chunk = 1 << 14;
+  // Calls fn(first, count) on chunks of whole cache lines of [0, n), spread over the threads when
+  // the consumer enables OpenMP.
+  template <typename Fn>
+  static void for_chunks(index n, Fn&& fn) {
+    const index chunks = (n + chunk - 1) / chunk;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (chunks > 1)
+#endif
+    for (index c = 0; c < chunks; ++c)
+      fn(c * chunk, std::min(chunk, n - c * chunk));
+  }
   activation phi_;
   detail::input_ref<Scalar> x_;
 };

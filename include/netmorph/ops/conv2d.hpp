@@ -252,6 +252,36 @@ inline index conv2d_block_size(index n, index patch, index pix, index threads, i
   return std::max<index>(1, std::min(block, n));
 }
 
+/// The shifted-rows route's sample loop, shared by the forward pass and the weight gradient of a
+/// stride-1 convolution: for every sample `s`, in parallel over samples on `threads` threads,
+/// builds the sample's `shifted_rows` in the thread's slot and calls `fn(slot, s, row)`, where
+/// `row(ky)` is row `ky` of the sample's im2col matrix as a strided `(C_in K_w) x (H_out W_out)`
+/// view.
+template <typename Scalar, typename Fn>
+void for_each_shifted_sample(const tensor<Scalar>& x, index kh, index kw, index pad, index threads,
+                             conv2d_workspace<Scalar>& ws, Fn&& fn) {
+  using view = Eigen::Map<const typename tensor<Scalar>::matrix_type, 0, Eigen::OuterStride<>>;
+  const index n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index r = c_in * kw, hp = h + 2 * pad, ho = hp - kh + 1, wo = w + 2 * pad - kw + 1;
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(int(threads)) if (n > 1)
+#endif
+  {
+    auto& sl = ws.at(thread_num());
+    sl.col.resize(r, hp * wo);
+    const auto row = [&](index ky) {
+      return view(sl.col.data() + ky * wo, r, ho * wo, Eigen::OuterStride<>(hp * wo));
+    };
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (index s = 0; s < n; ++s) {
+      shifted_rows(x.data() + s * c_in * h * w, c_in, h, w, kw, pad, wo, sl.col.data());
+      fn(sl, s, row);
+    }
+  }
+}
+
 /// Forward convolution into `y` (reshaped to `(N, C_out, H_out, W_out)` when needed). With
 /// `block <= 0` and `use_shifted_rows`, each sample takes `K_h` GEMMs
 /// `[C_out x C_in K_w] * [C_in K_w x H_out W_out]` on `shifted_rows`; otherwise im2col of `block`
@@ -278,9 +308,8 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
   const index threads = max_threads();
   ws.reserve(threads);
   if (block <= 0 && use_shifted_rows(c_in, kw, p)) {
-    // y_s = sum_ky W[:, :, ky, :] * (rows of the shifted copies from offset ky * wo), one sample
-    // per GEMM group; samples run in parallel.
-    const index r = c_in * kw, hp = h + 2 * p.padding;
+    // y_s = sum_ky W[:, :, ky, :] * (row ky of the sample's im2col matrix); samples in parallel.
+    const index r = c_in * kw;
     ws.by_row.resize(kh * c_out, r);
     for (index o = 0; o < c_out; ++o)
       for (index i = 0; i < c_in; ++i)
@@ -288,33 +317,15 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
           for (index kx = 0; kx < kw; ++kx)
             ws.by_row(ky * c_out + o, i * kw + kx) =
                 weight.data()[((o * c_in + i) * kh + ky) * kw + kx];
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(int(threads)) if (n > 1)
-#endif
-    {
-      auto& sl = ws.at(thread_num());
-      sl.col.resize(r, hp * wo);
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-      for (index s = 0; s < n; ++s) {
-        shifted_rows(x.data() + s * in_size, c_in, h, w, kw, p.padding, wo, sl.col.data());
-        Eigen::Map<mat> ys(y.data() + s * out_size, c_out, pix);
-        for (index ky = 0; ky < kh; ++ky) {
-          const Eigen::Map<const mat, 0, Eigen::OuterStride<>> v(sl.col.data() + ky * wo, r, pix,
-                                                                 Eigen::OuterStride<>(hp * wo));
-          const auto wk = ws.by_row.middleRows(ky * c_out, c_out);
-          if (ky == 0) {
-            ys.noalias() = wk * v;
-          } else {
-            ys.noalias() += wk * v;
-          }
-        }
-        if (bias)
-          for (index o = 0; o < c_out; ++o)
-            ys.row(o).array() += bias[o];
-      }
-    }
+    for_each_shifted_sample(x, kh, kw, p.padding, threads, ws, [&](auto&, index s, auto row) {
+      Eigen::Map<mat> ys(y.data() + s * out_size, c_out, pix);
+      ys.noalias() = ws.by_row.topRows(c_out) * row(0);
+      for (index ky = 1; ky < kh; ++ky)
+        ys.noalias() += ws.by_row.middleRows(ky * c_out, c_out) * row(ky);
+      if (bias)
+        for (index o = 0; o < c_out; ++o)
+          ys.row(o).array() += bias[o];
+    });
     return;
   }
   block = conv2d_block_size(n, patch, pix, threads, block);
@@ -381,30 +392,16 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
   const index threads = max_threads();
   ws.reserve(threads);
   if (block <= 0 && use_shifted_rows(c_in, kw, p)) {
-    // dW[:, :, ky, :] += dy_s * (rows of the shifted copies from offset ky * wo)^T; each thread
-    // accumulates kh blocks (C_out, C_in * K_w) and adds them into dw once.
-    const index r = c_in * kw, hp = h + 2 * p.padding;
+    // dW[:, :, ky, :] += dy_s * (row ky of the sample's im2col matrix)^T; each thread accumulates
+    // kh blocks (C_out, C_in * K_w).
+    const index r = c_in * kw;
     ws.zero_gradients(threads, kh * c_out, r, c_out);
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(int(threads)) if (n > 1)
-#endif
-    {
-      auto& sl = ws.at(thread_num());
-      sl.col.resize(r, hp * wo);
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-      for (index s = 0; s < n; ++s) {
-        shifted_rows(x.data() + s * in_size, c_in, h, w, kw, p.padding, wo, sl.col.data());
-        const Eigen::Map<const mat> dys(dy.data() + s * out_size, c_out, pix);
-        for (index ky = 0; ky < kh; ++ky) {
-          const Eigen::Map<const mat, 0, Eigen::OuterStride<>> v(sl.col.data() + ky * wo, r, pix,
-                                                                 Eigen::OuterStride<>(hp * wo));
-          sl.grad.middleRows(ky * c_out, c_out).noalias() += dys * v.transpose();
-        }
-        if (db) sl.bias_grad += dys.rowwise().sum();
-      }
-    }
+    for_each_shifted_sample(x, kh, kw, p.padding, threads, ws, [&](auto& sl, index s, auto row) {
+      const Eigen::Map<const mat> dys(dy.data() + s * out_size, c_out, pix);
+      for (index ky = 0; ky < kh; ++ky)
+        sl.grad.middleRows(ky * c_out, c_out).noalias() += dys * row(ky).transpose();
+      if (db) sl.bias_grad += dys.rowwise().sum();
+    });
     // The threads' partial sums are added in thread order, so the result does not depend on
     // which thread finishes first.
     for (index t = 0; t < threads; ++t) {

@@ -37,20 +37,20 @@
 
 namespace {
 
-using netmorph::index;
+using netmorph::index_type;
 using netmorph::tensor;
 
 constexpr std::uint64_t data_seed = 20240611;
 constexpr std::uint64_t solve_seed = 7;
 
 struct depth_shape {
-  index c0, c1, c2, k1, k2;
-  index kt() const { return k1 + k2 - 1; }
+  index_type c0, c1, c2, k1, k2;
+  index_type kt() const { return k1 + k2 - 1; }
   // Rows and columns of the two explicit systems, F2-step A(F1) and F1-step A(F2^T).
-  index f2_rows() const { return c0 * kt() * kt(); }
-  index f2_cols() const { return c1 * k2 * k2; }
-  index f1_rows() const { return c2 * kt() * kt(); }
-  index f1_cols() const { return c1 * k1 * k1; }
+  index_type f2_rows() const { return c0 * kt() * kt(); }
+  index_type f2_cols() const { return c1 * k2 * k2; }
+  index_type f1_rows() const { return c2 * kt() * kt(); }
+  index_type f1_cols() const { return c1 * k1 * k1; }
 };
 
 depth_shape shape_of(const benchmark::State& state) {
@@ -59,7 +59,7 @@ depth_shape shape_of(const benchmark::State& state) {
 
 // Householder QR of an m x n matrix (min(m, n) reflectors), Q^T applied to `rhs` columns and the
 // triangular solve with the leading min(m, n) block.
-double dense_qr_flops(index m, index n, index rhs) {
+double dense_qr_flops(index_type m, index_type n, index_type rhs) {
   const double p = double(std::min(m, n)), q = double(std::max(m, n)), r = double(rhs);
   return 2.0 * q * p * p - 2.0 * p * p * p / 3.0 + 4.0 * r * (double(m) * p - p * p / 2.0) +
          r * p * p;
@@ -103,11 +103,11 @@ struct step_result {
 
 template <typename Scalar>
 step_result algo1_step(const depth_operands<Scalar>& ops, const depth_shape& s,
-                       const netmorph::solve::factor_solve_settings& settings) {
+                       const netmorph::solve::factor_solve_options& settings) {
   const tensor<double>& g = as_double(ops.g);
   const tensor<double>& f1_init = as_double(ops.f1);
   std::mt19937_64 rng(solve_seed);
-  netmorph::solve::factor_solve_info info;
+  netmorph::solve::factor_solve_report info;
   step_result r;
   r.f2 = netmorph::solve::solve_second_factor(g, f1_init, s.k2, rng, settings, &info);
   r.cod += info.route == netmorph::solve::ls_route::cod;
@@ -163,7 +163,7 @@ void BM_algo1_step(benchmark::State& state) {
   const depth_shape s = shape_of(state);
   const depth_operands<Scalar> ops = make_operands<Scalar>(s);
   // What detail::algorithm1 passes with deepen's defaults.
-  netmorph::solve::factor_solve_settings settings;
+  netmorph::solve::factor_solve_options settings;
   settings.noise = 1.0;
   settings.exact_tolerance = 1e-10;
   step_result r;

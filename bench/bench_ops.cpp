@@ -17,12 +17,12 @@
 
 namespace {
 
-using netmorph::index;
+using netmorph::index_type;
 
 struct conv_shape {
-  index n, c_in, c_out, h, k;
-  index padding() const { return (k - 1) / 2; }
-  index out() const { return h + 2 * padding() - k + 1; }
+  index_type n, c_in, c_out, h, k;
+  index_type padding() const { return (k - 1) / 2; }
+  index_type out() const { return h + 2 * padding() - k + 1; }
   double flops() const {
     return 2.0 * double(n) * double(c_out) * double(out()) * double(out()) * double(c_in) *
            double(k) * double(k);
@@ -54,26 +54,26 @@ conv_operands<Scalar> make_operands(const conv_shape& s) {
 template <typename Scalar>
 netmorph::tensor<Scalar> naive_conv2d(const netmorph::tensor<Scalar>& x,
                                       const netmorph::tensor<Scalar>& weight,
-                                      const netmorph::tensor<Scalar>& bias, index padding) {
-  const index n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
-  const index c_out = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
-  const index ho = h + 2 * padding - kh + 1, wo = w + 2 * padding - kw + 1;
+                                      const netmorph::tensor<Scalar>& bias, index_type padding) {
+  const index_type n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index_type c_out = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
+  const index_type ho = h + 2 * padding - kh + 1, wo = w + 2 * padding - kw + 1;
   netmorph::tensor<Scalar> y({n, c_out, ho, wo});
   const Scalar* xp = x.data();
   const Scalar* wp = weight.data();
   const Scalar* bp = bias.data();
   Scalar* yp = y.data();
-  for (index s = 0; s < n; ++s) {
-    for (index o = 0; o < c_out; ++o) {
-      for (index oy = 0; oy < ho; ++oy) {
-        for (index ox = 0; ox < wo; ++ox) {
+  for (index_type s = 0; s < n; ++s) {
+    for (index_type o = 0; o < c_out; ++o) {
+      for (index_type oy = 0; oy < ho; ++oy) {
+        for (index_type ox = 0; ox < wo; ++ox) {
           Scalar acc = bp[o];
-          for (index i = 0; i < c_in; ++i) {
-            for (index ky = 0; ky < kh; ++ky) {
-              const index iy = oy + ky - padding;
+          for (index_type i = 0; i < c_in; ++i) {
+            for (index_type ky = 0; ky < kh; ++ky) {
+              const index_type iy = oy + ky - padding;
               if (iy < 0 || iy >= h) continue;
-              for (index kx = 0; kx < kw; ++kx) {
-                const index ix = ox + kx - padding;
+              for (index_type kx = 0; kx < kw; ++kx) {
+                const index_type ix = ox + kx - padding;
                 if (ix < 0 || ix >= w) continue;
                 acc += wp[((o * c_in + i) * kh + ky) * kw + kx] *
                        xp[((s * c_in + i) * h + iy) * w + ix];
@@ -97,7 +97,7 @@ template <typename Scalar>
 void BM_conv2d(benchmark::State& state) {
   const conv_shape s = shape_of(state);
   const conv_operands<Scalar> ops = make_operands<Scalar>(s);
-  const netmorph::conv2d_params p{1, s.padding()};
+  const netmorph::conv2d_options p{1, s.padding()};
   for (auto _ : state) {
     netmorph::tensor<Scalar> y = netmorph::conv2d(ops.x, ops.weight, ops.bias, p);
     benchmark::DoNotOptimize(y.data());
@@ -126,7 +126,7 @@ void BM_naive_conv2d(benchmark::State& state) {
   // orders; n*eps (the rounding bound of a length-n sum) is far above that difference and far
   // below the O(1) error of any indexing bug.
   const netmorph::tensor<Scalar> ours =
-      netmorph::conv2d(ops.x, ops.weight, ops.bias, netmorph::conv2d_params{1, s.padding()});
+      netmorph::conv2d(ops.x, ops.weight, ops.bias, netmorph::conv2d_options{1, s.padding()});
   const double rel = netmorph::relative_error(ours, y);
   const double tol = double(s.c_in * s.k * s.k) * double(Eigen::NumTraits<Scalar>::epsilon());
   if (!(rel <= tol)) {

@@ -37,11 +37,11 @@
 
 namespace {
 
-using netmorph::index;
+using netmorph::index_type;
 namespace nn = netmorph::nn;
 
-constexpr index batch = 64;
-constexpr index classes = 10;
+constexpr index_type batch = 64;
+constexpr index_type classes = 10;
 constexpr double learning_rate = 0.01;
 constexpr double momentum = 0.9;
 
@@ -64,7 +64,7 @@ batch_data make_batch(model_kind k) {
   s.insert(s.begin(), batch);
   batch_data b{netmorph::tensor<float>::random_normal(s, rng), {}};
   std::uniform_int_distribution<int> label(0, int(classes) - 1);
-  for (index i = 0; i < batch; ++i)
+  for (index_type i = 0; i < batch; ++i)
     b.labels.push_back(label(rng));
   return b;
 }
@@ -72,12 +72,12 @@ batch_data make_batch(model_kind k) {
 nn::model<float> make_netmorph_model(model_kind k) {
   if (k == model_kind::cnn) {
     return nn::parse_architecture<float>("(5:32)(5:32)(5:64)", {1, 28, 28},
-                                         nn::architecture_template{});
+                                         nn::architecture_options{});
   }
   std::mt19937_64 rng(7);
   nn::model<float> m({784});
   m.add(nn::dense<float>::he(784, 50, rng));
-  m.add(nn::activation_layer<float>({netmorph::activation_kind::relu}));
+  m.add(nn::activation<float>({netmorph::activation_kind::relu}));
   m.add(nn::dense<float>::he(50, classes, rng));
   return m;
 }
@@ -94,7 +94,7 @@ void BM_netmorph_train_step(benchmark::State& state) {
   const nn::sgd opt{learning_rate, momentum, 0.0};
   for (auto _ : state) {
     m.zero_grad();
-    const nn::loss_result<float> l =
+    const nn::loss_report<float> l =
         nn::softmax_cross_entropy(m.forward(data.x, true), data.labels);
     m.backward(l.grad);
     opt.step(m);

@@ -10,9 +10,9 @@ int main() {
   using T = double;
   std::mt19937_64 rng(7);
   // Parent: 16 -> 32 channels, 3x3 kernel, "same" padding, with bias.
-  netmorph::conv2d_layer<T> parent{netmorph::tensor<T>::random_normal({32, 16, 3, 3}, rng, 0.1),
-                                   netmorph::tensor<T>::random_normal({32}, rng, 0.1),
-                                   netmorph::conv2d_params{1, 1}};
+  netmorph::conv2d_weights<T> parent{netmorph::tensor<T>::random_normal({32, 16, 3, 3}, rng, 0.1),
+                                     netmorph::tensor<T>::random_normal({32}, rng, 0.1),
+                                     netmorph::conv2d_options{1, 1}};
 
   // NetMorph: G (32,16,3,3) -> F1 (96,16,3,3) then F2 (32,96,3,3). Condition (7) holds, so
   // Algorithm 1 is exact in one step; the first layer's padding grows so borders stay exact.

@@ -9,14 +9,14 @@
 
 namespace nn = netmorph::nn;
 
-static nn::dataset<float> make_data(netmorph::index n, std::mt19937_64& rng) {
+static nn::dataset<float> make_data(netmorph::index_type n, std::mt19937_64& rng) {
   nn::dataset<float> d{netmorph::tensor<float>({n, 1, 12, 12}), {}};
   std::normal_distribution<double> noise(0.0, 2.5);
-  for (netmorph::index s = 0; s < n; ++s) {
+  for (netmorph::index_type s = 0; s < n; ++s) {
     const int y = static_cast<int>(s % 3);
     d.labels.push_back(y);
-    for (netmorph::index i = 0; i < 12; ++i)
-      for (netmorph::index j = 0; j < 12; ++j) {
+    for (netmorph::index_type i = 0; i < 12; ++i)
+      for (netmorph::index_type j = 0; j < 12; ++j) {
         const bool on = y == 0 ? i < 6 : y == 1 ? j < 6 : (i / 3 + j / 3) % 2 == 0;
         d.x(s, 0, i, j) = static_cast<float>((on ? 1.0 : -1.0) + noise(rng));
       }
@@ -27,9 +27,9 @@ static nn::dataset<float> make_data(netmorph::index n, std::mt19937_64& rng) {
 int main() {
   std::mt19937_64 rng(1);
   const auto train = make_data(600, rng), test = make_data(300, rng);
-  nn::architecture_template tmpl;
+  nn::architecture_options tmpl;
   tmpl.classes = 3;
-  tmpl.act = netmorph::activation{netmorph::activation_kind::tanh};
+  tmpl.act = netmorph::activation_fn{netmorph::activation_kind::tanh};
   auto model = nn::parse_architecture<float>("(3:8)(3:8)", {1, 12, 12}, tmpl);
   nn::sgd opt{0.02, 0.9, 1e-4};
   std::cout << "parent " << nn::to_notation(model) << "\n";

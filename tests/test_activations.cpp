@@ -3,22 +3,22 @@
 #include <cmath>
 #include <vector>
 
-using netmorph::activation;
+using netmorph::activation_fn;
 using netmorph::activation_kind;
 
 TEST_CASE("activations have their textbook values", "[activations]") {
-  REQUIRE(activation{activation_kind::relu}.value(-2.0) == 0.0);
-  REQUIRE(activation{activation_kind::leaky_relu, 0.1}.value(-2.0) == Approx(-0.2));
-  REQUIRE(activation{activation_kind::tanh}.value(0.5) == Approx(std::tanh(0.5)));
-  REQUIRE(activation{activation_kind::sigmoid}.value(0.0) == Approx(0.5));
-  REQUIRE(activation{activation_kind::elu, 1.0}.value(-1.0) == Approx(std::exp(-1.0) - 1.0));
-  REQUIRE(activation{activation_kind::softplus}.value(0.0) == Approx(std::log(2.0)));
-  REQUIRE(activation{activation_kind::softplus}.value(800.0) == Approx(800.0));
-  REQUIRE(activation{activation_kind::softplus}.value(-800.0) >= 0.0);
-  REQUIRE(activation{activation_kind::gelu}.value(1.0) == Approx(0.8413447460685429));
-  REQUIRE(activation{activation_kind::gelu}.zero_at_zero());
-  REQUIRE_FALSE(activation{activation_kind::sigmoid}.zero_at_zero());
-  REQUIRE_FALSE(activation{activation_kind::softplus}.zero_at_zero());
+  REQUIRE(activation_fn{activation_kind::relu}.value(-2.0) == 0.0);
+  REQUIRE(activation_fn{activation_kind::leaky_relu, 0.1}.value(-2.0) == Approx(-0.2));
+  REQUIRE(activation_fn{activation_kind::tanh}.value(0.5) == Approx(std::tanh(0.5)));
+  REQUIRE(activation_fn{activation_kind::sigmoid}.value(0.0) == Approx(0.5));
+  REQUIRE(activation_fn{activation_kind::elu, 1.0}.value(-1.0) == Approx(std::exp(-1.0) - 1.0));
+  REQUIRE(activation_fn{activation_kind::softplus}.value(0.0) == Approx(std::log(2.0)));
+  REQUIRE(activation_fn{activation_kind::softplus}.value(800.0) == Approx(800.0));
+  REQUIRE(activation_fn{activation_kind::softplus}.value(-800.0) >= 0.0);
+  REQUIRE(activation_fn{activation_kind::gelu}.value(1.0) == Approx(0.8413447460685429));
+  REQUIRE(activation_fn{activation_kind::gelu}.zero_at_zero());
+  REQUIRE_FALSE(activation_fn{activation_kind::sigmoid}.zero_at_zero());
+  REQUIRE_FALSE(activation_fn{activation_kind::softplus}.zero_at_zero());
 }
 
 TEST_CASE("P-activations are the identity at a = 1 and phi at a = 0", "[activations]") {
@@ -26,8 +26,8 @@ TEST_CASE("P-activations are the identity at a = 1 and phi at a = 0", "[activati
   std::normal_distribution<double> normal(0.0, 2.0);
   for (activation_kind k : nmtest::all_activation_kinds()) {
     CAPTURE(netmorph::to_string(k));
-    const auto p1 = netmorph::make_p_activation(activation{k, 0.2}, 1.0);
-    const auto p0 = netmorph::make_p_activation(activation{k, 0.2}, 0.0);
+    const auto p1 = netmorph::make_p_activation(activation_fn{k, 0.2}, 1.0);
+    const auto p0 = netmorph::make_p_activation(activation_fn{k, 0.2}, 0.0);
     for (int i = 0; i < 50; ++i) {
       const double x = normal(rng);
       REQUIRE(p1.value(x) == x);
@@ -47,7 +47,7 @@ TEST_CASE("P-activation derivatives in x and a match central finite differences"
       if (std::abs(x) < 1e-3) x += 0.01;  // away from the kinks of ReLU-type functions
       const double a = unit(rng);
       CAPTURE(netmorph::to_string(k), x, a);
-      const auto p = netmorph::make_p_activation(activation{k, 0.3}, a);
+      const auto p = netmorph::make_p_activation(activation_fn{k, 0.3}, a);
       const double h = 1e-6;
       const double fdx = (p.value(x + h) - p.value(x - h)) / (2 * h);
       REQUIRE(p.dx(x) == Approx(fdx).epsilon(1e-6).margin(1e-8));
@@ -64,17 +64,17 @@ TEST_CASE("P-activation derivatives in x and a match central finite differences"
 
 TEMPLATE_TEST_CASE("apply maps an activation over a tensor", "[activations]", float, double) {
   netmorph::tensor<TestType> t({3}, std::vector<TestType>{-1, 0, 2});
-  auto r = netmorph::apply(activation{activation_kind::relu}, t);
+  auto r = netmorph::apply(activation_fn{activation_kind::relu}, t);
   REQUIRE(r == netmorph::tensor<TestType>({3}, std::vector<TestType>{0, 0, 2}));
 }
 
 TEST_CASE("make_p_activation rejects a outside [0, 1]", "[activations][error]") {
-  NM_REQUIRE_THROWS_WITH(netmorph::make_p_activation(activation{activation_kind::tanh}, 1.5),
+  NM_REQUIRE_THROWS_WITH(netmorph::make_p_activation(activation_fn{activation_kind::tanh}, 1.5),
                          netmorph::value_error,
                          "make_p_activation: a must be in [0, 1], got 1.5 (for tanh)");
-  NM_REQUIRE_THROWS_WITH(netmorph::make_p_activation(activation{activation_kind::relu}, -0.1),
+  NM_REQUIRE_THROWS_WITH(netmorph::make_p_activation(activation_fn{activation_kind::relu}, -0.1),
                          netmorph::value_error, "got -0.1 (for relu)");
   NM_REQUIRE_THROWS_WITH(
-      netmorph::make_p_activation(activation{activation_kind::relu}, std::nan("")),
+      netmorph::make_p_activation(activation_fn{activation_kind::relu}, std::nan("")),
       netmorph::value_error, "make_p_activation: a must be in [0, 1]");
 }

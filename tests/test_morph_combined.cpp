@@ -1,9 +1,9 @@
 #include "support/test_support.hpp"
 
-using netmorph::activation;
+using netmorph::activation_fn;
 using netmorph::activation_kind;
-using netmorph::conv2d_layer;
-using netmorph::conv2d_params;
+using netmorph::conv2d_options;
+using netmorph::conv2d_weights;
 using netmorph::tensor;
 using nmtest::draw;
 using nmtest::idx;
@@ -13,8 +13,8 @@ namespace {
 /// x -> layers[0] -> act[0] -> layers[1] -> act[1] -> ...: `act[j]` follows layer j (none after
 /// the last). P-activations at a = 1 are what the morphs insert between new layers.
 template <typename Scalar>
-tensor<Scalar> run(tensor<Scalar> x, const std::vector<conv2d_layer<Scalar>>& layers,
-                   const std::vector<netmorph::p_activation>& acts) {
+tensor<Scalar> run(tensor<Scalar> x, const std::vector<conv2d_weights<Scalar>>& layers,
+                   const std::vector<netmorph::p_activation_fn>& acts) {
   for (std::size_t j = 0; j < layers.size(); ++j) {
     x = netmorph::conv2d(x, layers[j]);
     if (j < acts.size()) x = netmorph::apply(acts[j], std::move(x));
@@ -31,16 +31,16 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
   int trial = 0;
   for (activation_kind kind : nmtest::all_activation_kinds()) {
     for (int rep = 0; rep < 3; ++rep, ++trial) {
-      const activation phi{kind, 0.1};
+      const activation_fn phi{kind, 0.1};
       const idx c0 = draw(rng, 1, 3), c1 = draw(rng, 2, 4), c2 = draw(rng, 1, 3);
       CAPTURE(netmorph::to_string(kind), trial, c0, c1, c2);
       // Parent: conv 3x3 (c0 -> c1) -> phi -> conv 3x3 (c1 -> c2).
-      std::vector<conv2d_layer<TestType>> net{
+      std::vector<conv2d_weights<TestType>> net{
           {nmtest::randn<TestType>({c1, c0, 3, 3}, rng, 0.5), nmtest::randn<TestType>({c1}, rng),
-           conv2d_params{1, 1}},
+           conv2d_options{1, 1}},
           {nmtest::randn<TestType>({c2, c1, 3, 3}, rng, 0.5), nmtest::randn<TestType>({c2}, rng),
-           conv2d_params{1, 1}}};
-      std::vector<netmorph::p_activation> acts{netmorph::make_p_activation(phi, 0.0)};
+           conv2d_options{1, 1}}};
+      std::vector<netmorph::p_activation_fn> acts{netmorph::make_p_activation(phi, 0.0)};
       auto x = nmtest::randn<TestType>({2, c0, 8, 8}, rng);
       const auto y = run(x, net, acts);
       const auto identity = netmorph::make_p_activation(phi, 1.0);
@@ -61,7 +61,7 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
       // 2. Widen the new inner layer (its next layer is the second child, identity between).
       netmorph::widen_options w;
       w.new_channels = net[0].weight.dim(0) + 3;
-      w.phi = activation{activation_kind::identity};
+      w.phi = activation_fn{activation_kind::identity};
       w.seed = static_cast<std::uint64_t>(trial);
       auto wr = netmorph::widen(net[0], net[1], w);
       net[0] = wr.layer;
@@ -88,7 +88,7 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
       auto sr = netmorph::to_subnet(net[2], so);
       netmorph::widen_options w3;
       w3.new_channels = sr.layers[1].weight.dim(0) + 4;
-      w3.phi = activation{activation_kind::identity};
+      w3.phi = activation_fn{activation_kind::identity};
       auto wr3 = netmorph::widen(sr.layers[1], sr.layers[2], w3);
       sr.layers[1] = wr3.layer;
       sr.layers[2] = wr3.next;

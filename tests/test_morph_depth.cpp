@@ -3,8 +3,8 @@
 #include <cmath>
 #include <limits>
 
-using netmorph::conv2d_layer;
-using netmorph::conv2d_params;
+using netmorph::conv2d_options;
+using netmorph::conv2d_weights;
 using netmorph::deepen_options;
 using netmorph::depth_algorithm;
 using netmorph::tensor;
@@ -17,9 +17,9 @@ namespace {
 /// Relative error of the child against the parent on fresh random inputs of a random size,
 /// computed here, independently of the report.
 template <typename Scalar, typename Act>
-double child_error(const conv2d_layer<Scalar>& parent, const conv2d_layer<Scalar>& first,
-                   const conv2d_layer<Scalar>& second, std::mt19937_64& rng, Act act_between) {
-  const idx k = parent.weight.dim(2), pad = parent.params.padding;
+double child_error(const conv2d_weights<Scalar>& parent, const conv2d_weights<Scalar>& first,
+                   const conv2d_weights<Scalar>& second, std::mt19937_64& rng, Act act_between) {
+  const idx k = parent.weight.dim(2), pad = parent.options.padding;
   const idx hw = std::max<idx>(1, k - 2 * pad) + draw(rng, 0, 6);
   auto x = nmtest::randn<Scalar>({2, parent.weight.dim(1), hw, hw}, rng);
   auto y = netmorph::conv2d(x, parent);
@@ -32,8 +32,8 @@ double child_error(const conv2d_layer<Scalar>& parent, const conv2d_layer<Scalar
 }
 
 template <typename Scalar>
-double child_error(const conv2d_layer<Scalar>& parent, const conv2d_layer<Scalar>& first,
-                   const conv2d_layer<Scalar>& second, std::mt19937_64& rng) {
+double child_error(const conv2d_weights<Scalar>& parent, const conv2d_weights<Scalar>& first,
+                   const conv2d_weights<Scalar>& second, std::mt19937_64& rng) {
   return child_error(parent, first, second, rng, [](Scalar v) { return v; });
 }
 
@@ -213,8 +213,8 @@ TEMPLATE_TEST_CASE("'same' paddings are an approximate option that reports its b
   opt.k2 = 3;
   opt.padding = netmorph::depth_padding::same;
   auto r = netmorph::deepen(parent, opt);
-  REQUIRE(r.first.params.padding == 1);
-  REQUIRE(r.second.params.padding == 1);
+  REQUIRE(r.first.options.padding == 1);
+  REQUIRE(r.second.options.padding == 1);
   REQUIRE(r.report.relative_residual <= opt.tolerance);
   REQUIRE_FALSE(r.report.exact);
   REQUIRE(r.report.relative_output_error > 1e-3);
@@ -222,8 +222,8 @@ TEMPLATE_TEST_CASE("'same' paddings are an approximate option that reports its b
           Approx(child_error(parent, r.first, r.second, rng)).epsilon(1.0));  // same order
   opt.padding = netmorph::depth_padding::exact;
   auto e = netmorph::deepen(parent, opt);
-  REQUIRE(e.first.params.padding == 2);
-  REQUIRE(e.second.params.padding == 0);
+  REQUIRE(e.first.options.padding == 2);
+  REQUIRE(e.second.options.padding == 0);
   REQUIRE(e.report.exact);
 }
 
@@ -235,17 +235,17 @@ TEMPLATE_TEST_CASE("a strided parent puts its stride on the right child layer", 
   opt.mid_channels = 40;
   opt.k2 = 3;
   auto r = netmorph::deepen(parent, opt);
-  REQUIRE(r.first.params.stride == 1);
-  REQUIRE(r.second.params.stride == 2);
+  REQUIRE(r.first.options.stride == 1);
+  REQUIRE(r.second.options.stride == 2);
   REQUIRE(child_error(parent, r.first, r.second, rng) <= nmtest::exact_tolerance<TestType>());
   opt.k2 = 1;
   auto s = netmorph::deepen(parent, opt);
-  REQUIRE(s.first.params.stride == 2);
-  REQUIRE(s.second.params.stride == 1);
+  REQUIRE(s.first.options.stride == 2);
+  REQUIRE(s.second.options.stride == 1);
   REQUIRE(child_error(parent, s.first, s.second, rng) <= nmtest::exact_tolerance<TestType>());
   opt.stride = netmorph::stride_placement::second;
   auto t = netmorph::deepen(parent, opt);
-  REQUIRE(t.second.params.stride == 2);
+  REQUIRE(t.second.options.stride == 2);
   REQUIRE(child_error(parent, t.first, t.second, rng) <= nmtest::exact_tolerance<TestType>());
 }
 
@@ -257,8 +257,8 @@ TEMPLATE_TEST_CASE("deepen of a dense layer factorises W = W2 W1 with the bias r
     const idx in = draw(rng, 1, 30), out = draw(rng, 1, 12);
     const idx c1 = trial % 2 ? out + draw(rng, 0, 5) : in + draw(rng, 0, 5);
     CAPTURE(trial, in, out, c1);
-    netmorph::dense_layer<TestType> parent{nmtest::randn<TestType>({out, in}, rng),
-                                           nmtest::randn<TestType>({out}, rng)};
+    netmorph::dense_weights<TestType> parent{nmtest::randn<TestType>({out, in}, rng),
+                                             nmtest::randn<TestType>({out}, rng)};
     deepen_options opt;
     opt.mid_channels = c1;
     auto r = netmorph::deepen(parent, opt);
@@ -336,7 +336,7 @@ TEMPLATE_TEST_CASE("deepen rejects bad input with named messages", "[depth][erro
   NM_REQUIRE_THROWS_WITH(netmorph::deepen(rect), netmorph::shape_error,
                          "deepen: kernel must be square and non-empty, got 3x1");
   auto strided = parent;
-  strided.params.stride = 2;
+  strided.options.stride = 2;
   NM_REQUIRE_THROWS_WITH(netmorph::deepen(strided, with([](deepen_options& o) {
                                             o.k2 = 3;
                                             o.stride = netmorph::stride_placement::first;
@@ -354,10 +354,10 @@ TEMPLATE_TEST_CASE("deepen rejects bad input with named messages", "[depth][erro
                                             o.k1 = 5;
                                           })),
                          value_error, "deepen: IdMorph needs K1 = K = 3 (F1 is G), got K1 = 5");
-  netmorph::dense_layer<TestType> d{tensor<TestType>({3, 4}), tensor<TestType>()};
+  netmorph::dense_weights<TestType> d{tensor<TestType>({3, 4}), tensor<TestType>()};
   NM_REQUIRE_THROWS_WITH(netmorph::deepen(d, with([](deepen_options& o) { o.k2 = 3; })),
                          value_error, "deepen: a dense layer has 1x1 kernels, got K1 = 0, K2 = 3");
-  netmorph::dense_layer<TestType> d3{tensor<TestType>({3, 4, 1}), tensor<TestType>()};
+  netmorph::dense_weights<TestType> d3{tensor<TestType>({3, 4, 1}), tensor<TestType>()};
   NM_REQUIRE_THROWS_WITH(netmorph::deepen(d3), netmorph::shape_error,
                          "deepen: dense weight must be (out, in), got shape (3, 4, 1)");
 }

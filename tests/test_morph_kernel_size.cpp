@@ -1,7 +1,7 @@
 #include "support/test_support.hpp"
 
-using netmorph::conv2d_layer;
-using netmorph::conv2d_params;
+using netmorph::conv2d_options;
+using netmorph::conv2d_weights;
 using nmtest::draw;
 using nmtest::idx;
 
@@ -12,11 +12,11 @@ TEMPLATE_TEST_CASE("grow_kernel preserves the output at every pixel", "[kernel_s
     const idx c0 = draw(rng, 1, 4), c1 = draw(rng, 1, 4), k = draw(rng, 1, 5),
               grow = 2 * draw(rng, 0, 2), stride = draw(rng, 1, 2), pad = draw(rng, 0, 2);
     CAPTURE(trial, c0, c1, k, grow, stride, pad);
-    conv2d_layer<TestType> layer{nmtest::randn<TestType>({c1, c0, k, k}, rng),
-                                 nmtest::randn<TestType>({c1}, rng), conv2d_params{stride, pad}};
+    conv2d_weights<TestType> layer{nmtest::randn<TestType>({c1, c0, k, k}, rng),
+                                   nmtest::randn<TestType>({c1}, rng), conv2d_options{stride, pad}};
     auto r = netmorph::grow_kernel(layer, k + grow);
     REQUIRE(r.layer.weight.shape() == netmorph::shape_type{c1, c0, k + grow, k + grow});
-    REQUIRE(r.layer.params.padding == pad + grow / 2);
+    REQUIRE(r.layer.options.padding == pad + grow / 2);
     REQUIRE(r.report.relative_output_error <= nmtest::exact_tolerance<TestType>());
     REQUIRE(r.report.nonzero == Approx(double(k * k) / double((k + grow) * (k + grow))));
     const idx hw = std::max<idx>(1, k - 2 * pad) + draw(rng, 0, 5);
@@ -28,7 +28,7 @@ TEMPLATE_TEST_CASE("grow_kernel preserves the output at every pixel", "[kernel_s
 
 TEMPLATE_TEST_CASE("grow_kernel rejects shrinking, odd growth and bad weights",
                    "[kernel_size][error]", float, double) {
-  conv2d_layer<TestType> layer{netmorph::tensor<TestType>({2, 3, 3, 3}), {}, {}};
+  conv2d_weights<TestType> layer{netmorph::tensor<TestType>({2, 3, 3, 3}), {}, {}};
   NM_REQUIRE_THROWS_WITH(netmorph::grow_kernel(layer, 1), netmorph::value_error,
                          "grow_kernel: cannot shrink the kernel from 3 to 1");
   NM_REQUIRE_THROWS_WITH(netmorph::grow_kernel(layer, 4), netmorph::value_error,
@@ -36,7 +36,7 @@ TEMPLATE_TEST_CASE("grow_kernel rejects shrinking, odd growth and bad weights",
   layer.weight(0, 0, 0, 0) = std::numeric_limits<TestType>::quiet_NaN();
   NM_REQUIRE_THROWS_WITH(netmorph::grow_kernel(layer, 5), netmorph::value_error,
                          "grow_kernel: weight holds nan at index (0, 0, 0, 0)");
-  conv2d_layer<TestType> rect{netmorph::tensor<TestType>({2, 3, 3, 1}), {}, {}};
+  conv2d_weights<TestType> rect{netmorph::tensor<TestType>({2, 3, 3, 1}), {}, {}};
   NM_REQUIRE_THROWS_WITH(netmorph::grow_kernel(rect, 5), netmorph::shape_error,
                          "grow_kernel: kernel must be square, got 3x1");
 }

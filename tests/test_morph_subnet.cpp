@@ -1,7 +1,7 @@
 #include "support/test_support.hpp"
 
-using netmorph::conv2d_layer;
-using netmorph::conv2d_params;
+using netmorph::conv2d_options;
+using netmorph::conv2d_weights;
 using netmorph::split_kind;
 using netmorph::stacked_subnet_options;
 using netmorph::subnet_options;
@@ -66,8 +66,8 @@ TEMPLATE_TEST_CASE("a subnet with spread kernels reaches K~ > K exactly when wid
   auto r = netmorph::to_subnet(parent, o);
   CAPTURE(r.report.relative_residual);
   REQUIRE(r.report.k_tilde == 5);
-  REQUIRE(r.layers[0].params.padding == 2);
-  REQUIRE(r.layers[1].params.padding == 0);
+  REQUIRE(r.layers[0].options.padding == 2);
+  REQUIRE(r.layers[1].options.padding == 0);
   REQUIRE(r.report.exact);
   auto x = nmtest::randn<TestType>({2, 2, 6, 6}, rng);
   REQUIRE(

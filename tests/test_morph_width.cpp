@@ -3,12 +3,12 @@
 #include <optional>
 #include <set>
 
-using netmorph::activation;
+using netmorph::activation_fn;
 using netmorph::activation_kind;
-using netmorph::batch_norm;
-using netmorph::conv2d_layer;
-using netmorph::conv2d_params;
-using netmorph::dense_layer;
+using netmorph::batch_norm_weights;
+using netmorph::conv2d_options;
+using netmorph::conv2d_weights;
+using netmorph::dense_weights;
 using netmorph::tensor;
 using netmorph::widen_options;
 using netmorph::width_rule;
@@ -18,17 +18,17 @@ using nmtest::idx;
 namespace {
 
 template <typename Scalar>
-batch_norm<Scalar> random_bn(idx c, std::mt19937_64& rng) {
-  batch_norm<Scalar> bn{nmtest::randn<Scalar>({c}, rng), nmtest::randn<Scalar>({c}, rng),
-                        nmtest::randn<Scalar>({c}, rng), tensor<Scalar>({c}), 1e-5};
+batch_norm_weights<Scalar> random_bn(idx c, std::mt19937_64& rng) {
+  batch_norm_weights<Scalar> bn{nmtest::randn<Scalar>({c}, rng), nmtest::randn<Scalar>({c}, rng),
+                                nmtest::randn<Scalar>({c}, rng), tensor<Scalar>({c}), 1e-5};
   for (Scalar& v : bn.running_var)
     v = static_cast<Scalar>(0.5 + std::uniform_real_distribution<double>(0, 1)(rng));
   return bn;
 }
 
 template <typename Scalar>
-tensor<Scalar> between(tensor<Scalar> h, const std::optional<batch_norm<Scalar>>& bn,
-                       activation phi) {
+tensor<Scalar> between(tensor<Scalar> h, const std::optional<batch_norm_weights<Scalar>>& bn,
+                       activation_fn phi) {
   if (bn) h = netmorph::batch_norm_inference(std::move(h), *bn);
   return netmorph::apply(phi, std::move(h));
 }
@@ -48,17 +48,17 @@ TEMPLATE_TEST_CASE("widen conv -> conv preserves the function for every activati
       widen_options opt;
       opt.new_channels = c + draw(rng, 0, 6);
       opt.rule = rep % 4 == 3 ? width_rule::net2net : width_rule::netmorph;
-      opt.phi = activation{kind, 0.1};
+      opt.phi = activation_fn{kind, 0.1};
       opt.seed = static_cast<std::uint64_t>(trial);
       CAPTURE(netmorph::to_string(kind), trial, c0, c, c2, k, kn, with_bn, with_bias,
               opt.new_channels, int(opt.rule));
-      conv2d_layer<TestType> layer{
+      conv2d_weights<TestType> layer{
           nmtest::randn<TestType>({c, c0, k, k}, rng),
           with_bias ? nmtest::randn<TestType>({c}, rng) : tensor<TestType>(),
-          conv2d_params{1, k / 2}};
-      conv2d_layer<TestType> next{nmtest::randn<TestType>({c2, c, kn, kn}, rng),
-                                  nmtest::randn<TestType>({c2}, rng), conv2d_params{1, kn / 2}};
-      std::optional<batch_norm<TestType>> bn;
+          conv2d_options{1, k / 2}};
+      conv2d_weights<TestType> next{nmtest::randn<TestType>({c2, c, kn, kn}, rng),
+                                    nmtest::randn<TestType>({c2}, rng), conv2d_options{1, kn / 2}};
+      std::optional<batch_norm_weights<TestType>> bn;
       if (with_bn) bn = random_bn<TestType>(c, rng);
       auto r = netmorph::widen(layer, next, opt, bn);
       REQUIRE(r.layer.weight.dim(0) == opt.new_channels);
@@ -92,14 +92,14 @@ TEMPLATE_TEST_CASE("widen conv -> flatten -> dense gives each channel its H*W co
       widen_options opt;
       opt.new_channels = c + draw(rng, 1, 4);
       opt.rule = rep % 3 == 2 ? width_rule::net2net : width_rule::netmorph;
-      opt.phi = activation{kind, 0.1};
+      opt.phi = activation_fn{kind, 0.1};
       opt.seed = static_cast<std::uint64_t>(trial);
       CAPTURE(netmorph::to_string(kind), trial, c0, c, out, h, w, opt.new_channels, with_bn);
-      conv2d_layer<TestType> layer{nmtest::randn<TestType>({c, c0, 3, 3}, rng),
-                                   nmtest::randn<TestType>({c}, rng), conv2d_params{1, 1}};
-      dense_layer<TestType> next{nmtest::randn<TestType>({out, c * h * w}, rng),
-                                 nmtest::randn<TestType>({out}, rng)};
-      std::optional<batch_norm<TestType>> bn;
+      conv2d_weights<TestType> layer{nmtest::randn<TestType>({c, c0, 3, 3}, rng),
+                                     nmtest::randn<TestType>({c}, rng), conv2d_options{1, 1}};
+      dense_weights<TestType> next{nmtest::randn<TestType>({out, c * h * w}, rng),
+                                   nmtest::randn<TestType>({out}, rng)};
+      std::optional<batch_norm_weights<TestType>> bn;
       if (with_bn) bn = random_bn<TestType>(c, rng);
       auto r = netmorph::widen(layer, next, opt, bn);
       REQUIRE(r.next.weight.shape() == netmorph::shape_type{out, opt.new_channels * h * w});
@@ -124,13 +124,13 @@ TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", floa
     widen_options opt;
     opt.new_channels = c + draw(rng, 0, 10);
     opt.rule = trial % 2 ? width_rule::net2net : width_rule::netmorph;
-    opt.phi = activation{nmtest::all_activation_kinds()[trial % 8], 0.1};
+    opt.phi = activation_fn{nmtest::all_activation_kinds()[trial % 8], 0.1};
     opt.seed = static_cast<std::uint64_t>(trial);
     CAPTURE(trial, in, c, out, opt.new_channels);
-    dense_layer<TestType> layer{nmtest::randn<TestType>({c, in}, rng),
-                                nmtest::randn<TestType>({c}, rng)};
-    dense_layer<TestType> next{nmtest::randn<TestType>({out, c}, rng),
-                               nmtest::randn<TestType>({out}, rng)};
+    dense_weights<TestType> layer{nmtest::randn<TestType>({c, in}, rng),
+                                  nmtest::randn<TestType>({c}, rng)};
+    dense_weights<TestType> next{nmtest::randn<TestType>({out, c}, rng),
+                                 nmtest::randn<TestType>({out}, rng)};
     auto r = netmorph::widen(layer, next, opt);
     REQUIRE(r.report.relative_output_error <= tol);
     auto x = nmtest::randn<TestType>({4, in}, rng);
@@ -143,13 +143,13 @@ TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", floa
 TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exact", "[width]") {
   std::mt19937_64 rng(3);
   // Incoming side (1 x 1 x 1 + bias = 2 values) is smaller than the outgoing (8 x 3 x 3).
-  conv2d_layer<double> layer{
+  conv2d_weights<double> layer{
       nmtest::randn<double>({2, 1, 1, 1}, rng), nmtest::randn<double>({2}, rng), {}};
-  conv2d_layer<double> next{nmtest::randn<double>({8, 2, 3, 3}, rng), {}, conv2d_params{1, 1}};
+  conv2d_weights<double> next{nmtest::randn<double>({8, 2, 3, 3}, rng), {}, conv2d_options{1, 1}};
   widen_options opt;
   opt.new_channels = 4;
   opt.permute = false;
-  opt.phi = activation{activation_kind::tanh};
+  opt.phi = activation_fn{activation_kind::tanh};
   auto r = netmorph::widen(layer, next, opt);
   REQUIRE(r.report.zeroed_incoming);
   REQUIRE(r.report.nonzero_layer == Approx(0.5));  // two of four incoming filters are zero
@@ -157,7 +157,7 @@ TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exac
   REQUIRE(r.layer.weight(3, 0, 0, 0) == 0.0);
   REQUIRE(r.next.weight(0, 3, 1, 1) != 0.0);
   // sigmoid(0) = 1/2: a zero incoming side would leak into the next layer, so zero the outgoing.
-  opt.phi = activation{activation_kind::sigmoid};
+  opt.phi = activation_fn{activation_kind::sigmoid};
   auto s = netmorph::widen(layer, next, opt);
   REQUIRE_FALSE(s.report.zeroed_incoming);
   REQUIRE(s.layer.weight(3, 0, 0, 0) != 0.0);
@@ -168,27 +168,27 @@ TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exac
 TEMPLATE_TEST_CASE("widen rejects a shrinking width and mismatched layers", "[width][error]", float,
                    double) {
   using T = tensor<TestType>;
-  conv2d_layer<TestType> layer{T({4, 3, 3, 3}), T({4}), {}};
-  conv2d_layer<TestType> next{T({2, 4, 3, 3}), {}, {}};
+  conv2d_weights<TestType> layer{T({4, 3, 3, 3}), T({4}), {}};
+  conv2d_weights<TestType> next{T({2, 4, 3, 3}), {}, {}};
   widen_options opt;
   opt.new_channels = 3;
   NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, next, opt), netmorph::value_error,
                          "widen: cannot shrink from 4 to 3 channels");
   opt.new_channels = 6;
-  conv2d_layer<TestType> bad_next{T({2, 5, 3, 3}), {}, {}};
+  conv2d_weights<TestType> bad_next{T({2, 5, 3, 3}), {}, {}};
   NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, bad_next, opt), netmorph::shape_error,
                          "widen: layer has 4 output channels, next layer expects 5");
-  dense_layer<TestType> dn{T({2, 10}), {}};
+  dense_weights<TestType> dn{T({2, 10}), {}};
   NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, dn, opt), netmorph::shape_error,
                          "widen: dense input 10 is not a multiple of the layer's 4 channels");
-  auto bn = batch_norm<TestType>::identity(5);
+  auto bn = batch_norm_weights<TestType>::identity(5);
   NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, next, opt, bn), netmorph::shape_error,
                          "widen: batch norm has 5 channels, expected 4");
   auto nan_layer = layer;
   nan_layer.bias(2) = std::numeric_limits<TestType>::quiet_NaN();
   NM_REQUIRE_THROWS_WITH(netmorph::widen(nan_layer, next, opt), netmorph::value_error,
                          "widen: bias holds nan at index (2)");
-  dense_layer<TestType> d1{T({4, 3}), {}}, d2{T({2, 5}), {}};
+  dense_weights<TestType> d1{T({4, 3}), {}}, d2{T({2, 5}), {}};
   NM_REQUIRE_THROWS_WITH(netmorph::widen(d1, d2, opt), netmorph::shape_error,
                          "widen: layer has 4 outputs, next layer expects 5");
 }

@@ -2,7 +2,7 @@
 
 #include <netmorph/nn/model.hpp>
 
-using netmorph::activation;
+using netmorph::activation_fn;
 using netmorph::activation_kind;
 using netmorph::tensor;
 using nmtest::draw;
@@ -89,16 +89,16 @@ TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite diffe
   check_gradients(mp_overlap, nmtest::randn<double>({2, 3, 7, 6}, rng), rng);
   nn::flatten<double> f;
   check_gradients(f, nmtest::randn<double>({2, 3, 2, 2}, rng), rng);
-  auto bnp = netmorph::batch_norm<double>::identity(3);
+  auto bnp = netmorph::batch_norm_weights<double>::identity(3);
   bnp.gamma = nmtest::randn<double>({3}, rng);
   bnp.beta = nmtest::randn<double>({3}, rng);
-  nn::batch_norm_layer<double> bn_train(bnp), bn_eval(bnp);
+  nn::batch_norm<double> bn_train(bnp), bn_eval(bnp);
   check_gradients(bn_train, nmtest::randn<double>({4, 3, 2, 3}, rng), rng, true);
   // Inference mode uses the running statistics.
   auto xe = nmtest::randn<double>({4, 3, 2, 3}, rng);
   REQUIRE(netmorph::relative_error(bn_eval.forward(xe, false),
                                    netmorph::batch_norm_inference(xe, bnp)) <= 1e-14);
-  nn::batch_norm_layer<double> bn_dense(bnp);
+  nn::batch_norm<double> bn_dense(bnp);
   check_gradients(bn_dense, nmtest::randn<double>({5, 3}, rng), rng, true);
   // Dropout with a fixed mask: reseed before every forward so the finite differences see it.
   nn::dropout<double> d(0.3);
@@ -129,9 +129,9 @@ TEST_CASE("activation and P-activation gradients (including d/da) match finite d
     auto x = nmtest::randn<double>({3, 5}, rng);
     for (double& v : x)
       if (std::abs(v) < 1e-3) v += 0.01;  // away from kinks
-    nn::activation_layer<double> a(activation{k, 0.2});
+    nn::activation<double> a(activation_fn{k, 0.2});
     check_gradients(a, x, rng);
-    nn::p_activation_layer<double> p(netmorph::make_p_activation(activation{k, 0.2}, 0.37));
+    nn::p_activation<double> p(netmorph::make_p_activation(activation_fn{k, 0.2}, 0.37));
     check_gradients(p, x, rng);
   }
 }
@@ -141,11 +141,11 @@ TEST_CASE("parallel blocks sum their paths in both directions", "[nn][gradient]"
   std::vector<nn::layer_list<double>> paths(3);
   paths[0].push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({2, 2, 3, 3}, rng),
                                                           nmtest::randn<double>({2}, rng),
-                                                          netmorph::conv2d_params{1, 1}));
+                                                          netmorph::conv2d_options{1, 1}));
   paths[1].push_back(std::make_unique<nn::conv2d<double>>(
-      nmtest::randn<double>({2, 2, 1, 1}, rng), tensor<double>(), netmorph::conv2d_params{}));
+      nmtest::randn<double>({2, 2, 1, 1}, rng), tensor<double>(), netmorph::conv2d_options{}));
   paths[1].push_back(
-      std::make_unique<nn::activation_layer<double>>(activation{activation_kind::tanh}));
+      std::make_unique<nn::activation<double>>(activation_fn{activation_kind::tanh}));
   // paths[2] empty: the identity shortcut of a residual block.
   nn::parallel<double> par(std::move(paths));
   check_gradients(par, nmtest::randn<double>({2, 2, 4, 4}, rng), rng);
@@ -179,7 +179,7 @@ TEST_CASE("layers reject bad configurations with named messages", "[nn][error]")
                          "nn::pool2d: window and stride must be >= 1, got 0 and 1");
   NM_REQUIRE_THROWS_WITH(nn::conv2d<double>(tensor<double>({2, 3, 3, 3}), tensor<double>({3}), {}),
                          netmorph::shape_error, "nn::conv2d: bias must have shape (2), got (3)");
-  NM_REQUIRE_THROWS_WITH(nn::p_activation_layer<double>(netmorph::p_activation{activation{}, 2.0}),
+  NM_REQUIRE_THROWS_WITH(nn::p_activation<double>(netmorph::p_activation_fn{activation_fn{}, 2.0}),
                          netmorph::value_error, "make_p_activation: a must be in [0, 1], got 2");
   nn::model<double> m({1, 8, 8});
   m.add(nn::conv2d<double>(tensor<double>({4, 1, 3, 3}), tensor<double>({4}), {1, 1}));

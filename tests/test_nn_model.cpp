@@ -4,7 +4,7 @@
 
 #include <sstream>
 
-using netmorph::activation;
+using netmorph::activation_fn;
 using netmorph::activation_kind;
 using netmorph::tensor;
 using nmtest::draw;
@@ -36,7 +36,7 @@ TEMPLATE_TEST_CASE("training decreases the loss on a small synthetic task", "[nn
                    double) {
   auto rng = nmtest::make_rng(120);
   auto data = synthetic<TestType>(96, rng);
-  nn::architecture_template t;
+  nn::architecture_options t;
   t.classes = 3;
   t.dense_head = {16};
   t.batch_norm = true;
@@ -60,7 +60,7 @@ TEMPLATE_TEST_CASE("training decreases the loss on a small synthetic task", "[nn
 TEST_CASE("a seed makes training reproducible", "[nn][train]") {
   std::mt19937_64 rng(3);
   auto data = synthetic<double>(48, rng);
-  nn::architecture_template t;
+  nn::architecture_options t;
   t.classes = 3;
   auto run = [&]() {
     auto m = nn::parse_architecture<double>("(3:4)", {1, 8, 8}, t);
@@ -75,10 +75,10 @@ TEST_CASE("a seed makes training reproducible", "[nn][train]") {
 TEMPLATE_TEST_CASE("every morph operation on (5:32)(5:32)(5:64) keeps the network's function",
                    "[nn][morph]", float, double) {
   const double tol = nmtest::exact_tolerance<TestType>();
-  nn::architecture_template t;
+  nn::architecture_options t;
   t.dense_head = {64};
   t.batch_norm = true;
-  t.act = activation{activation_kind::tanh};
+  t.act = activation_fn{activation_kind::tanh};
   t.seed = 11;
   auto m = nn::parse_architecture<TestType>("(5:32)(5:32)(5:64)", {1, 28, 28}, t);
   REQUIRE(nn::to_notation(m) == "(5:32)(5:32)(5:64)");
@@ -144,13 +144,13 @@ TEST_CASE("a morph carries the SGD velocities over, moved with the channel permu
           "[nn][morph]") {
   std::mt19937_64 rng(5);
   auto data = synthetic<double>(32, rng);
-  nn::architecture_template t;
+  nn::architecture_options t;
   t.classes = 3;
   t.batch_norm = true;
   auto m = nn::parse_architecture<double>("(3:6)(3:6)", {1, 8, 8}, t);
   nn::train_epoch(m, data, nn::sgd{0.01, 0.9, 0}, 8);
   auto* c0 = dynamic_cast<nn::conv2d<double>*>(&m.at(0));
-  auto* bn = dynamic_cast<nn::batch_norm_layer<double>*>(&m.at(1));
+  auto* bn = dynamic_cast<nn::batch_norm<double>*>(&m.at(1));
   auto* c1 = dynamic_cast<nn::conv2d<double>*>(&m.at(4));
   REQUIRE((c0 && bn && c1));
   const auto v0 = c0->weight().velocity, vb = c0->bias().velocity, vg = bn->gamma().velocity,
@@ -197,7 +197,7 @@ TEST_CASE("a morph carries the SGD velocities over, moved with the channel permu
 
 TEST_CASE("the architecture notation round-trips and names the position of errors",
           "[nn][notation]") {
-  nn::architecture_template t;
+  nn::architecture_options t;
   auto m = nn::parse_architecture<double>("[(5:32x4)(1:32)]x2[(5:64x4)(1:64)]", {1, 28, 28}, t);
   REQUIRE(nn::to_notation(m) == "[(5:32x4)(1:32)]x2[(5:64x4)(1:64)]");
   idx convs = 0, pools = 0;
@@ -250,9 +250,9 @@ TEST_CASE("morph operations refuse layers they cannot morph", "[nn][morph][error
 
 TEST_CASE("model backward returns the input gradient only when asked", "[nn][gradient]") {
   std::mt19937_64 rng(21);
-  nn::architecture_template t;
+  nn::architecture_options t;
   t.classes = 3;
-  t.act = activation{activation_kind::tanh};
+  t.act = activation_fn{activation_kind::tanh};
   auto m = nn::parse_architecture<double>("(3:2)", {1, 4, 4}, t);
   auto x = nmtest::randn<double>({2, 1, 4, 4}, rng);
   const auto r = nmtest::randn<double>({2, 3}, rng);
@@ -282,8 +282,8 @@ TEST_CASE("model backward returns the input gradient only when asked", "[nn][gra
 
 TEMPLATE_TEST_CASE("nn::to_subnet replaces a conv by a P-activated chain and keeps the function",
                    "[nn][morph]", float, double) {
-  nn::architecture_template t;
-  t.act = activation{activation_kind::sigmoid};
+  nn::architecture_options t;
+  t.act = activation_fn{activation_kind::sigmoid};
   auto m = nn::parse_architecture<TestType>("(3:4)(3:6)", {2, 8, 8}, t);
   std::mt19937_64 rng(31);
   auto x = nmtest::randn<TestType>({2, 2, 8, 8}, rng);
@@ -305,7 +305,7 @@ TEMPLATE_TEST_CASE("a model's reused training buffers give the results of a fres
                    "[nn][train]", float, double) {
   const double tol = nmtest::exact_tolerance<TestType>();
   auto rng = nmtest::make_rng(121);
-  nn::architecture_template t;
+  nn::architecture_options t;
   t.classes = 3;
   t.dense_head = {8};
   t.seed = 5;

@@ -1,6 +1,6 @@
 #include "support/test_support.hpp"
 
-using netmorph::conv2d_params;
+using netmorph::conv2d_options;
 using netmorph::shape_error;
 using netmorph::value_error;
 using nmtest::draw;
@@ -47,10 +47,10 @@ TEMPLATE_TEST_CASE("stacked convolutions equal the composed convolution at every
     auto b1 = nmtest::randn<TestType>({c1}, rng);
     auto b2 = nmtest::randn<TestType>({c2}, rng);
     // The stride goes on the second layer (or on the first when K2 = 1).
-    const conv2d_params p1{k2 == 1 ? stride : 1, pad}, p2{k2 == 1 ? 1 : stride, 0};
+    const conv2d_options p1{k2 == 1 ? stride : 1, pad}, p2{k2 == 1 ? 1 : stride, 0};
     auto stacked = netmorph::conv2d(netmorph::conv2d(x, f1, b1, p1), f2, b2, p2);
     auto direct = netmorph::conv2d(x, netmorph::compose(f2, f1), netmorph::compose_bias(f2, b1, b2),
-                                   conv2d_params{stride, pad});
+                                   conv2d_options{stride, pad});
     REQUIRE(stacked.shape() == direct.shape());
     REQUIRE(netmorph::relative_error(stacked, direct) <= nmtest::exact_tolerance<TestType>());
   }
@@ -63,8 +63,8 @@ TEMPLATE_TEST_CASE("'same' paddings on both stacked layers are not exact at the 
   auto f1 = nmtest::randn<TestType>({3, 2, 3, 3}, rng);
   auto f2 = nmtest::randn<TestType>({2, 3, 3, 3}, rng);
   auto stacked =
-      netmorph::conv2d(netmorph::conv2d(x, f1, conv2d_params{1, 1}), f2, conv2d_params{1, 1});
-  auto direct = netmorph::conv2d(x, netmorph::compose(f2, f1), conv2d_params{1, 2});
+      netmorph::conv2d(netmorph::conv2d(x, f1, conv2d_options{1, 1}), f2, conv2d_options{1, 1});
+  auto direct = netmorph::conv2d(x, netmorph::compose(f2, f1), conv2d_options{1, 2});
   REQUIRE(stacked.shape() == direct.shape());
   REQUIRE(netmorph::relative_error(stacked, direct) > 1e-3);
   // ... while the interior (away from the 1-pixel re-padded ring) agrees.
@@ -109,8 +109,8 @@ TEMPLATE_TEST_CASE("pad_kernel and crop_kernel are centred inverses", "[compose]
   auto x = nmtest::randn<TestType>({1, 3, 6, 6}, rng);
   auto g = nmtest::randn<TestType>({2, 3, 3, 3}, rng);
   REQUIRE(netmorph::relative_error(
-              netmorph::conv2d(x, netmorph::pad_kernel(g, 5, 5), conv2d_params{1, 2}),
-              netmorph::conv2d(x, g, conv2d_params{1, 1})) <= nmtest::exact_tolerance<TestType>());
+              netmorph::conv2d(x, netmorph::pad_kernel(g, 5, 5), conv2d_options{1, 2}),
+              netmorph::conv2d(x, g, conv2d_options{1, 1})) <= nmtest::exact_tolerance<TestType>());
 }
 
 TEMPLATE_TEST_CASE("kernel and filter helpers reject bad sizes with named messages",

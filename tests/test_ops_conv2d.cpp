@@ -1,6 +1,6 @@
 #include "support/test_support.hpp"
 
-using netmorph::conv2d_params;
+using netmorph::conv2d_options;
 using netmorph::shape_error;
 using netmorph::value_error;
 using nmtest::draw;
@@ -20,7 +20,7 @@ TEMPLATE_TEST_CASE("conv2d equals the naive loop on random shapes, strides and p
     auto x = nmtest::randn<TestType>({n, ci, h, w}, rng);
     auto wt = nmtest::randn<TestType>({co, ci, kh, kw}, rng);
     auto b = with_bias ? nmtest::randn<TestType>({co}, rng) : netmorph::tensor<TestType>();
-    auto y = netmorph::conv2d(x, wt, b, conv2d_params{stride, pad});
+    auto y = netmorph::conv2d(x, wt, b, conv2d_options{stride, pad});
     auto ref = nmtest::naive_conv2d(x, wt, b, stride, pad);
     REQUIRE(y.shape() == ref.shape());
     REQUIRE(netmorph::relative_error(y, ref) <= nmtest::exact_tolerance<TestType>());
@@ -33,7 +33,7 @@ TEMPLATE_TEST_CASE("conv2d with a centred delta and 'same' padding is the identi
   auto x = nmtest::randn<TestType>({2, 3, 7, 6}, rng);
   for (idx k : {1, 3, 5}) {
     auto y =
-        netmorph::conv2d(x, netmorph::identity_filter<TestType>(3, k), conv2d_params{1, k / 2});
+        netmorph::conv2d(x, netmorph::identity_filter<TestType>(3, k), conv2d_options{1, k / 2});
     REQUIRE(y == x);
   }
 }
@@ -41,13 +41,13 @@ TEMPLATE_TEST_CASE("conv2d with a centred delta and 'same' padding is the identi
 TEMPLATE_TEST_CASE("conv2d layer overload uses the layer's stride, padding and bias", "[conv2d]",
                    float, double) {
   auto rng = nmtest::make_rng(12);
-  netmorph::conv2d_layer<TestType> layer{nmtest::randn<TestType>({4, 2, 3, 3}, rng),
-                                         nmtest::randn<TestType>({4}, rng), conv2d_params{2, 1}};
+  netmorph::conv2d_weights<TestType> layer{nmtest::randn<TestType>({4, 2, 3, 3}, rng),
+                                           nmtest::randn<TestType>({4}, rng), conv2d_options{2, 1}};
   auto x = nmtest::randn<TestType>({1, 2, 9, 9}, rng);
   REQUIRE(netmorph::conv2d(x, layer) ==
-          netmorph::conv2d(x, layer.weight, layer.bias, layer.params));
+          netmorph::conv2d(x, layer.weight, layer.bias, layer.options));
   REQUIRE(netmorph::conv2d(x, layer).shape() == netmorph::shape_type{1, 4, 5, 5});
-  auto nb = netmorph::conv2d(x, layer.weight, layer.params);
+  auto nb = netmorph::conv2d(x, layer.weight, layer.options);
   REQUIRE(netmorph::relative_error(
               nb, nmtest::naive_conv2d(x, layer.weight, netmorph::tensor<TestType>(), 2, 1)) <=
           nmtest::exact_tolerance<TestType>());
@@ -65,9 +65,9 @@ TEMPLATE_TEST_CASE("conv2d rejects bad operands with named messages", "[conv2d][
                          "conv2d: weight must be OIHW (rank 4), got shape (2, 3, 3)");
   NM_REQUIRE_THROWS_WITH(netmorph::conv2d(x, w3, T({3})), shape_error,
                          "conv2d: bias must have shape (2), got (3)");
-  NM_REQUIRE_THROWS_WITH(netmorph::conv2d(x, w3, conv2d_params{0, 0}), value_error,
+  NM_REQUIRE_THROWS_WITH(netmorph::conv2d(x, w3, conv2d_options{0, 0}), value_error,
                          "conv2d: stride must be >= 1, got 0");
-  NM_REQUIRE_THROWS_WITH(netmorph::conv2d(x, w3, conv2d_params{1, -1}), value_error,
+  NM_REQUIRE_THROWS_WITH(netmorph::conv2d(x, w3, conv2d_options{1, -1}), value_error,
                          "conv2d: padding must be >= 0, got -1");
   NM_REQUIRE_THROWS_WITH(netmorph::conv2d(x, T({2, 3, 7, 7})), shape_error,
                          "conv2d: kernel extent 7 does not fit input extent 5 with padding 0");
@@ -77,7 +77,7 @@ TEMPLATE_TEST_CASE("conv2d rejects bad operands with named messages", "[conv2d][
 
 TEMPLATE_TEST_CASE("conv2d of an empty batch is an empty batch", "[conv2d]", float, double) {
   using T = netmorph::tensor<TestType>;
-  auto y = netmorph::conv2d(T({0, 2, 4, 4}), T({3, 2, 3, 3}), conv2d_params{1, 1});
+  auto y = netmorph::conv2d(T({0, 2, 4, 4}), T({3, 2, 3, 3}), conv2d_options{1, 1});
   REQUIRE(y.shape() == netmorph::shape_type{0, 3, 4, 4});
 }
 
@@ -140,7 +140,7 @@ TEMPLATE_TEST_CASE(
     const idx stride = wide ? 1 : draw(rng, 1, 2), pad = draw(rng, 0, 5);
     const idx h = draw(rng, std::max<idx>(1, kh - 2 * pad), 9),
               w = draw(rng, std::max<idx>(1, kw - 2 * pad), 9);
-    const conv2d_params p{stride, pad};
+    const conv2d_options p{stride, pad};
     const T x = nmtest::randn<TestType>({n, ci, h, w}, rng);
     const T wt = nmtest::randn<TestType>({co, ci, kh, kw}, rng);
     const T b = nmtest::randn<TestType>({co}, rng);
@@ -179,13 +179,13 @@ TEMPLATE_TEST_CASE("conv2d's reused output buffers and workspace give the result
     for (idx block : {idx(0), idx(3)}) {
       CAPTURE(n, block);
       const T x = nmtest::randn<TestType>({n, 6, 7, 8}, rng);
-      netmorph::detail::conv2d_forward(x, wt, b.data(), conv2d_params{1, 1}, y, ws, block);
-      REQUIRE(netmorph::relative_error(y, netmorph::conv2d(x, wt, b, conv2d_params{1, 1})) <=
+      netmorph::detail::conv2d_forward(x, wt, b.data(), conv2d_options{1, 1}, y, ws, block);
+      REQUIRE(netmorph::relative_error(y, netmorph::conv2d(x, wt, b, conv2d_options{1, 1})) <=
               nmtest::exact_tolerance<TestType>());
       netmorph::detail::conv2d_workspace<TestType> fresh_ws;
       T fresh;
-      netmorph::detail::conv2d_backward_input(y, wt, conv2d_params{1, 1}, 7, 8, dx, ws, block);
-      netmorph::detail::conv2d_backward_input(y, wt, conv2d_params{1, 1}, 7, 8, fresh, fresh_ws,
+      netmorph::detail::conv2d_backward_input(y, wt, conv2d_options{1, 1}, 7, 8, dx, ws, block);
+      netmorph::detail::conv2d_backward_input(y, wt, conv2d_options{1, 1}, 7, 8, fresh, fresh_ws,
                                               block);
       REQUIRE(dx == fresh);
     }
@@ -211,7 +211,7 @@ TEMPLATE_TEST_CASE("conv2d called from inside a parallel region with nesting ena
 #pragma omp parallel num_threads(2)
   {
     netmorph::detail::conv2d_workspace<TestType> ws;
-    netmorph::detail::conv2d_forward(x, wt, b.data(), conv2d_params{1, 1},
+    netmorph::detail::conv2d_forward(x, wt, b.data(), conv2d_options{1, 1},
                                      out[std::size_t(omp_get_thread_num())], ws);
   }
   omp_set_max_active_levels(levels);
@@ -233,7 +233,7 @@ TEMPLATE_TEST_CASE("conv2d's weight gradient is the same on every call, whatever
     T first;
     for (int call = 0; call < 20; ++call) {
       T dw({4, 6, 3, 3}), db({4});
-      netmorph::detail::conv2d_backward_weight(x, dy, 3, 3, conv2d_params{1, 1}, dw.data(),
+      netmorph::detail::conv2d_backward_weight(x, dy, 3, 3, conv2d_options{1, 1}, dw.data(),
                                                db.data(), ws, block);
       if (call == 0) first = dw;
       REQUIRE(dw == first);

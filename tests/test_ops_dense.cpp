@@ -28,7 +28,7 @@ TEMPLATE_TEST_CASE("dense equals the naive loop on random shapes", "[dense][prop
     auto yc = netmorph::conv2d(x.reshape({n, in, 1, 1}), w.reshape({out, in, 1, 1}), b);
     REQUIRE(netmorph::relative_error(yc.reshape({n, out}), ref) <=
             nmtest::exact_tolerance<TestType>());
-    netmorph::dense_layer<TestType> layer{w, b};
+    netmorph::dense_weights<TestType> layer{w, b};
     REQUIRE(netmorph::dense(x, layer) == y);
   }
 }

@@ -10,8 +10,8 @@
 
 using netmorph::shape_error;
 using netmorph::tensor;
-using netmorph::solve::factor_solve_info;
-using netmorph::solve::factor_solve_settings;
+using netmorph::solve::factor_solve_options;
+using netmorph::solve::factor_solve_report;
 using nmtest::draw;
 using nmtest::idx;
 
@@ -151,7 +151,7 @@ TEST_CASE("solve_second_factor: overdetermined systems give the least-squares so
     CAPTURE(trial, cin, cmid, cout, kf, kx);
     auto f = nmtest::randn<double>({cmid, cin, kf, kf}, rng);
     auto t = nmtest::randn<double>({cout, cin, kt, kt}, rng);
-    factor_solve_info info;
+    factor_solve_report info;
     auto x = netmorph::solve::solve_second_factor(t, f, kx, rng, {}, &info);
     REQUIRE_FALSE(info.underdetermined);
     const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, kx);
@@ -169,9 +169,9 @@ TEST_CASE("solve_second_factor: overdetermined systems give the least-squares so
     } else {
       REQUIRE(info.route == netmorph::solve::ls_route::cod);
     }
-    factor_solve_settings cod;
+    factor_solve_options cod;
     cod.force_cod = true;
-    factor_solve_info cinfo;
+    factor_solve_report cinfo;
     auto xc = netmorph::solve::solve_second_factor(t, f, kx, rng, cod, &cinfo);
     REQUIRE(cinfo.route == netmorph::solve::ls_route::cod);
     REQUIRE((rows_of(xc) - ref).norm() <= 1e-8 * (1 + ref.norm()));
@@ -202,9 +202,9 @@ TEST_CASE("solve_second_factor: underdetermined systems are least squares, dense
     if (best <= 1e-10) ++exact;
     for (bool cod : {false, true}) {
       CAPTURE(cod);
-      factor_solve_settings s;
+      factor_solve_options s;
       s.force_cod = cod;
-      factor_solve_info info;
+      factor_solve_report info;
       auto x = netmorph::solve::solve_second_factor(t, f, kx, rng, s, &info);
       REQUIRE(info.underdetermined);
       REQUIRE(info.kronecker == (kf == 1 && kx > 1));
@@ -232,7 +232,7 @@ TEST_CASE("solve_first_factor solves compose(F2, X) = T", "[solve][property]") {
     CAPTURE(trial, c0, c1, c2, k1, k2);
     auto f2 = nmtest::randn<double>({c2, c1, k2, k2}, rng);
     auto t = nmtest::randn<double>({c2, c0, kt, kt}, rng);
-    factor_solve_info info;
+    factor_solve_report info;
     auto x = netmorph::solve::solve_first_factor(t, f2, k1, rng, {}, &info);
     REQUIRE(x.shape() == netmorph::shape_type{c1, c0, k1, k1});
     REQUIRE(netmorph::relative_error(netmorph::compose(f2, x), t) <= 1e-10);
@@ -245,7 +245,7 @@ TEST_CASE("a rank-deficient system falls back to the orthogonal decomposition", 
   auto f = nmtest::randn<double>({2, 1, 1, 1}, rng);
   f(1, 0, 0, 0) = f(0, 0, 0, 0);
   auto t = nmtest::randn<double>({3, 1, 1, 1}, rng);
-  factor_solve_info info;
+  factor_solve_report info;
   auto x = netmorph::solve::solve_second_factor(t, f, 1, rng, {}, &info);
   REQUIRE(info.underdetermined);
   REQUIRE(netmorph::relative_error(netmorph::compose(x, f), t) <= 1e-12);
@@ -253,7 +253,7 @@ TEST_CASE("a rank-deficient system falls back to the orthogonal decomposition", 
   for (idx i = 0; i < 3; ++i)
     f3(1, i, 0, 0) = 2 * f3(0, i, 0, 0);  // rank 1, overdetermined
   auto t3 = nmtest::randn<double>({2, 3, 1, 1}, rng);
-  factor_solve_info info3;
+  factor_solve_report info3;
   auto x3 = netmorph::solve::solve_second_factor(t3, f3, 1, rng, {}, &info3);
   REQUIRE(info3.route == netmorph::solve::ls_route::cod);
   const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f3, 1);
@@ -273,7 +273,7 @@ TEST_CASE("factor solves reject shapes that do not fit", "[solve][error]") {
   NM_REQUIRE_THROWS_WITH(
       netmorph::solve::solve_first_factor(t, tensor<double>({3, 4, 1, 1}), 3, rng), shape_error,
       "solve_first_factor: target has 2 output channels, F2 has 3");
-  factor_solve_settings tiny;
+  factor_solve_options tiny;
   tiny.force_cod = true;
   tiny.max_explicit_entries = 10;
   NM_REQUIRE_THROWS_WITH(

@@ -40,7 +40,7 @@ inline const char* to_string(activation_kind k) {
 }
 
 /// An activation `phi` with its parameter (the negative slope of leaky ReLU, the alpha of ELU).
-struct activation {
+struct activation_fn {
   activation_kind kind = activation_kind::relu;
   double param = 0.01;
 
@@ -101,8 +101,8 @@ struct activation {
 
 /// The parametric activation \f$ P\phi_a = (1 - a)\phi + a x \f$ (PReLU when phi is ReLU).
 /// Construct it with `make_p_activation`, which checks `a`.
-struct p_activation {
-  activation phi;
+struct p_activation_fn {
+  activation_fn phi;
   double a = 1.0;
 
   /// \f$ (1-a)\phi(x) + a x \f$.
@@ -115,10 +115,10 @@ struct p_activation {
 
 /// A P-activation with a checked `a`.
 /// \throws value_error unless `a` is in [0, 1].
-inline p_activation make_p_activation(activation phi, double a = 1.0) {
+inline p_activation_fn make_p_activation(activation_fn phi, double a = 1.0) {
   detail::require<value_error>(a >= 0.0 && a <= 1.0, "make_p_activation: a must be in [0, 1], got ",
                                a, " (for ", to_string(phi.kind), ")");
-  return p_activation{phi, a};
+  return p_activation_fn{phi, a};
 }
 
 /// Elementwise application of anything with a `value(double)` member.

@@ -23,9 +23,9 @@
 namespace netmorph {
 
 /// Signed index type used for every size and index in netmorph (as Eigen::Index).
-using index = std::ptrdiff_t;
+using index_type = std::ptrdiff_t;
 /// A tensor shape, outermost dimension first.
-using shape_type = std::vector<index>;
+using shape_type = std::vector<index_type>;
 
 /// Owning n-d array of `Scalar` in row-major order.
 ///
@@ -63,8 +63,8 @@ class tensor {
   /// A tensor of the given shape holding `values` in row-major order.
   /// Throws `shape_error` when the number of values differs from the shape's size.
   tensor(shape_type shape, std::vector<Scalar> values) : shape_(std::move(shape)) {
-    const index n = checked_size(shape_, "tensor");
-    detail::require<shape_error>(static_cast<index>(values.size()) == n, "tensor: shape ",
+    const index_type n = checked_size(shape_, "tensor");
+    detail::require<shape_error>(static_cast<index_type>(values.size()) == n, "tensor: shape ",
                                  detail::shape_string(shape_), " holds ", n, " values, got ",
                                  values.size());
     data_ = std::move(values);
@@ -94,16 +94,16 @@ class tensor {
     return t;
   }
 
-  index rank() const { return static_cast<index>(shape_.size()); }
-  index size() const { return static_cast<index>(data_.size()); }
+  index_type rank() const { return static_cast<index_type>(shape_.size()); }
+  index_type size() const { return static_cast<index_type>(data_.size()); }
   bool empty() const { return data_.empty(); }
   const shape_type& shape() const { return shape_; }
   const shape_type& strides() const { return strides_; }
 
   /// Extent of dimension `d`; negative `d` counts from the back. Throws `shape_error`.
-  index dim(index d) const {
-    const index r = rank();
-    const index k = d < 0 ? d + r : d;
+  index_type dim(index_type d) const {
+    const index_type r = rank();
+    const index_type k = d < 0 ? d + r : d;
     detail::require<shape_error>(k >= 0 && k < r, "tensor::dim: dimension ", d,
                                  " out of range for a rank-", r, " tensor");
     return shape_[static_cast<std::size_t>(k)];
@@ -129,20 +129,20 @@ class tensor {
   /// Bounds-checked element access. Throws `shape_error` naming the index and the shape.
   template <typename... Idx>
   Scalar& at(Idx... idx) {
-    return data_[static_cast<std::size_t>(offset_checked({static_cast<index>(idx)...}))];
+    return data_[static_cast<std::size_t>(offset_checked({static_cast<index_type>(idx)...}))];
   }
   template <typename... Idx>
   const Scalar& at(Idx... idx) const {
-    return data_[static_cast<std::size_t>(offset_checked({static_cast<index>(idx)...}))];
+    return data_[static_cast<std::size_t>(offset_checked({static_cast<index_type>(idx)...}))];
   }
 
   /// Row-major view of the storage as a `rows x cols` matrix. Throws `shape_error` unless
   /// `rows * cols == size()`.
-  matrix_map matrix(index rows, index cols) {
+  matrix_map matrix(index_type rows, index_type cols) {
     check_matrix(rows, cols);
     return matrix_map(data_.data(), rows, cols);
   }
-  const_matrix_map matrix(index rows, index cols) const {
+  const_matrix_map matrix(index_type rows, index_type cols) const {
     check_matrix(rows, cols);
     return const_matrix_map(data_.data(), rows, cols);
   }
@@ -180,9 +180,9 @@ class tensor {
   friend bool operator!=(const tensor& a, const tensor& b) { return !(a == b); }
 
  private:
-  static index checked_size(const shape_type& shape, const char* who) {
-    index n = 1;
-    for (index e : shape) {
+  static index_type checked_size(const shape_type& shape, const char* who) {
+    index_type n = 1;
+    for (index_type e : shape) {
       detail::require<shape_error>(e >= 0, who, ": negative extent in shape ",
                                    detail::shape_string(shape));
       n *= e;
@@ -197,7 +197,7 @@ class tensor {
   }
 
   void reshape_in_place(shape_type new_shape) {
-    const index n = checked_size(new_shape, "tensor::reshape");
+    const index_type n = checked_size(new_shape, "tensor::reshape");
     detail::require<shape_error>(n == size(), "tensor::reshape: cannot view ",
                                  detail::shape_string(shape_), " (", size(), " values) as ",
                                  detail::shape_string(new_shape), " (", n, " values)");
@@ -205,30 +205,30 @@ class tensor {
     compute_strides();
   }
 
-  index leading() const { return rank() == 0 ? 0 : shape_[0]; }
-  index trailing() const { return leading() == 0 ? 0 : size() / leading(); }
+  index_type leading() const { return rank() == 0 ? 0 : shape_[0]; }
+  index_type trailing() const { return leading() == 0 ? 0 : size() / leading(); }
 
-  void check_matrix(index rows, index cols) const {
+  void check_matrix(index_type rows, index_type cols) const {
     detail::require<shape_error>(rows >= 0 && cols >= 0 && rows * cols == size(),
                                  "tensor::matrix: cannot view ", detail::shape_string(shape_), " (",
                                  size(), " values) as a ", rows, " x ", cols, " matrix");
   }
 
   template <typename... Idx>
-  index offset_unchecked(Idx... idx) const {
-    const index ids[] = {static_cast<index>(idx)...};
-    index off = 0;
+  index_type offset_unchecked(Idx... idx) const {
+    const index_type ids[] = {static_cast<index_type>(idx)...};
+    index_type off = 0;
     for (std::size_t d = 0; d < sizeof...(Idx); ++d)
       off += ids[d] * strides_[d];
     return off;
   }
 
-  index offset_checked(std::initializer_list<index> idx) const {
-    const bool rank_ok = static_cast<index>(idx.size()) == rank();
+  index_type offset_checked(std::initializer_list<index_type> idx) const {
+    const bool rank_ok = static_cast<index_type>(idx.size()) == rank();
     bool in_range = rank_ok;
-    index off = 0;
+    index_type off = 0;
     std::size_t d = 0;
-    for (index i : idx) {
+    for (index_type i : idx) {
       if (!rank_ok) break;
       if (i < 0 || i >= shape_[d]) in_range = false;
       off += i * strides_[d];
@@ -247,6 +247,17 @@ class tensor {
   std::vector<Scalar> data_;
 };
 
+namespace detail {
+
+/// Gives `t` the shape `s`, keeping its storage (and stale values) when the shape already matches,
+/// so buffers reused across calls are not reallocated or cleared.
+template <typename Scalar>
+void ensure_shape(tensor<Scalar>& t, const shape_type& s) {
+  if (t.shape() != s) t = tensor<Scalar>(s);
+}
+
+}  // namespace detail
+
 /// \f$ \|a-b\|_2 / \max(\|b\|_2, \text{tiny}) \f$, accumulated in double. Throws `shape_error`
 /// when the shapes differ.
 template <typename Scalar>
@@ -255,7 +266,7 @@ double relative_error(const tensor<Scalar>& a, const tensor<Scalar>& b) {
                                detail::shape_string(a.shape()), " and ",
                                detail::shape_string(b.shape()), " differ");
   double num = 0, den = 0;
-  for (index i = 0; i < a.size(); ++i) {
+  for (index_type i = 0; i < a.size(); ++i) {
     const double d = double(a.data()[i]) - double(b.data()[i]);
     num += d * d;
     den += double(b.data()[i]) * double(b.data()[i]);
@@ -271,7 +282,7 @@ double max_abs_error(const tensor<Scalar>& a, const tensor<Scalar>& b) {
                                detail::shape_string(a.shape()), " and ",
                                detail::shape_string(b.shape()), " differ");
   double m = 0;
-  for (index i = 0; i < a.size(); ++i)
+  for (index_type i = 0; i < a.size(); ++i)
     m = std::max(m, std::abs(double(a.data()[i]) - double(b.data()[i])));
   return m;
 }
@@ -281,7 +292,7 @@ double max_abs_error(const tensor<Scalar>& a, const tensor<Scalar>& b) {
 template <typename Scalar>
 bool all_close(const tensor<Scalar>& a, const tensor<Scalar>& b, double rtol, double atol = 0.0) {
   if (a.shape() != b.shape()) return false;
-  for (index i = 0; i < a.size(); ++i) {
+  for (index_type i = 0; i < a.size(); ++i) {
     const double x = a.data()[i], y = b.data()[i];
     if (!(std::abs(x - y) <= atol + rtol * std::abs(y))) return false;
   }
@@ -292,7 +303,7 @@ bool all_close(const tensor<Scalar>& a, const tensor<Scalar>& b, double rtol, do
 template <typename Scalar>
 double nonzero_fraction(const tensor<Scalar>& t) {
   if (t.size() == 0) return 0.0;
-  index nz = 0;
+  index_type nz = 0;
   for (Scalar v : t)
     nz += (v != Scalar(0));
   return double(nz) / double(t.size());
@@ -316,10 +327,10 @@ double stddev(const tensor<Scalar>& t) {
 /// or an infinity.
 template <typename Scalar>
 void require_finite(const tensor<Scalar>& t, const char* who, const char* what) {
-  for (index i = 0; i < t.size(); ++i) {
+  for (index_type i = 0; i < t.size(); ++i) {
     if (!std::isfinite(t.data()[i])) {
       shape_type pos(t.shape().size());
-      index rem = i;
+      index_type rem = i;
       for (std::size_t d = 0; d < pos.size(); ++d) {
         pos[d] = rem / t.strides()[d];
         rem %= t.strides()[d];

@@ -16,8 +16,8 @@
 
 namespace nmtest {
 
-using netmorph::index;
-using idx = netmorph::index;
+using netmorph::index_type;
+using idx = netmorph::index_type;
 using netmorph::tensor;
 
 /// The suite's tolerance for "exact": relative error 1e-9 in double, 1e-4 in float (DESIGN §7).
@@ -32,12 +32,12 @@ inline std::mt19937_64 make_rng(std::uint64_t salt) {
   return std::mt19937_64(std::uint64_t(Catch::rngSeed()) * 0x9E3779B97F4A7C15ull + salt);
 }
 
-inline index draw(std::mt19937_64& rng, index lo, index hi) {
-  return std::uniform_int_distribution<index>(lo, hi)(rng);
+inline index_type draw(std::mt19937_64& rng, index_type lo, index_type hi) {
+  return std::uniform_int_distribution<index_type>(lo, hi)(rng);
 }
 
-inline index draw_odd(std::mt19937_64& rng, index lo, index hi) {
-  index k = draw(rng, lo, hi);
+inline index_type draw_odd(std::mt19937_64& rng, index_type lo, index_type hi) {
+  index_type k = draw(rng, lo, hi);
   return (k % 2 == 0) ? (k + 1 <= hi ? k + 1 : k - 1) : k;
 }
 
@@ -49,20 +49,20 @@ tensor<Scalar> randn(netmorph::shape_type shape, std::mt19937_64& rng, double sd
 /// Naive seven-loop convolution (cross-correlation with zero padding), accumulated in double.
 template <typename Scalar>
 tensor<Scalar> naive_conv2d(const tensor<Scalar>& x, const tensor<Scalar>& w,
-                            const tensor<Scalar>& b, index stride, index pad) {
-  const index n = x.dim(0), ci = x.dim(1), h = x.dim(2), wd = x.dim(3);
-  const index co = w.dim(0), kh = w.dim(2), kw = w.dim(3);
-  const index ho = (h + 2 * pad - kh) / stride + 1, wo = (wd + 2 * pad - kw) / stride + 1;
+                            const tensor<Scalar>& b, index_type stride, index_type pad) {
+  const index_type n = x.dim(0), ci = x.dim(1), h = x.dim(2), wd = x.dim(3);
+  const index_type co = w.dim(0), kh = w.dim(2), kw = w.dim(3);
+  const index_type ho = (h + 2 * pad - kh) / stride + 1, wo = (wd + 2 * pad - kw) / stride + 1;
   tensor<Scalar> y({n, co, ho, wo});
-  for (index s = 0; s < n; ++s)
-    for (index o = 0; o < co; ++o)
-      for (index py = 0; py < ho; ++py)
-        for (index px = 0; px < wo; ++px) {
+  for (index_type s = 0; s < n; ++s)
+    for (index_type o = 0; o < co; ++o)
+      for (index_type py = 0; py < ho; ++py)
+        for (index_type px = 0; px < wo; ++px) {
           double acc = b.empty() ? 0.0 : double(b(o));
-          for (index i = 0; i < ci; ++i)
-            for (index uy = 0; uy < kh; ++uy)
-              for (index ux = 0; ux < kw; ++ux) {
-                const index iy = py * stride + uy - pad, ix = px * stride + ux - pad;
+          for (index_type i = 0; i < ci; ++i)
+            for (index_type uy = 0; uy < kh; ++uy)
+              for (index_type ux = 0; ux < kw; ++ux) {
+                const index_type iy = py * stride + uy - pad, ix = px * stride + ux - pad;
                 if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
                 acc += double(w(o, i, uy, ux)) * double(x(s, i, iy, ix));
               }
@@ -74,19 +74,19 @@ tensor<Scalar> naive_conv2d(const tensor<Scalar>& x, const tensor<Scalar>& w,
 /// Naive filter composition, eq. 6 of the paper, accumulated in double.
 template <typename Scalar>
 tensor<Scalar> naive_compose(const tensor<Scalar>& f2, const tensor<Scalar>& f1) {
-  const index c2 = f2.dim(0), c1 = f2.dim(1), k2h = f2.dim(2), k2w = f2.dim(3);
-  const index c0 = f1.dim(1), k1h = f1.dim(2), k1w = f1.dim(3);
-  const index kh = k1h + k2h - 1, kw = k1w + k2w - 1;
+  const index_type c2 = f2.dim(0), c1 = f2.dim(1), k2h = f2.dim(2), k2w = f2.dim(3);
+  const index_type c0 = f1.dim(1), k1h = f1.dim(2), k1w = f1.dim(3);
+  const index_type kh = k1h + k2h - 1, kw = k1w + k2w - 1;
   tensor<Scalar> g({c2, c0, kh, kw});
-  for (index o = 0; o < c2; ++o)
-    for (index i = 0; i < c0; ++i)
-      for (index wy = 0; wy < kh; ++wy)
-        for (index wx = 0; wx < kw; ++wx) {
+  for (index_type o = 0; o < c2; ++o)
+    for (index_type i = 0; i < c0; ++i)
+      for (index_type wy = 0; wy < kh; ++wy)
+        for (index_type wx = 0; wx < kw; ++wx) {
           double acc = 0;
-          for (index c = 0; c < c1; ++c)
-            for (index vy = 0; vy < k2h; ++vy)
-              for (index vx = 0; vx < k2w; ++vx) {
-                const index uy = wy - vy, ux = wx - vx;
+          for (index_type c = 0; c < c1; ++c)
+            for (index_type vy = 0; vy < k2h; ++vy)
+              for (index_type vx = 0; vx < k2w; ++vx) {
+                const index_type uy = wy - vy, ux = wx - vx;
                 if (uy < 0 || uy >= k1h || ux < 0 || ux >= k1w) continue;
                 acc += double(f2(o, c, vy, vx)) * double(f1(c, i, uy, ux));
               }
@@ -107,11 +107,12 @@ inline const std::vector<netmorph::activation_kind>& all_activation_kinds() {
 
 /// A random convolution layer `(c2, c0, k, k)` with He-like scale, optional bias.
 template <typename Scalar>
-netmorph::conv2d_layer<Scalar> random_conv(std::mt19937_64& rng, index c2, index c0, index k,
-                                           index stride, index pad, bool bias = true) {
-  return netmorph::conv2d_layer<Scalar>{
+netmorph::conv2d_weights<Scalar> random_conv(std::mt19937_64& rng, index_type c2, index_type c0,
+                                             index_type k, index_type stride, index_type pad,
+                                             bool bias = true) {
+  return netmorph::conv2d_weights<Scalar>{
       randn<Scalar>({c2, c0, k, k}, rng, 1.0 / std::sqrt(double(c0 * k * k))),
-      bias ? randn<Scalar>({c2}, rng) : tensor<Scalar>(), netmorph::conv2d_params{stride, pad}};
+      bias ? randn<Scalar>({c2}, rng) : tensor<Scalar>(), netmorph::conv2d_options{stride, pad}};
 }
 
 /// REQUIRE that calling `expr` throws `Error` and that the message contains `needle`.

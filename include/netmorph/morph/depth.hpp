@@ -60,29 +60,29 @@ inline const char* to_string(depth_algorithm a) {
 
 /// Options of `deepen`; the defaults give an exact morph `C1 = C2`, `K1 = K`, `K2 = 1`.
 struct deepen_options {
-  index mid_channels = 0;  ///< C1, channels of the new intermediate blob; 0 means C2
-  index k1 = 0;            ///< kernel of the first child layer; 0 means the parent's K
-  index k2 = 1;            ///< kernel of the second child layer
+  index_type mid_channels = 0;  ///< C1, channels of the new intermediate blob; 0 means C2
+  index_type k1 = 0;            ///< kernel of the first child layer; 0 means the parent's K
+  index_type k2 = 1;            ///< kernel of the second child layer
   depth_algorithm algorithm = depth_algorithm::practical;
   depth_padding padding = depth_padding::exact;
   stride_placement stride = stride_placement::automatic;
-  std::uint64_t seed = 0;     ///< seeds the random initialisation, null-space noise and probes
-  double tolerance = 1e-10;   ///< target relative residual of eq. 6, solved in double
-  int max_iter = 100;         ///< Algorithm 1 iterations (pairs of half-steps) at most
-  double noise = 1.0;         ///< null-space component, relative to the minimum-norm solution
-  bool random_bias = true;    ///< random b1 of the RMS size of g (else 0); b2 = g - F2 (*) b1
-  bool rescale = true;        ///< equalise the std of F1 and F2 (F1 *= a, b1 *= a, F2 /= a)
-  bool require_exact = true;  ///< throw numerical_error when eq. 6 misses the tolerance
-  index probe_count = 4;      ///< random inputs on which the child is compared with the parent
-  index probe_size = 0;       ///< spatial size of the probes; 0 chooses one with every border
+  std::uint64_t seed = 0;      ///< seeds the random initialisation, null-space noise and probes
+  double tolerance = 1e-10;    ///< target relative residual of eq. 6, solved in double
+  int max_iter = 100;          ///< Algorithm 1 iterations (pairs of half-steps) at most
+  double noise = 1.0;          ///< null-space component, relative to the minimum-norm solution
+  bool random_bias = true;     ///< random b1 of the RMS size of g (else 0); b2 = g - F2 (*) b1
+  bool rescale = true;         ///< equalise the std of F1 and F2 (F1 *= a, b1 *= a, F2 /= a)
+  bool require_exact = true;   ///< throw numerical_error when eq. 6 misses the tolerance
+  index_type probe_count = 4;  ///< random inputs on which the child is compared with the parent
+  index_type probe_size = 0;   ///< spatial size of the probes; 0 chooses one with every border
 };
 
 /// What a depth morph did and how exact it is.
 struct deepen_report {
   depth_algorithm algorithm = depth_algorithm::practical;
-  index c0 = 0, c1 = 0, c2 = 0, k = 0;  ///< parent (C2, C0, K, K) and the new width C1
-  index k1 = 0, k2 = 0;                 ///< kernels of the child layers
-  index solved_k1 = 0, solved_k2 = 0;   ///< kernels actually solved for (Algorithm 2 shrinks)
+  index_type c0 = 0, c1 = 0, c2 = 0, k = 0;  ///< parent (C2, C0, K, K) and the new width C1
+  index_type k1 = 0, k2 = 0;                 ///< kernels of the child layers
+  index_type solved_k1 = 0, solved_k2 = 0;   ///< kernels actually solved for (Algorithm 2 shrinks)
   bool condition7 = false;       ///< min(C1 C0 K1^2, C2 C1 K2^2) >= C2 C0 K~^2: both half-steps
                                  ///< underdetermined (DESIGN §3), at the solved kernel sizes
   bool one_step = false;         ///< max(...) >= C2 C0 K~^2: at least one half-step can be exact
@@ -125,16 +125,16 @@ struct deepen_report {
 /// The two child layers of a convolution and the report.
 template <typename Scalar>
 struct deepen_result {
-  conv2d_layer<Scalar> first;
-  conv2d_layer<Scalar> second;
+  conv2d_weights<Scalar> first;
+  conv2d_weights<Scalar> second;
   deepen_report report;
 };
 
 /// The two child layers of a dense layer and the report.
 template <typename Scalar>
 struct deepen_dense_result {
-  dense_layer<Scalar> first;
-  dense_layer<Scalar> second;
+  dense_weights<Scalar> first;
+  dense_weights<Scalar> second;
   deepen_report report;
 };
 
@@ -151,7 +151,7 @@ struct depth_solution {
 /// the Q of its QR decomposition).
 inline tensor<double> random_semi_orthogonal(shape_type shape, std::mt19937_64& rng) {
   tensor<double> t = tensor<double>::random_normal(std::move(shape), rng);
-  const index rows = t.dim(0), cols = t.size() / std::max<index>(rows, 1);
+  const index_type rows = t.dim(0), cols = t.size() / std::max<index_type>(rows, 1);
   if (rows == 0 || cols == 0) return t;
   auto m = t.matrix(rows, cols);
   if (rows >= cols) {
@@ -176,12 +176,13 @@ inline double rel_residual(const tensor<double>& gt, const tensor<double>& f2,
 
 /// Algorithm 1 at fixed kernel sizes: random init, alternate the half-steps, starting with the
 /// one that can be exact, until the residual reaches `tol` or `max_iter` iterations ran.
-inline depth_solution algorithm1(const tensor<double>& gt, index c1, index k1, index k2, double tol,
-                                 int max_iter, double noise, std::mt19937_64& rng) {
-  const index c2 = gt.dim(0), c0 = gt.dim(1), kt = gt.dim(2);
+inline depth_solution algorithm1(const tensor<double>& gt, index_type c1, index_type k1,
+                                 index_type k2, double tol, int max_iter, double noise,
+                                 std::mt19937_64& rng) {
+  const index_type c2 = gt.dim(0), c0 = gt.dim(1), kt = gt.dim(2);
   const bool f1_step_exact = c1 * k1 * k1 >= c2 * kt * kt;
   const bool f2_step_exact = c1 * k2 * k2 >= c0 * kt * kt;
-  solve::factor_solve_settings settings;
+  solve::factor_solve_options settings;
   settings.noise = noise;
   settings.exact_tolerance = tol;
   depth_solution s;
@@ -199,7 +200,7 @@ inline depth_solution algorithm1(const tensor<double>& gt, index c1, index k1, i
   const int max_half = 2 * std::max(1, max_iter);
   s.residual = -1;
   for (int h = 0; h < max_half; ++h) {
-    solve::factor_solve_info info;
+    solve::factor_solve_report info;
     if (do_f1) {
       s.f1 = solve::solve_first_factor(gt, s.f2, k1, rng, settings, &info);
     } else {
@@ -236,7 +237,7 @@ inline depth_solution algorithm1(const tensor<double>& gt, index c1, index k1, i
 ///                       out of range, or an IdMorph request it cannot meet
 /// \throws numerical_error when `require_exact` and eq. 6 misses `tolerance`
 template <typename Scalar>
-deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_options& opt = {}) {
+deepen_result<Scalar> deepen(const conv2d_weights<Scalar>& parent, const deepen_options& opt = {}) {
   using detail::require;
   const auto t_start = std::chrono::steady_clock::now();
   const tensor<Scalar>& g = parent.weight;
@@ -253,19 +254,19 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
                        detail::shape_string(gb.shape()));
   require_finite(g, "deepen", "weight");
   require_finite(gb, "deepen", "bias");
-  require<value_error>(parent.params.stride >= 1, "deepen: stride must be >= 1, got ",
-                       parent.params.stride);
-  require<value_error>(parent.params.padding >= 0, "deepen: padding must be >= 0, got ",
-                       parent.params.padding);
+  require<value_error>(parent.options.stride >= 1, "deepen: stride must be >= 1, got ",
+                       parent.options.stride);
+  require<value_error>(parent.options.padding >= 0, "deepen: padding must be >= 0, got ",
+                       parent.options.padding);
 
-  const index c2 = g.dim(0), c0 = g.dim(1), k = g.dim(2);
-  const index c1 = opt.mid_channels == 0 ? c2 : opt.mid_channels;
-  const index k1 = opt.k1 == 0 ? k : opt.k1, k2 = opt.k2;
-  const index stride = parent.params.stride, pad = parent.params.padding;
+  const index_type c2 = g.dim(0), c0 = g.dim(1), k = g.dim(2);
+  const index_type c1 = opt.mid_channels == 0 ? c2 : opt.mid_channels;
+  const index_type k1 = opt.k1 == 0 ? k : opt.k1, k2 = opt.k2;
+  const index_type stride = parent.options.stride, pad = parent.options.padding;
   require<value_error>(c1 >= 1, "deepen: C1 (mid_channels) must be >= 1, got ", c1);
   require<value_error>(k1 >= 1 && k2 >= 1, "deepen: kernels must be >= 1, got K1 = ", k1,
                        ", K2 = ", k2);
-  const index kt = k1 + k2 - 1;
+  const index_type kt = k1 + k2 - 1;
   require<value_error>(kt >= k, "deepen: K~ = K1 + K2 - 1 = ", k1, " + ", k2, " - 1 = ", kt,
                        " is smaller than the parent's kernel K = ", k);
   require<value_error>((kt - k) % 2 == 0, "deepen: K~ = K1 + K2 - 1 = ", kt,
@@ -300,7 +301,7 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
 
   const tensor<double> gd = g.template cast<double>();
   tensor<double> f1, f2, b1, b2;
-  conv2d_params p1, p2;
+  conv2d_options p1, p2;
 
   if (opt.algorithm == depth_algorithm::idmorph) {
     require<value_error>(c1 == c2,
@@ -317,8 +318,8 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
       b2 = tensor<double>({c2});
     }
     // F2 is a centred delta: "same" padding on it is exact and the stride stays on G.
-    p1 = conv2d_params{stride, pad};
-    p2 = conv2d_params{1, (k2 - 1) / 2};
+    p1 = conv2d_options{stride, pad};
+    p2 = conv2d_options{1, (k2 - 1) / 2};
     rep.solved_k1 = k1;
     rep.solved_k2 = k2;
     rep.condition7 = std::min(c1 * c0 * k1 * k1, c2 * c1 * k2 * k2) >= c2 * c0 * kt * kt;
@@ -327,31 +328,31 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
   } else {
     // Candidate kernel sizes: the requested ones, then (Algorithm 2) the kernel of the layer
     // that does not expand G shrunk step by step while K1 + K2 - 1 >= K.
-    std::vector<std::pair<index, index>> candidates{{k1, k2}};
+    std::vector<std::pair<index_type, index_type>> candidates{{k1, k2}};
     if (opt.algorithm == depth_algorithm::practical) {
       // F1 alone can hold G when K1 >= K: then F2's kernel is the one that does not expand G.
       const bool shrink_second_first = k1 >= k;
       for (int pass = 0; pass < 2; ++pass) {
         const bool shrink_second = (pass == 0) == shrink_second_first;
-        for (index s = (shrink_second ? k2 : k1) - 2; s >= 1; s -= 2) {
-          const index a = shrink_second ? k1 : s, b = shrink_second ? s : k2;
+        for (index_type s = (shrink_second ? k2 : k1) - 2; s >= 1; s -= 2) {
+          const index_type a = shrink_second ? k1 : s, b = shrink_second ? s : k2;
           if (a + b - 1 < k) break;
           candidates.emplace_back(a, b);
         }
       }
       // Try first the largest candidate for which one half-step can be exact.
-      auto one_step = [&](std::pair<index, index> kk) {
-        const index t = kk.first + kk.second - 1;
+      auto one_step = [&](std::pair<index_type, index_type> kk) {
+        const index_type t = kk.first + kk.second - 1;
         return c1 * kk.first * kk.first >= c2 * t * t || c1 * kk.second * kk.second >= c0 * t * t;
       };
       std::stable_partition(candidates.begin(), candidates.end(), one_step);
     }
     detail::depth_solution best;
-    std::pair<index, index> best_k{0, 0};
+    std::pair<index_type, index_type> best_k{0, 0};
     int total_half = 0;
     for (std::size_t ci = 0; ci < candidates.size(); ++ci) {
       const auto& kk = candidates[ci];
-      const index a = kk.first, b = kk.second, t = a + b - 1;
+      const index_type a = kk.first, b = kk.second, t = a + b - 1;
       const tensor<double> gt = pad_kernel(gd, t, t);
       // A candidate predicted exact in one step that misses (a structurally rank-deficient
       // system) gets a few alternations only when smaller candidates remain to be tried.
@@ -367,7 +368,7 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
     }
     rep.solved_k1 = best_k.first;
     rep.solved_k2 = best_k.second;
-    const index ts = best_k.first + best_k.second - 1;
+    const index_type ts = best_k.first + best_k.second - 1;
     rep.condition7 = std::min(c1 * c0 * best_k.first * best_k.first,
                               c2 * c1 * best_k.second * best_k.second) >= c2 * c0 * ts * ts;
     rep.one_step = std::max(c1 * c0 * best_k.first * best_k.first,
@@ -413,23 +414,23 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
       b2.vector() -= neg.vector();
     }
     if (opt.padding == depth_padding::exact) {
-      p1 = conv2d_params{stride_first ? stride : 1, pad + (kt - k) / 2};
-      p2 = conv2d_params{stride_first ? 1 : stride, 0};
+      p1 = conv2d_options{stride_first ? stride : 1, pad + (kt - k) / 2};
+      p2 = conv2d_options{stride_first ? 1 : stride, 0};
     } else {
-      const index pf = pad + (kt - k) / 2 - (k2 - 1) / 2;
+      const index_type pf = pad + (kt - k) / 2 - (k2 - 1) / 2;
       require<value_error>(pf >= 0 && k2 % 2 == 1, "deepen: 'same' padding needs an odd K2 and ",
                            "padding + (K1 - K)/2 >= 0, got K2 = ", k2, ", padding ", pad,
                            ", K1 = ", k1, ", K = ", k);
-      p1 = conv2d_params{stride_first ? stride : 1, pf};
-      p2 = conv2d_params{stride_first ? 1 : stride, (k2 - 1) / 2};
+      p1 = conv2d_options{stride_first ? stride : 1, pf};
+      p2 = conv2d_options{stride_first ? 1 : stride, (k2 - 1) / 2};
     }
   }
 
   deepen_result<Scalar> out;
-  out.first = conv2d_layer<Scalar>{f1.template cast<Scalar>(),
-                                   b1.empty() ? tensor<Scalar>() : b1.template cast<Scalar>(), p1};
-  out.second = conv2d_layer<Scalar>{f2.template cast<Scalar>(),
-                                    b2.empty() ? tensor<Scalar>() : b2.template cast<Scalar>(), p2};
+  out.first = conv2d_weights<Scalar>{
+      f1.template cast<Scalar>(), b1.empty() ? tensor<Scalar>() : b1.template cast<Scalar>(), p1};
+  out.second = conv2d_weights<Scalar>{
+      f2.template cast<Scalar>(), b2.empty() ? tensor<Scalar>() : b2.template cast<Scalar>(), p2};
   const bool stride_exact =
       stride == 1 || !stride_first || k2 == 1 || opt.algorithm == depth_algorithm::idmorph;
   rep.exact = rep.relative_residual <= opt.tolerance &&
@@ -445,10 +446,10 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
 
   // Measure the function preservation on random probes, in the storage scalar.
   if (opt.probe_count > 0) {
-    const index hw = opt.probe_size > 0
-                         ? opt.probe_size
-                         : std::max<index>(k + 2 * stride + 3, 2 * (kt - k) + 2 * stride + 3) +
-                               std::max<index>(0, k - 2 * pad);
+    const index_type hw = opt.probe_size > 0 ? opt.probe_size
+                                             : std::max<index_type>(k + 2 * stride + 3,
+                                                                    2 * (kt - k) + 2 * stride + 3) +
+                                                   std::max<index_type>(0, k - 2 * pad);
     tensor<Scalar> x = tensor<Scalar>::random_normal({opt.probe_count, c0, hw, hw}, rng);
     const tensor<Scalar> y = conv2d(x, parent);
     const tensor<Scalar> z = conv2d(conv2d(x, out.first), out.second);
@@ -473,7 +474,7 @@ deepen_result<Scalar> deepen(const conv2d_layer<Scalar>& parent, const deepen_op
 /// the convolution morph, through the same code). Options `k1`, `k2` must be 0/1.
 /// \throws as the convolution overload; shape_error when the weight is not `(out, in)`.
 template <typename Scalar>
-deepen_dense_result<Scalar> deepen(const dense_layer<Scalar>& parent, deepen_options opt = {}) {
+deepen_dense_result<Scalar> deepen(const dense_weights<Scalar>& parent, deepen_options opt = {}) {
   detail::require<shape_error>(parent.weight.rank() == 2,
                                "deepen: dense weight must be (out, in), got shape ",
                                detail::shape_string(parent.weight.shape()));
@@ -482,14 +483,15 @@ deepen_dense_result<Scalar> deepen(const dense_layer<Scalar>& parent, deepen_opt
                                ", K2 = ", opt.k2);
   detail::require<value_error>(opt.padding == depth_padding::exact,
                                "deepen: a dense layer has no padding to choose");
-  const index out = parent.weight.dim(0), in = parent.weight.dim(1);
+  const index_type out = parent.weight.dim(0), in = parent.weight.dim(1);
   if (opt.probe_size == 0) opt.probe_size = 1;
-  conv2d_layer<Scalar> conv{parent.weight.reshape({out, in, 1, 1}), parent.bias, conv2d_params{}};
+  conv2d_weights<Scalar> conv{parent.weight.reshape({out, in, 1, 1}), parent.bias,
+                              conv2d_options{}};
   deepen_result<Scalar> r = deepen(conv, opt);
   deepen_dense_result<Scalar> d;
-  const index c1 = r.report.c1;
-  d.first = dense_layer<Scalar>{std::move(r.first.weight).reshape({c1, in}), r.first.bias};
-  d.second = dense_layer<Scalar>{std::move(r.second.weight).reshape({out, c1}), r.second.bias};
+  const index_type c1 = r.report.c1;
+  d.first = dense_weights<Scalar>{std::move(r.first.weight).reshape({c1, in}), r.first.bias};
+  d.second = dense_weights<Scalar>{std::move(r.second.weight).reshape({out, c1}), r.second.bias};
   d.report = r.report;
   return d;
 }

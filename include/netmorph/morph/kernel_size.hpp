@@ -19,7 +19,7 @@ namespace netmorph {
 
 /// What a kernel-size morph did, measured on random probe inputs.
 struct grow_kernel_report {
-  index old_kernel = 0, new_kernel = 0;
+  index_type old_kernel = 0, new_kernel = 0;
   double max_output_error = 0, relative_output_error = 0;
   double nonzero = 0, std = 0;  ///< of the grown weight
   double seconds = 0;
@@ -28,7 +28,7 @@ struct grow_kernel_report {
 /// A layer with a grown kernel and the report.
 template <typename Scalar>
 struct grow_kernel_result {
-  conv2d_layer<Scalar> layer;
+  conv2d_weights<Scalar> layer;
   grow_kernel_report report;
 };
 
@@ -36,12 +36,12 @@ struct grow_kernel_result {
 /// \throws shape_error on a non-square or non-OIHW weight; value_error on a shrinking kernel,
 ///         an odd growth, or NaN/Inf weights.
 template <typename Scalar>
-grow_kernel_result<Scalar> grow_kernel(const conv2d_layer<Scalar>& layer, index new_kernel,
-                                       std::uint64_t seed = 0, index probe_count = 2) {
+grow_kernel_result<Scalar> grow_kernel(const conv2d_weights<Scalar>& layer, index_type new_kernel,
+                                       std::uint64_t seed = 0, index_type probe_count = 2) {
   detail::require<shape_error>(layer.weight.rank() == 4,
                                "grow_kernel: weight must be OIHW (rank 4), got shape ",
                                detail::shape_string(layer.weight.shape()));
-  const index k = layer.weight.dim(2);
+  const index_type k = layer.weight.dim(2);
   detail::require<shape_error>(layer.weight.dim(3) == k, "grow_kernel: kernel must be square, got ",
                                k, "x", layer.weight.dim(3));
   detail::require<value_error>(new_kernel >= k, "grow_kernel: cannot shrink the kernel from ", k,
@@ -52,14 +52,15 @@ grow_kernel_result<Scalar> grow_kernel(const conv2d_layer<Scalar>& layer, index 
   require_finite(layer.bias, "grow_kernel", "bias");
   const auto t0 = std::chrono::steady_clock::now();
   grow_kernel_result<Scalar> r;
-  r.layer = conv2d_layer<Scalar>{
+  r.layer = conv2d_weights<Scalar>{
       pad_kernel(layer.weight, new_kernel, new_kernel), layer.bias,
-      conv2d_params{layer.params.stride, layer.params.padding + (new_kernel - k) / 2}};
+      conv2d_options{layer.options.stride, layer.options.padding + (new_kernel - k) / 2}};
   r.report.old_kernel = k;
   r.report.new_kernel = new_kernel;
   if (probe_count > 0) {
     std::mt19937_64 rng(seed);
-    const index hw = std::max<index>(1, k - 2 * layer.params.padding) + 2 * layer.params.stride + 3;
+    const index_type hw =
+        std::max<index_type>(1, k - 2 * layer.options.padding) + 2 * layer.options.stride + 3;
     auto x = tensor<Scalar>::random_normal({probe_count, layer.weight.dim(1), hw, hw}, rng);
     auto y = conv2d(x, layer), z = conv2d(x, r.layer);
     r.report.max_output_error = max_abs_error(z, y);

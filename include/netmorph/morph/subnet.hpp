@@ -24,8 +24,8 @@ namespace netmorph {
 /// Options of `to_subnet`: the widths `C_1..C_P` of the new blobs and the kernels
 /// `K_1..K_{P+1}` of the layers, with \f$ \tilde K = \sum_j (K_j - 1) + 1 \ge K \f$.
 struct subnet_options {
-  std::vector<index> widths;
-  std::vector<index> kernels;
+  std::vector<index_type> widths;
+  std::vector<index_type> kernels;
   depth_algorithm algorithm = depth_algorithm::practical;  ///< of every depth step
   std::uint64_t seed = 0;
   double tolerance = 1e-10;  ///< relative residual of the whole chain
@@ -33,13 +33,13 @@ struct subnet_options {
   double noise = 1.0;
   bool random_bias = true;
   bool require_exact = true;  ///< throw numerical_error when the chain misses the tolerance
-  index probe_count = 4;
-  index probe_size = 0;
+  index_type probe_count = 4;
+  index_type probe_size = 0;
 };
 
 /// What a subnet morph did.
 struct subnet_report {
-  index k_tilde = 0;
+  index_type k_tilde = 0;
   std::vector<deepen_report> steps;  ///< one depth morph per new blob
   double relative_residual = 0;      ///< ||G~ - F_{P+1} (*) ... (*) F_1|| / ||G~||
   double max_output_error = 0, relative_output_error = 0;  ///< on the probes
@@ -51,7 +51,7 @@ struct subnet_report {
 /// The layers of a sequential subnet (apply in order, the identity between them at creation).
 template <typename Scalar>
 struct subnet_result {
-  std::vector<conv2d_layer<Scalar>> layers;
+  std::vector<conv2d_weights<Scalar>> layers;
   subnet_report report;
 };
 
@@ -68,8 +68,8 @@ struct stacked_subnet_options {
   split_kind split = split_kind::equal;
   std::vector<double> weights;  ///< for split_kind::given
   std::uint64_t seed = 0;
-  index probe_count = 4;
-  index probe_size = 0;
+  index_type probe_count = 4;
+  index_type probe_size = 0;
 };
 
 /// What a stacked subnet morph did.
@@ -84,7 +84,7 @@ struct stacked_subnet_report {
 /// The paths of a stacked subnet; the output is the sum of the paths' outputs.
 template <typename Scalar>
 struct stacked_subnet_result {
-  std::vector<std::vector<conv2d_layer<Scalar>>> paths;
+  std::vector<std::vector<conv2d_weights<Scalar>>> paths;
   stacked_subnet_report report;
 };
 
@@ -92,7 +92,7 @@ struct stacked_subnet_result {
 /// P-activations there are the identity).
 template <typename Scalar>
 tensor<Scalar> forward_chain(const tensor<Scalar>& x,
-                             const std::vector<conv2d_layer<Scalar>>& layers) {
+                             const std::vector<conv2d_weights<Scalar>>& layers) {
   tensor<Scalar> h = x;
   for (const auto& l : layers)
     h = conv2d(h, l);
@@ -103,7 +103,7 @@ tensor<Scalar> forward_chain(const tensor<Scalar>& x,
 /// \throws shape_error when the paths' outputs differ in shape.
 template <typename Scalar>
 tensor<Scalar> forward_stacked(const tensor<Scalar>& x,
-                               const std::vector<std::vector<conv2d_layer<Scalar>>>& paths) {
+                               const std::vector<std::vector<conv2d_weights<Scalar>>>& paths) {
   detail::require<value_error>(!paths.empty(), "forward_stacked: no paths");
   tensor<Scalar> sum = forward_chain(x, paths[0]);
   for (std::size_t i = 1; i < paths.size(); ++i) {
@@ -119,7 +119,7 @@ tensor<Scalar> forward_stacked(const tensor<Scalar>& x,
 namespace detail {
 
 template <typename Scalar>
-void check_parent(const conv2d_layer<Scalar>& parent, const char* who) {
+void check_parent(const conv2d_weights<Scalar>& parent, const char* who) {
   require<shape_error>(parent.weight.rank() == 4, who, ": weight must be OIHW (rank 4), got shape ",
                        shape_string(parent.weight.shape()));
   require<shape_error>(parent.weight.dim(2) == parent.weight.dim(3), who,
@@ -134,10 +134,11 @@ void check_parent(const conv2d_layer<Scalar>& parent, const char* who) {
 }
 
 template <typename Scalar>
-index probe_side(const conv2d_layer<Scalar>& parent, index k_tilde, index requested) {
+index_type probe_side(const conv2d_weights<Scalar>& parent, index_type k_tilde,
+                      index_type requested) {
   if (requested > 0) return requested;
-  const index k = parent.weight.dim(2), pad = parent.params.padding;
-  return std::max<index>(1, k - 2 * pad) + 2 * (k_tilde - k) + 2 * parent.params.stride + 3;
+  const index_type k = parent.weight.dim(2), pad = parent.options.padding;
+  return std::max<index_type>(1, k - 2 * pad) + 2 * (k_tilde - k) + 2 * parent.options.stride + 3;
 }
 
 }  // namespace detail
@@ -150,17 +151,17 @@ index probe_side(const conv2d_layer<Scalar>& parent, index k_tilde, index reques
 ///         growth), on NaN/Inf weights; numerical_error when `require_exact` and the chain misses
 ///         its tolerance.
 template <typename Scalar>
-subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet_options& opt) {
+subnet_result<Scalar> to_subnet(const conv2d_weights<Scalar>& parent, const subnet_options& opt) {
   using detail::require;
   const auto t0 = std::chrono::steady_clock::now();
   detail::check_parent(parent, "to_subnet");
-  const index k = parent.weight.dim(2);
-  const index n_new = static_cast<index>(opt.widths.size());
+  const index_type k = parent.weight.dim(2);
+  const index_type n_new = static_cast<index_type>(opt.widths.size());
   require<value_error>(
       n_new >= 1 && opt.kernels.size() == opt.widths.size() + 1,
       "to_subnet: a subnet of P + 1 layers needs P >= 1 widths and P + 1 kernels, got ",
       opt.widths.size(), " widths and ", opt.kernels.size(), " kernels");
-  index kt = 1;
+  index_type kt = 1;
   for (std::size_t j = 0; j < opt.kernels.size(); ++j) {
     require<value_error>(opt.kernels[j] >= 1, "to_subnet: kernel ", j + 1, " must be >= 1, got ",
                          opt.kernels[j]);
@@ -178,13 +179,13 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
   subnet_result<Scalar> out;
   out.report.k_tilde = kt;
   // Peel one layer at a time, in double, with plain stride-1 unpadded layers.
-  conv2d_layer<double> rest{
+  conv2d_weights<double> rest{
       parent.weight.template cast<double>(),
       parent.bias.empty() ? tensor<double>() : parent.bias.template cast<double>(),
-      conv2d_params{1, 0}};
+      conv2d_options{1, 0}};
   std::vector<tensor<double>> ws, bs;
-  index remaining = kt;
-  for (index j = 0; j < n_new; ++j) {
+  index_type remaining = kt;
+  for (index_type j = 0; j < n_new; ++j) {
     deepen_options d;
     d.mid_channels = opt.widths[static_cast<std::size_t>(j)];
     d.k1 = opt.kernels[static_cast<std::size_t>(j)];
@@ -203,8 +204,8 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
     out.report.steps.push_back(r.report);
     ws.push_back(std::move(r.first.weight));
     bs.push_back(std::move(r.first.bias));
-    rest = conv2d_layer<double>{std::move(r.second.weight), std::move(r.second.bias),
-                                conv2d_params{1, 0}};
+    rest = conv2d_weights<double>{std::move(r.second.weight), std::move(r.second.bias),
+                                  conv2d_options{1, 0}};
     remaining = d.k2;
   }
   ws.push_back(std::move(rest.weight));
@@ -223,21 +224,21 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
                                       " of eq. 19 exceeds the tolerance ", opt.tolerance,
                                       "; widen the subnet or set require_exact = false"));
   }
-  const index last = static_cast<index>(ws.size()) - 1;
-  for (index j = 0; j <= last; ++j) {
+  const index_type last = static_cast<index_type>(ws.size()) - 1;
+  for (index_type j = 0; j <= last; ++j) {
     const std::size_t u = static_cast<std::size_t>(j);
-    conv2d_params p{j == last ? parent.params.stride : 1,
-                    j == 0 ? parent.params.padding + (kt - k) / 2 : 0};
-    out.layers.push_back(
-        conv2d_layer<Scalar>{ws[u].template cast<Scalar>(),
-                             bs[u].empty() ? tensor<Scalar>() : bs[u].template cast<Scalar>(), p});
+    conv2d_options p{j == last ? parent.options.stride : 1,
+                     j == 0 ? parent.options.padding + (kt - k) / 2 : 0};
+    out.layers.push_back(conv2d_weights<Scalar>{
+        ws[u].template cast<Scalar>(),
+        bs[u].empty() ? tensor<Scalar>() : bs[u].template cast<Scalar>(), p});
     out.report.nonzero.push_back(nonzero_fraction(out.layers.back().weight));
     out.report.stds.push_back(stddev(out.layers.back().weight));
   }
   out.report.exact = out.report.relative_residual <= opt.tolerance;
   if (opt.probe_count > 0) {
     std::mt19937_64 rng(opt.seed ^ 0x2545F4914F6CDD1Dull);
-    const index hw = detail::probe_side(parent, kt, opt.probe_size);
+    const index_type hw = detail::probe_side(parent, kt, opt.probe_size);
     auto x = tensor<Scalar>::random_normal({opt.probe_count, parent.weight.dim(1), hw, hw}, rng);
     auto y = conv2d(x, parent), z = forward_chain(x, out.layers);
     out.report.max_output_error = max_abs_error(z, y);
@@ -252,7 +253,7 @@ subnet_result<Scalar> to_subnet(const conv2d_layer<Scalar>& parent, const subnet
 /// \throws value_error on no paths, weights that do not sum to 1 (or are not finite), a weight
 ///         count that differs from the path count, and everything `to_subnet` throws.
 template <typename Scalar>
-stacked_subnet_result<Scalar> to_stacked_subnet(const conv2d_layer<Scalar>& parent,
+stacked_subnet_result<Scalar> to_stacked_subnet(const conv2d_weights<Scalar>& parent,
                                                 const stacked_subnet_options& opt) {
   using detail::require;
   const auto t0 = std::chrono::steady_clock::now();
@@ -283,9 +284,9 @@ stacked_subnet_result<Scalar> to_stacked_subnet(const conv2d_layer<Scalar>& pare
   }
   stacked_subnet_result<Scalar> out;
   out.report.weights = l;
-  index kmax = parent.weight.dim(2);
+  index_type kmax = parent.weight.dim(2);
   for (std::size_t i = 0; i < n; ++i) {
-    conv2d_layer<Scalar> part = parent;
+    conv2d_weights<Scalar> part = parent;
     for (Scalar& v : part.weight)
       v = static_cast<Scalar>(double(v) * l[i]);
     for (Scalar& v : part.bias)
@@ -301,7 +302,7 @@ stacked_subnet_result<Scalar> to_stacked_subnet(const conv2d_layer<Scalar>& pare
   for (const auto& p : out.report.paths)
     out.report.exact = out.report.exact && p.exact;
   if (opt.probe_count > 0) {
-    const index hw = detail::probe_side(parent, kmax, opt.probe_size);
+    const index_type hw = detail::probe_side(parent, kmax, opt.probe_size);
     auto x = tensor<Scalar>::random_normal({opt.probe_count, parent.weight.dim(1), hw, hw}, rng);
     auto y = conv2d(x, parent);
     auto z = forward_stacked(x, out.paths);

@@ -122,8 +122,8 @@ inline void require_rank(const shape_type& s, std::size_t rank, const char* who)
 template <typename Scalar>
 class conv2d : public layer<Scalar> {
  public:
-  conv2d(tensor<Scalar> weight, tensor<Scalar> bias, conv2d_params p)
-      : weight_("weight", std::move(weight)), params_(p), has_bias_(!bias.empty()) {
+  conv2d(tensor<Scalar> weight, tensor<Scalar> bias, conv2d_options p)
+      : weight_("weight", std::move(weight)), options_(p), has_bias_(!bias.empty()) {
     netmorph::detail::check_conv2d_operands(
         tensor<Scalar>({0, weight_.value.rank() == 4 ? weight_.value.dim(1) : 0, 1, 1}),
         weight_.value, bias, "nn::conv2d");
@@ -133,10 +133,10 @@ class conv2d : public layer<Scalar> {
 
   /// He-initialised convolution `(out, in, k, k)` with zero bias and "same" padding for odd k.
   template <typename Rng>
-  static conv2d he(index in, index out, index k, Rng& rng, index stride = 1) {
+  static conv2d he(index_type in, index_type out, index_type k, Rng& rng, index_type stride = 1) {
     return conv2d(
         tensor<Scalar>::random_normal({out, in, k, k}, rng, std::sqrt(2.0 / double(in * k * k))),
-        tensor<Scalar>({out}), conv2d_params{stride, (k - 1) / 2});
+        tensor<Scalar>({out}), conv2d_options{stride, (k - 1) / 2});
   }
 
   std::string kind() const override { return "conv2d"; }
@@ -146,8 +146,8 @@ class conv2d : public layer<Scalar> {
                                            in[0], " channels, weight expects ",
                                            weight_.value.dim(1));
     return {weight_.value.dim(0),
-            conv2d_output_size(in[1], weight_.value.dim(2), params_, "nn::conv2d"),
-            conv2d_output_size(in[2], weight_.value.dim(3), params_, "nn::conv2d")};
+            conv2d_output_size(in[1], weight_.value.dim(2), options_, "nn::conv2d"),
+            conv2d_output_size(in[2], weight_.value.dim(3), options_, "nn::conv2d")};
   }
 
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
@@ -159,7 +159,7 @@ class conv2d : public layer<Scalar> {
     netmorph::detail::check_conv2d_operands(x, weight_.value, bias_.value, "nn::conv2d");
     if (training) x_.refer(x);
     netmorph::detail::conv2d_forward(x, weight_.value, has_bias_ ? bias_.value.data() : nullptr,
-                                     params_, y, ws_);
+                                     options_, y, ws_);
   }
 
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
@@ -171,20 +171,21 @@ class conv2d : public layer<Scalar> {
     const tensor<Scalar>* x = x_.get();
     netmorph::detail::require<error>(
         x != nullptr, "nn::conv2d::backward: no cached input (call forward with training = true)");
-    const index c_out = weight_.value.dim(0), kh = weight_.value.dim(2), kw = weight_.value.dim(3);
-    const shape_type want{x->dim(0), c_out, conv2d_output_size(x->dim(2), kh, params_),
-                          conv2d_output_size(x->dim(3), kw, params_)};
+    const index_type c_out = weight_.value.dim(0), kh = weight_.value.dim(2),
+                     kw = weight_.value.dim(3);
+    const shape_type want{x->dim(0), c_out, conv2d_output_size(x->dim(2), kh, options_),
+                          conv2d_output_size(x->dim(3), kw, options_)};
     netmorph::detail::require<shape_error>(
         dy.shape() == want, "nn::conv2d::backward: gradient has shape ",
         netmorph::detail::shape_string(dy.shape()), ", the output has ",
         netmorph::detail::shape_string(want));
-    netmorph::detail::conv2d_backward_weight(*x, dy, kh, kw, params_, weight_.grad.data(),
+    netmorph::detail::conv2d_backward_weight(*x, dy, kh, kw, options_, weight_.grad.data(),
                                              has_bias_ ? bias_.grad.data() : nullptr, ws_);
     if (!this->input_grad()) {
       dx = tensor<Scalar>();
       return;
     }
-    netmorph::detail::conv2d_backward_input(dy, weight_.value, params_, x->dim(2), x->dim(3), dx,
+    netmorph::detail::conv2d_backward_input(dy, weight_.value, options_, x->dim(2), x->dim(3), dx,
                                             ws_);
   }
 
@@ -195,19 +196,20 @@ class conv2d : public layer<Scalar> {
   std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<conv2d>(*this); }
 
   /// The weights as a plain layer (for the morph functions).
-  conv2d_layer<Scalar> get() const {
-    return conv2d_layer<Scalar>{weight_.value, has_bias_ ? bias_.value : tensor<Scalar>(), params_};
+  conv2d_weights<Scalar> weights() const {
+    return conv2d_weights<Scalar>{weight_.value, has_bias_ ? bias_.value : tensor<Scalar>(),
+                                  options_};
   }
   bool has_bias() const { return has_bias_; }
   parameter<Scalar>& weight() { return weight_; }
   parameter<Scalar>& bias() { return bias_; }
   const parameter<Scalar>& weight() const { return weight_; }
   const parameter<Scalar>& bias() const { return bias_; }
-  const conv2d_params& params() const { return params_; }
+  const conv2d_options& options() const { return options_; }
 
  private:
   parameter<Scalar> weight_, bias_;
-  conv2d_params params_;
+  conv2d_options options_;
   bool has_bias_;
   detail::input_ref<Scalar> x_;
   netmorph::detail::conv2d_workspace<Scalar> ws_;
@@ -232,7 +234,7 @@ class dense : public layer<Scalar> {
 
   /// He-initialised `(out, in)` with zero bias.
   template <typename Rng>
-  static dense he(index in, index out, Rng& rng) {
+  static dense he(index_type in, index_type out, Rng& rng) {
     return dense(tensor<Scalar>::random_normal({out, in}, rng, std::sqrt(2.0 / double(in))),
                  tensor<Scalar>({out}));
   }
@@ -261,11 +263,11 @@ class dense : public layer<Scalar> {
     return dx;
   }
   void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
-    const index out = weight_.value.dim(0), in = weight_.value.dim(1);
+    const index_type out = weight_.value.dim(0), in = weight_.value.dim(1);
     const tensor<Scalar>* x = x_.get();
     netmorph::detail::require<error>(
         x != nullptr, "nn::dense::backward: no cached input (call forward with training = true)");
-    const index n = x->dim(0);
+    const index_type n = x->dim(0);
     netmorph::detail::require<shape_error>(
         dy.shape() == shape_type{n, out}, "nn::dense::backward: gradient has shape ",
         netmorph::detail::shape_string(dy.shape()), ", the output has ",
@@ -286,8 +288,8 @@ class dense : public layer<Scalar> {
   }
   std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<dense>(*this); }
 
-  dense_layer<Scalar> get() const {
-    return dense_layer<Scalar>{weight_.value, has_bias_ ? bias_.value : tensor<Scalar>()};
+  dense_weights<Scalar> weights() const {
+    return dense_weights<Scalar>{weight_.value, has_bias_ ? bias_.value : tensor<Scalar>()};
   }
   bool has_bias() const { return has_bias_; }
   parameter<Scalar>& weight() { return weight_; }
@@ -304,18 +306,18 @@ template <typename Scalar>
 class pool2d : public layer<Scalar> {
  public:
   enum class mode { max, average };
-  pool2d(mode m, index k, index stride) : mode_(m), k_(k), stride_(stride) {
+  pool2d(mode m, index_type k, index_type stride) : mode_(m), k_(k), stride_(stride) {
     netmorph::detail::require<value_error>(k >= 1 && stride >= 1,
                                            "nn::pool2d: window and stride must be >= 1, got ", k,
                                            " and ", stride);
   }
   std::string kind() const override { return mode_ == mode::max ? "max_pool" : "avg_pool"; }
-  index window() const { return k_; }
-  index stride() const { return stride_; }
+  index_type window() const { return k_; }
+  index_type stride() const { return stride_; }
   mode pooling() const { return mode_; }
   shape_type output_shape(const shape_type& in) const override {
     detail::require_rank(in, 3, "nn::pool2d");
-    const conv2d_params p{stride_, 0};
+    const conv2d_options p{stride_, 0};
     return {in[0], conv2d_output_size(in[1], k_, p, "nn::pool2d"),
             conv2d_output_size(in[2], k_, p, "nn::pool2d")};
   }
@@ -327,7 +329,7 @@ class pool2d : public layer<Scalar> {
   void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
     detail::require_rank(x.shape(), 4, "nn::pool2d");
     const shape_type os = output_shape({x.dim(1), x.dim(2), x.dim(3)});
-    const index n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), ho = os[1], wo = os[2];
+    const index_type n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), ho = os[1], wo = os[2];
     netmorph::detail::ensure_shape(y, {n, c, ho, wo});
     const bool keep_arg = training && mode_ == mode::max;
     netmorph::detail::require<shape_error>(
@@ -337,24 +339,24 @@ class pool2d : public layer<Scalar> {
       in_shape_ = x.shape();
       if (keep_arg) arg_.resize(static_cast<std::size_t>(y.size()));
     }
-    const index k = k_, st = stride_;
+    const index_type k = k_, st = stride_;
     const bool max = mode_ == mode::max;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (n * c > 1)
 #endif
-    for (index p = 0; p < n * c; ++p) {
+    for (index_type p = 0; p < n * c; ++p) {
       const Scalar* xp = x.data() + p * h * w;
       Scalar* yp = y.data() + p * ho * wo;
       std::int32_t* ap = keep_arg ? arg_.data() + p * ho * wo : nullptr;
-      for (index oy = 0; oy < ho; ++oy)
-        for (index ox = 0; ox < wo; ++ox) {
-          const index o = oy * wo + ox, corner = oy * st * w + ox * st;
+      for (index_type oy = 0; oy < ho; ++oy)
+        for (index_type ox = 0; ox < wo; ++ox) {
+          const index_type o = oy * wo + ox, corner = oy * st * w + ox * st;
           if (max) {
-            index best = corner;
+            index_type best = corner;
             Scalar v = xp[best];
-            for (index ky = 0; ky < k; ++ky)
-              for (index kx = 0; kx < k; ++kx) {
-                const index i = corner + ky * w + kx;
+            for (index_type ky = 0; ky < k; ++ky)
+              for (index_type kx = 0; kx < k; ++kx) {
+                const index_type i = corner + ky * w + kx;
                 if (xp[i] > v) {
                   v = xp[i];
                   best = i;
@@ -364,8 +366,8 @@ class pool2d : public layer<Scalar> {
             if (ap) ap[o] = static_cast<std::int32_t>(best);
           } else {
             double sum = 0;
-            for (index ky = 0; ky < k; ++ky)
-              for (index kx = 0; kx < k; ++kx)
+            for (index_type ky = 0; ky < k; ++ky)
+              for (index_type kx = 0; kx < k; ++kx)
                 sum += xp[corner + ky * w + kx];
             yp[o] = static_cast<Scalar>(sum / double(k * k));
           }
@@ -391,28 +393,29 @@ class pool2d : public layer<Scalar> {
         mode_ != mode::max || arg_.size() == static_cast<std::size_t>(dy.size()),
         "nn::pool2d::backward: no cached input (call forward with training = true)");
     netmorph::detail::ensure_shape(dx, in_shape_);
-    const index h = in_shape_[2], w = in_shape_[3], ho = os[1], wo = os[2], k = k_, st = stride_;
+    const index_type h = in_shape_[2], w = in_shape_[3], ho = os[1], wo = os[2], k = k_,
+                     st = stride_;
     const bool max = mode_ == mode::max;
     const Scalar inv = Scalar(1) / Scalar(k * k);
     // Every window lies inside its own plane, so planes are independent.
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (in_shape_[0] * in_shape_[1] > 1)
 #endif
-    for (index p = 0; p < in_shape_[0] * in_shape_[1]; ++p) {
+    for (index_type p = 0; p < in_shape_[0] * in_shape_[1]; ++p) {
       Scalar* dxp = dx.data() + p * h * w;
       const Scalar* dyp = dy.data() + p * ho * wo;
       std::fill(dxp, dxp + h * w, Scalar(0));
       if (max) {
         const std::int32_t* ap = arg_.data() + p * ho * wo;
-        for (index o = 0; o < ho * wo; ++o)
+        for (index_type o = 0; o < ho * wo; ++o)
           dxp[ap[o]] += dyp[o];
         continue;
       }
-      for (index oy = 0; oy < ho; ++oy)
-        for (index ox = 0; ox < wo; ++ox) {
+      for (index_type oy = 0; oy < ho; ++oy)
+        for (index_type ox = 0; ox < wo; ++ox) {
           const Scalar g = dyp[oy * wo + ox] * inv;
-          for (index ky = 0; ky < k; ++ky)
-            for (index kx = 0; kx < k; ++kx)
+          for (index_type ky = 0; ky < k; ++ky)
+            for (index_type kx = 0; kx < k; ++kx)
               dxp[(oy * st + ky) * w + ox * st + kx] += g;
         }
     }
@@ -423,7 +426,7 @@ class pool2d : public layer<Scalar> {
 
  private:
   mode mode_;
-  index k_, stride_;
+  index_type k_, stride_;
   shape_type in_shape_;
   std::vector<std::int32_t> arg_;  ///< arg-max of each window, as an offset in its plane
 };
@@ -434,14 +437,14 @@ class flatten : public layer<Scalar> {
  public:
   std::string kind() const override { return "flatten"; }
   shape_type output_shape(const shape_type& in) const override {
-    index n = 1;
-    for (index e : in)
+    index_type n = 1;
+    for (index_type e : in)
       n *= e;
     return {n};
   }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
     if (training) in_shape_ = x.shape();
-    const index n = x.dim(0);
+    const index_type n = x.dim(0);
     return x.reshape({n, n ? x.size() / n : 0});
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
@@ -451,13 +454,13 @@ class flatten : public layer<Scalar> {
   }
   void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
     if (training) in_shape_ = x.shape();
-    const index n = x.dim(0);
+    const index_type n = x.dim(0);
     netmorph::detail::ensure_shape(y, {n, n ? x.size() / n : 0});
     std::copy(x.begin(), x.end(), y.begin());
   }
   void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
-    index size = in_shape_.empty() ? 0 : 1;
-    for (index e : in_shape_)
+    index_type size = in_shape_.empty() ? 0 : 1;
+    for (index_type e : in_shape_)
       size *= e;
     netmorph::detail::require<shape_error>(
         !in_shape_.empty() && dy.size() == size, "nn::flatten::backward: gradient has shape ",
@@ -476,9 +479,9 @@ class flatten : public layer<Scalar> {
 /// the batch statistics and updates the running ones (`momentum` 0.1, unbiased variance, as
 /// PyTorch); inference mode uses the running statistics.
 template <typename Scalar>
-class batch_norm_layer : public layer<Scalar> {
+class batch_norm : public layer<Scalar> {
  public:
-  explicit batch_norm_layer(batch_norm<Scalar> bn, double momentum = 0.1)
+  explicit batch_norm(batch_norm_weights<Scalar> bn, double momentum = 0.1)
       : gamma_("gamma", bn.gamma),
         beta_("beta", bn.beta),
         mean_(bn.running_mean),
@@ -495,7 +498,7 @@ class batch_norm_layer : public layer<Scalar> {
     return in;
   }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
-    const index n = x.dim(0), c = x.dim(1), inner = x.size() / std::max<index>(1, n * c);
+    const index_type n = x.dim(0), c = x.dim(1), inner = x.size() / std::max<index_type>(1, n * c);
     netmorph::detail::require<shape_error>(c == gamma_.value.size(), "nn::batch_norm: input has ",
                                            c, " channels, expected ", gamma_.value.size());
     tensor<Scalar> y(x.shape());
@@ -505,16 +508,16 @@ class batch_norm_layer : public layer<Scalar> {
       inv_std_.assign(static_cast<std::size_t>(c), 0.0);
     }
     const double m = double(n * inner);
-    for (index ch = 0; ch < c; ++ch) {
+    for (index_type ch = 0; ch < c; ++ch) {
       double mu, var;
       if (training) {
         double s = 0, ss = 0;
-        for (index sidx = 0; sidx < n; ++sidx)
-          for (index i = 0; i < inner; ++i)
+        for (index_type sidx = 0; sidx < n; ++sidx)
+          for (index_type i = 0; i < inner; ++i)
             s += x.data()[(sidx * c + ch) * inner + i];
         mu = s / m;
-        for (index sidx = 0; sidx < n; ++sidx)
-          for (index i = 0; i < inner; ++i) {
+        for (index_type sidx = 0; sidx < n; ++sidx)
+          for (index_type i = 0; i < inner; ++i) {
             const double d = x.data()[(sidx * c + ch) * inner + i] - mu;
             ss += d * d;
           }
@@ -528,9 +531,9 @@ class batch_norm_layer : public layer<Scalar> {
       }
       const double inv = 1.0 / std::sqrt(var + eps_);
       if (training) inv_std_[static_cast<std::size_t>(ch)] = inv;
-      for (index sidx = 0; sidx < n; ++sidx)
-        for (index i = 0; i < inner; ++i) {
-          const index o = (sidx * c + ch) * inner + i;
+      for (index_type sidx = 0; sidx < n; ++sidx)
+        for (index_type i = 0; i < inner; ++i) {
+          const index_type o = (sidx * c + ch) * inner + i;
           const double xh = (x.data()[o] - mu) * inv;
           if (training) xhat_.data()[o] = static_cast<Scalar>(xh);
           y.data()[o] = static_cast<Scalar>(gamma_.value(ch) * xh + beta_.value(ch));
@@ -542,23 +545,24 @@ class batch_norm_layer : public layer<Scalar> {
     netmorph::detail::require<error>(
         xhat_.shape() == dy.shape(),
         "nn::batch_norm::backward: no cached input (call forward with training = true)");
-    const index n = dy.dim(0), c = dy.dim(1), inner = dy.size() / std::max<index>(1, n * c);
+    const index_type n = dy.dim(0), c = dy.dim(1),
+                     inner = dy.size() / std::max<index_type>(1, n * c);
     const double m = double(n * inner);
     tensor<Scalar> dx(dy.shape());
-    for (index ch = 0; ch < c; ++ch) {
+    for (index_type ch = 0; ch < c; ++ch) {
       double sdy = 0, sdyx = 0;
-      for (index sidx = 0; sidx < n; ++sidx)
-        for (index i = 0; i < inner; ++i) {
-          const index o = (sidx * c + ch) * inner + i;
+      for (index_type sidx = 0; sidx < n; ++sidx)
+        for (index_type i = 0; i < inner; ++i) {
+          const index_type o = (sidx * c + ch) * inner + i;
           sdy += dy.data()[o];
           sdyx += double(dy.data()[o]) * xhat_.data()[o];
         }
       gamma_.grad(ch) += static_cast<Scalar>(sdyx);
       beta_.grad(ch) += static_cast<Scalar>(sdy);
       const double g = gamma_.value(ch) * inv_std_[static_cast<std::size_t>(ch)];
-      for (index sidx = 0; sidx < n; ++sidx)
-        for (index i = 0; i < inner; ++i) {
-          const index o = (sidx * c + ch) * inner + i;
+      for (index_type sidx = 0; sidx < n; ++sidx)
+        for (index_type i = 0; i < inner; ++i) {
+          const index_type o = (sidx * c + ch) * inner + i;
           dx.data()[o] =
               static_cast<Scalar>(g * (dy.data()[o] - sdy / m - xhat_.data()[o] * sdyx / m));
         }
@@ -567,11 +571,11 @@ class batch_norm_layer : public layer<Scalar> {
   }
   std::vector<parameter<Scalar>*> parameters() override { return {&gamma_, &beta_}; }
   std::unique_ptr<layer<Scalar>> clone() const override {
-    return std::make_unique<batch_norm_layer>(*this);
+    return std::make_unique<batch_norm>(*this);
   }
 
-  batch_norm<Scalar> get() const {
-    return batch_norm<Scalar>{gamma_.value, beta_.value, mean_, var_, eps_};
+  batch_norm_weights<Scalar> weights() const {
+    return batch_norm_weights<Scalar>{gamma_.value, beta_.value, mean_, var_, eps_};
   }
   parameter<Scalar>& gamma() { return gamma_; }
   parameter<Scalar>& beta() { return beta_; }
@@ -612,7 +616,7 @@ class dropout : public layer<Scalar> {
     std::bernoulli_distribution keep(1 - p_);
     const Scalar scale = static_cast<Scalar>(1.0 / (1.0 - p_));
     tensor<Scalar> y = x;
-    for (index i = 0; i < x.size(); ++i) {
+    for (index_type i = 0; i < x.size(); ++i) {
       mask_.data()[i] = keep(*rng_) ? scale : Scalar(0);
       y.data()[i] *= mask_.data()[i];
     }
@@ -621,7 +625,7 @@ class dropout : public layer<Scalar> {
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
     if (mask_.empty()) return dy;
     tensor<Scalar> dx = dy;
-    for (index i = 0; i < dx.size(); ++i)
+    for (index_type i = 0; i < dx.size(); ++i)
       dx.data()[i] *= mask_.data()[i];
     return dx;
   }
@@ -636,11 +640,11 @@ class dropout : public layer<Scalar> {
 
 /// An elementwise activation `phi`.
 template <typename Scalar>
-class activation_layer : public layer<Scalar> {
+class activation : public layer<Scalar> {
  public:
-  explicit activation_layer(activation phi) : phi_(phi) {}
+  explicit activation(activation_fn phi) : phi_(phi) {}
   std::string kind() const override { return to_string(phi_.kind); }
-  const activation& phi() const { return phi_; }
+  const activation_fn& fn() const { return phi_; }
   shape_type output_shape(const shape_type& in) const override { return in; }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
     tensor<Scalar> y;
@@ -652,14 +656,14 @@ class activation_layer : public layer<Scalar> {
     netmorph::detail::ensure_shape(y, x.shape());
     const Scalar* xs = x.data();
     Scalar* ys = y.data();
-    const activation phi = phi_;
-    for_chunks(x.size(), [&](index lo, index len) {
+    const activation_fn phi = phi_;
+    netmorph::detail::for_chunks(x.size(), chunk, [&](index_type lo, index_type len) {
       if (phi.kind == activation_kind::relu) {  // vectorised fast path of the common case
         Eigen::Map<vector>(ys + lo, len) =
             Eigen::Map<const vector>(xs + lo, len).cwiseMax(Scalar(0));
         return;
       }
-      for (index i = lo; i < lo + len; ++i)
+      for (index_type i = lo; i < lo + len; ++i)
         ys[i] = static_cast<Scalar>(phi.value(xs[i]));
     });
   }
@@ -676,64 +680,53 @@ class activation_layer : public layer<Scalar> {
     netmorph::detail::ensure_shape(dx, dy.shape());
     const Scalar *xs = x->data(), *gs = dy.data();
     Scalar* ds = dx.data();
-    const activation phi = phi_;
-    for_chunks(dy.size(), [&](index lo, index len) {
+    const activation_fn phi = phi_;
+    netmorph::detail::for_chunks(dy.size(), chunk, [&](index_type lo, index_type len) {
       if (phi.kind == activation_kind::relu) {
         Eigen::Map<vector>(ds + lo, len) =
             (Eigen::Map<const vector>(xs + lo, len).array() > Scalar(0))
                 .select(Eigen::Map<const vector>(gs + lo, len), Scalar(0));
         return;
       }
-      for (index i = lo; i < lo + len; ++i)
+      for (index_type i = lo; i < lo + len; ++i)
         ds[i] = static_cast<Scalar>(gs[i] * phi.derivative(xs[i]));
     });
   }
   std::unique_ptr<layer<Scalar>> clone() const override {
-    return std::make_unique<activation_layer>(*this);
+    return std::make_unique<activation>(*this);
   }
 
  private:
   using vector = typename tensor<Scalar>::vector_type;
-  static constexpr index chunk = 1 << 14;
-  // Calls fn(first, count) on chunks of whole cache lines of [0, n), spread over the threads when
-  // the consumer enables OpenMP.
-  template <typename Fn>
-  static void for_chunks(index n, Fn&& fn) {
-    const index chunks = (n + chunk - 1) / chunk;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (chunks > 1)
-#endif
-    for (index c = 0; c < chunks; ++c)
-      fn(c * chunk, std::min(chunk, n - c * chunk));
-  }
-  activation phi_;
+  static constexpr index_type chunk = 1 << 14;
+  activation_fn phi_;
   detail::input_ref<Scalar> x_;
 };
 
 /// The parametric activation \f$ (1-a)\phi(x) + a x \f$ with a learned scalar `a`, clamped to
 /// [0, 1] after every optimizer step. Inserted by depth morphs at `a = 1` (the identity).
 template <typename Scalar>
-class p_activation_layer : public layer<Scalar> {
+class p_activation : public layer<Scalar> {
  public:
-  explicit p_activation_layer(p_activation p)
+  explicit p_activation(p_activation_fn p)
       : phi_(make_p_activation(p.phi, p.a).phi),
         a_("a", tensor<Scalar>({1}, static_cast<Scalar>(p.a))) {}
   std::string kind() const override { return std::string("p_") + to_string(phi_.kind); }
-  p_activation get() const { return p_activation{phi_, double(a_.value(0))}; }
+  p_activation_fn fn() const { return p_activation_fn{phi_, double(a_.value(0))}; }
   parameter<Scalar>& a() { return a_; }
   shape_type output_shape(const shape_type& in) const override { return in; }
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
     if (training) x_ = x;
-    return apply(get(), x);
+    return apply(fn(), x);
   }
   tensor<Scalar> backward(const tensor<Scalar>& dy) override {
     netmorph::detail::require<error>(
         x_.shape() == dy.shape(),
         "nn::p_activation::backward: no cached input (call forward with training = true)");
-    const p_activation p = get();
+    const p_activation_fn p = fn();
     tensor<Scalar> dx = dy;
     double da = 0;
-    for (index i = 0; i < dx.size(); ++i) {
+    for (index_type i = 0; i < dx.size(); ++i) {
       const double xi = x_.data()[i];
       da += double(dy.data()[i]) * p.da(xi);
       dx.data()[i] = static_cast<Scalar>(dy.data()[i] * p.dx(xi));
@@ -746,11 +739,11 @@ class p_activation_layer : public layer<Scalar> {
     a_.value(0) = std::min(Scalar(1), std::max(Scalar(0), a_.value(0)));
   }
   std::unique_ptr<layer<Scalar>> clone() const override {
-    return std::make_unique<p_activation_layer>(*this);
+    return std::make_unique<p_activation>(*this);
   }
 
  private:
-  activation phi_;
+  activation_fn phi_;
   parameter<Scalar> a_;
   tensor<Scalar> x_;
 };

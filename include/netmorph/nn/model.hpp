@@ -159,20 +159,20 @@ class model {
 
   const shape_type& input_shape() const { return input_shape_; }
   /// Per-sample output shape of the first `upto` layers (all by default).
-  shape_type output_shape(index upto = -1) const {
+  shape_type output_shape(index_type upto = -1) const {
     shape_type s = input_shape_;
-    const index n = upto < 0 ? size() : upto;
-    for (index i = 0; i < n; ++i)
+    const index_type n = upto < 0 ? size() : upto;
+    for (index_type i = 0; i < n; ++i)
       s = layers_[static_cast<std::size_t>(i)]->output_shape(s);
     return s;
   }
-  index size() const { return static_cast<index>(layers_.size()); }
-  layer<Scalar>& at(index i) {
+  index_type size() const { return static_cast<index_type>(layers_.size()); }
+  layer<Scalar>& at(index_type i) {
     netmorph::detail::require<shape_error>(i >= 0 && i < size(), "model::at: layer ", i,
                                            " out of range for a model of ", size(), " layers");
     return *layers_[static_cast<std::size_t>(i)];
   }
-  const layer<Scalar>& at(index i) const { return const_cast<model*>(this)->at(i); }
+  const layer<Scalar>& at(index_type i) const { return const_cast<model*>(this)->at(i); }
   layer_list<Scalar>& layers() { return layers_; }
   std::mt19937_64& rng() { return *rng_; }
 
@@ -235,7 +235,7 @@ class model {
       l->after_step();
   }
   /// Replaces layers `[first, last)` by `replacement` (used by the morph operations).
-  void splice(index first, index last, layer_list<Scalar> replacement) {
+  void splice(index_type first, index_type last, layer_list<Scalar> replacement) {
     netmorph::detail::require<shape_error>(0 <= first && first <= last && last <= size(),
                                            "model::splice: range [", first, ", ", last,
                                            ") out of range for ", size(), " layers");
@@ -259,46 +259,46 @@ class model {
 
 /// Loss and its gradient.
 template <typename Scalar>
-struct loss_result {
+struct loss_report {
   double loss = 0;
-  tensor<Scalar> grad;  ///< dL/d(logits)
-  index correct = 0;    ///< samples whose arg-max is the label
+  tensor<Scalar> grad;     ///< dL/d(logits)
+  index_type correct = 0;  ///< samples whose arg-max is the label
 };
 
 /// Mean softmax cross-entropy of `logits (N, K)` against integer labels, with its gradient.
 /// \throws shape_error / value_error on a label count or label value that does not fit.
 template <typename Scalar>
-loss_result<Scalar> softmax_cross_entropy(const tensor<Scalar>& logits,
+loss_report<Scalar> softmax_cross_entropy(const tensor<Scalar>& logits,
                                           const std::vector<int>& labels) {
   netmorph::detail::require<shape_error>(logits.rank() == 2,
                                          "softmax_cross_entropy: logits must be (N, K), got ",
                                          netmorph::detail::shape_string(logits.shape()));
-  const index n = logits.dim(0), k = logits.dim(1);
-  netmorph::detail::require<shape_error>(static_cast<index>(labels.size()) == n,
+  const index_type n = logits.dim(0), k = logits.dim(1);
+  netmorph::detail::require<shape_error>(static_cast<index_type>(labels.size()) == n,
                                          "softmax_cross_entropy: ", labels.size(), " labels for ",
                                          n, " samples");
-  loss_result<Scalar> r;
+  loss_report<Scalar> r;
   r.grad = tensor<Scalar>({n, k});
-  for (index s = 0; s < n; ++s) {
+  for (index_type s = 0; s < n; ++s) {
     const int y = labels[static_cast<std::size_t>(s)];
     netmorph::detail::require<value_error>(y >= 0 && y < k, "softmax_cross_entropy: label ", y,
                                            " of sample ", s, " is outside [0, ", k, ")");
     const Scalar* z = logits.data() + s * k;
     const double zmax = *std::max_element(z, z + k);
     double sum = 0;
-    for (index j = 0; j < k; ++j)
+    for (index_type j = 0; j < k; ++j)
       sum += std::exp(double(z[j]) - zmax);
     const double lse = zmax + std::log(sum);
     r.loss += lse - double(z[y]);
-    index best = 0;
-    for (index j = 0; j < k; ++j) {
+    index_type best = 0;
+    for (index_type j = 0; j < k; ++j) {
       if (z[j] > z[best]) best = j;
       r.grad(s, j) =
           static_cast<Scalar>((std::exp(double(z[j]) - lse) - (j == y ? 1.0 : 0.0)) / double(n));
     }
     r.correct += best == y;
   }
-  r.loss /= double(std::max<index>(n, 1));
+  r.loss /= double(std::max<index_type>(n, 1));
   return r;
 }
 
@@ -339,46 +339,46 @@ template <typename Scalar>
 struct dataset {
   tensor<Scalar> x;
   std::vector<int> labels;
-  index size() const { return x.rank() ? x.dim(0) : 0; }
+  index_type size() const { return x.rank() ? x.dim(0) : 0; }
 };
 
 /// Rows `idx` of a dataset as a batch.
 template <typename Scalar>
-dataset<Scalar> gather(const dataset<Scalar>& d, const std::vector<index>& idx) {
+dataset<Scalar> gather(const dataset<Scalar>& d, const std::vector<index_type>& idx) {
   shape_type s = d.x.shape();
-  const index row = d.size() ? d.x.size() / d.size() : 0;
-  s[0] = static_cast<index>(idx.size());
+  const index_type row = d.size() ? d.x.size() / d.size() : 0;
+  s[0] = static_cast<index_type>(idx.size());
   dataset<Scalar> b{tensor<Scalar>(s), {}};
   b.labels.reserve(idx.size());
   for (std::size_t i = 0; i < idx.size(); ++i) {
     std::copy(d.x.data() + idx[i] * row, d.x.data() + (idx[i] + 1) * row,
-              b.x.data() + static_cast<index>(i) * row);
+              b.x.data() + static_cast<index_type>(i) * row);
     b.labels.push_back(d.labels[static_cast<std::size_t>(idx[i])]);
   }
   return b;
 }
 
 /// Loss, accuracy and throughput of an epoch or an evaluation.
-struct epoch_stats {
+struct epoch_report {
   double loss = 0, accuracy = 0, samples_per_second = 0;
 };
 
 /// Mean loss and accuracy in inference mode.
 template <typename Scalar>
-epoch_stats evaluate(model<Scalar>& m, const dataset<Scalar>& d, index batch = 256) {
+epoch_report evaluate(model<Scalar>& m, const dataset<Scalar>& d, index_type batch = 256) {
   netmorph::detail::require<value_error>(batch >= 1, "evaluate: batch must be >= 1, got ", batch);
-  epoch_stats st;
+  epoch_report st;
   const auto t0 = std::chrono::steady_clock::now();
-  index correct = 0;
-  for (index s = 0; s < d.size(); s += batch) {
-    std::vector<index> idx(static_cast<std::size_t>(std::min(batch, d.size() - s)));
+  index_type correct = 0;
+  for (index_type s = 0; s < d.size(); s += batch) {
+    std::vector<index_type> idx(static_cast<std::size_t>(std::min(batch, d.size() - s)));
     std::iota(idx.begin(), idx.end(), s);
     const dataset<Scalar> b = gather(d, idx);
-    const loss_result<Scalar> l = softmax_cross_entropy(m.forward(b.x, false), b.labels);
+    const loss_report<Scalar> l = softmax_cross_entropy(m.forward(b.x, false), b.labels);
     st.loss += l.loss * double(idx.size());
     correct += l.correct;
   }
-  const double n = double(std::max<index>(1, d.size()));
+  const double n = double(std::max<index_type>(1, d.size()));
   st.loss /= n;
   st.accuracy = double(correct) / n;
   st.samples_per_second =
@@ -390,31 +390,32 @@ epoch_stats evaluate(model<Scalar>& m, const dataset<Scalar>& d, index batch = 2
 /// One epoch of minibatch SGD over a shuffled dataset (the model's generator shuffles).
 /// Prints a progress line per epoch to `progress` unless it is null.
 template <typename Scalar>
-epoch_stats train_epoch(model<Scalar>& m, const dataset<Scalar>& d, const sgd& opt, index batch,
-                        int epoch = 0, std::ostream* progress = nullptr) {
+epoch_report train_epoch(model<Scalar>& m, const dataset<Scalar>& d, const sgd& opt,
+                         index_type batch, int epoch = 0, std::ostream* progress = nullptr) {
   netmorph::detail::require<value_error>(batch >= 1, "train_epoch: batch must be >= 1, got ",
                                          batch);
-  netmorph::detail::require<shape_error>(static_cast<index>(d.labels.size()) == d.size(),
+  netmorph::detail::require<shape_error>(static_cast<index_type>(d.labels.size()) == d.size(),
                                          "train_epoch: ", d.labels.size(), " labels for ", d.size(),
                                          " samples");
-  std::vector<index> order(static_cast<std::size_t>(d.size()));
-  std::iota(order.begin(), order.end(), index(0));
+  std::vector<index_type> order(static_cast<std::size_t>(d.size()));
+  std::iota(order.begin(), order.end(), index_type(0));
   std::shuffle(order.begin(), order.end(), m.rng());
-  epoch_stats st;
-  index correct = 0;
+  epoch_report st;
+  index_type correct = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (index s = 0; s < d.size(); s += batch) {
-    const std::vector<index> idx(order.begin() + s, order.begin() + std::min(d.size(), s + batch));
+  for (index_type s = 0; s < d.size(); s += batch) {
+    const std::vector<index_type> idx(order.begin() + s,
+                                      order.begin() + std::min(d.size(), s + batch));
     const dataset<Scalar> b = gather(d, idx);
     m.zero_grad();
-    const loss_result<Scalar> l = softmax_cross_entropy(m.forward(b.x, true), b.labels);
+    const loss_report<Scalar> l = softmax_cross_entropy(m.forward(b.x, true), b.labels);
     m.backward(l.grad);
     opt.step(m);
     st.loss += l.loss * double(idx.size());
     correct += l.correct;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double n = double(std::max<index>(1, d.size()));
+  const double n = double(std::max<index_type>(1, d.size()));
   st.loss /= n;
   st.accuracy = double(correct) / n;
   st.samples_per_second = double(d.size()) / std::max(secs, 1e-12);

@@ -34,7 +34,7 @@ namespace nn {
 /// What a morph of a model did and how well the whole model kept its function.
 struct model_morph_report {
   std::string operation;
-  index layer = 0;
+  index_type layer = 0;
   double max_output_error = 0, relative_output_error = 0;  ///< whole model, inference mode
   std::string detail;  ///< the weight-level report, where there is one
 };
@@ -59,35 +59,36 @@ void measure(model<Scalar>& m, const tensor<Scalar>& x, const tensor<Scalar>& be
 
 /// The activation following layer `i` (for the P-activation inserted between new layers).
 template <typename Scalar>
-activation following_activation(model<Scalar>& m, index i) {
-  for (index k = i + 1; k < m.size(); ++k) {
-    if (auto* a = dynamic_cast<activation_layer<Scalar>*>(&m.at(k))) return a->phi();
-    if (auto* p = dynamic_cast<p_activation_layer<Scalar>*>(&m.at(k))) return p->get().phi;
+activation_fn following_activation(model<Scalar>& m, index_type i) {
+  for (index_type k = i + 1; k < m.size(); ++k) {
+    if (auto* a = dynamic_cast<activation<Scalar>*>(&m.at(k))) return a->fn();
+    if (auto* p = dynamic_cast<p_activation<Scalar>*>(&m.at(k))) return p->fn().phi;
     if (dynamic_cast<conv2d<Scalar>*>(&m.at(k)) || dynamic_cast<dense<Scalar>*>(&m.at(k))) break;
   }
-  return activation{activation_kind::relu, 0.01};
+  return activation_fn{activation_kind::relu, 0.01};
 }
 
 template <typename Scalar>
-std::unique_ptr<layer<Scalar>> p_identity(activation phi) {
-  return std::make_unique<p_activation_layer<Scalar>>(make_p_activation(phi, 1.0));
+std::unique_ptr<layer<Scalar>> p_identity(activation_fn phi) {
+  return std::make_unique<p_activation<Scalar>>(make_p_activation(phi, 1.0));
 }
 
 /// Plain convolution layers as model layers with P-activations at a = 1 between them.
 template <typename Scalar>
-layer_list<Scalar> chain_with_p_identity(const std::vector<conv2d_layer<Scalar>>& layers,
-                                         activation phi) {
+layer_list<Scalar> chain_with_p_identity(const std::vector<conv2d_weights<Scalar>>& layers,
+                                         activation_fn phi) {
   layer_list<Scalar> list;
   for (std::size_t k = 0; k < layers.size(); ++k) {
     if (k) list.push_back(p_identity<Scalar>(phi));
     list.push_back(
-        std::make_unique<conv2d<Scalar>>(layers[k].weight, layers[k].bias, layers[k].params));
+        std::make_unique<conv2d<Scalar>>(layers[k].weight, layers[k].bias, layers[k].options));
   }
   return list;
 }
 
 template <typename Scalar>
-void require_layer(bool ok, const char* who, index i, const layer<Scalar>& l, const char* want) {
+void require_layer(bool ok, const char* who, index_type i, const layer<Scalar>& l,
+                   const char* want) {
   netmorph::detail::require<value_error>(ok, who, ": layer ", i, " is ", l.kind(), ", expected ",
                                          want);
 }
@@ -98,39 +99,39 @@ void require_layer(bool ok, const char* who, index i, const layer<Scalar>& l, co
 /// a = 1 between them (of the activation that follows layer `i`), optionally with an identity
 /// batch norm after the first. See `netmorph::deepen` for the options and what it throws.
 template <typename Scalar>
-model_morph_report deepen(model<Scalar>& m, index i, const deepen_options& opt = {},
+model_morph_report deepen(model<Scalar>& m, index_type i, const deepen_options& opt = {},
                           bool insert_batch_norm = false) {
   layer<Scalar>& l = m.at(i);
   model_morph_report rep{"deepen", i, 0, 0, ""};
   const tensor<Scalar> x = detail::probe_input(m, opt.seed);
   const tensor<Scalar> before = m.forward(x, false);
-  const activation phi = detail::following_activation(m, i);
+  const activation_fn phi = detail::following_activation(m, i);
   layer_list<Scalar> repl;
-  index c1 = 0;
+  index_type c1 = 0;
   if (auto* c = dynamic_cast<conv2d<Scalar>*>(&l)) {
-    deepen_result<Scalar> r = netmorph::deepen(c->get(), opt);
+    deepen_result<Scalar> r = netmorph::deepen(c->weights(), opt);
     rep.detail = r.report.summary();
     c1 = r.first.weight.dim(0);
-    repl.push_back(std::make_unique<conv2d<Scalar>>(r.first.weight, r.first.bias, r.first.params));
+    repl.push_back(std::make_unique<conv2d<Scalar>>(r.first.weight, r.first.bias, r.first.options));
     if (insert_batch_norm) {
-      auto bn = batch_norm<Scalar>::identity(c1);
+      auto bn = batch_norm_weights<Scalar>::identity(c1);
       for (Scalar& g : bn.gamma)
         g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
-      repl.push_back(std::make_unique<batch_norm_layer<Scalar>>(bn));
+      repl.push_back(std::make_unique<batch_norm<Scalar>>(bn));
     }
     repl.push_back(detail::p_identity<Scalar>(phi));
     repl.push_back(
-        std::make_unique<conv2d<Scalar>>(r.second.weight, r.second.bias, r.second.params));
+        std::make_unique<conv2d<Scalar>>(r.second.weight, r.second.bias, r.second.options));
   } else if (auto* d = dynamic_cast<dense<Scalar>*>(&l)) {
-    deepen_dense_result<Scalar> r = netmorph::deepen(d->get(), opt);
+    deepen_dense_result<Scalar> r = netmorph::deepen(d->weights(), opt);
     rep.detail = r.report.summary();
     c1 = r.first.weight.dim(0);
     repl.push_back(std::make_unique<dense<Scalar>>(r.first.weight, r.first.bias));
     if (insert_batch_norm) {
-      auto bn = batch_norm<Scalar>::identity(c1);
+      auto bn = batch_norm_weights<Scalar>::identity(c1);
       for (Scalar& g : bn.gamma)
         g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
-      repl.push_back(std::make_unique<batch_norm_layer<Scalar>>(bn));
+      repl.push_back(std::make_unique<batch_norm<Scalar>>(bn));
     }
     repl.push_back(detail::p_identity<Scalar>(phi));
     repl.push_back(std::make_unique<dense<Scalar>>(r.second.weight, r.second.bias));
@@ -147,7 +148,7 @@ model_morph_report deepen(model<Scalar>& m, index i, const deepen_options& opt =
 /// dropout, pooling and one flatten (the dense layer after it gets `H*W` columns per channel).
 /// \throws value_error when layer `i` is not conv2d/dense or something else sits in between.
 template <typename Scalar>
-model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
+model_morph_report widen(model<Scalar>& m, index_type i, widen_options opt) {
   using netmorph::detail::require;
   layer<Scalar>& l = m.at(i);
   auto* lc = dynamic_cast<conv2d<Scalar>*>(&l);
@@ -158,17 +159,17 @@ model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
   const tensor<Scalar> before = m.forward(x, false);
 
   // Walk to the next parametric layer, collecting what sits between.
-  batch_norm_layer<Scalar>* bnl = nullptr;
+  batch_norm<Scalar>* bnl = nullptr;
   bool flattened = false, nonzero_at_zero = false;
-  index j = i + 1;
+  index_type j = i + 1;
   for (; j < m.size(); ++j) {
     layer<Scalar>& k = m.at(j);
     if (dynamic_cast<conv2d<Scalar>*>(&k) || dynamic_cast<dense<Scalar>*>(&k)) break;
-    if (auto* a = dynamic_cast<activation_layer<Scalar>*>(&k)) {
-      nonzero_at_zero = nonzero_at_zero || !a->phi().zero_at_zero();
-    } else if (auto* p = dynamic_cast<p_activation_layer<Scalar>*>(&k)) {
-      nonzero_at_zero = nonzero_at_zero || p->get().value(0.0) != 0.0;
-    } else if (auto* b = dynamic_cast<batch_norm_layer<Scalar>*>(&k)) {
+    if (auto* a = dynamic_cast<activation<Scalar>*>(&k)) {
+      nonzero_at_zero = nonzero_at_zero || !a->fn().zero_at_zero();
+    } else if (auto* p = dynamic_cast<p_activation<Scalar>*>(&k)) {
+      nonzero_at_zero = nonzero_at_zero || p->fn().value(0.0) != 0.0;
+    } else if (auto* b = dynamic_cast<batch_norm<Scalar>*>(&k)) {
       require<value_error>(bnl == nullptr, "nn::widen: two batch norms between layer ", i,
                            " and the next conv2d/dense layer");
       bnl = b;
@@ -182,38 +183,38 @@ model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
   require<value_error>(j < m.size(), "nn::widen: layer ", i,
                        " has no following conv2d/dense layer whose input could grow");
   // The weight-level rule only needs to know whether a zero channel stays zero.
-  opt.phi = nonzero_at_zero ? activation{activation_kind::sigmoid}
-                            : activation{activation_kind::identity};
+  opt.phi = nonzero_at_zero ? activation_fn{activation_kind::sigmoid}
+                            : activation_fn{activation_kind::identity};
   opt.probe_count = 0;
-  std::optional<batch_norm<Scalar>> bn;
-  if (bnl) bn = bnl->get();
+  std::optional<batch_norm_weights<Scalar>> bn;
+  if (bnl) bn = bnl->weights();
   layer<Scalar>& nx = m.at(j);
   auto* nc = dynamic_cast<conv2d<Scalar>*>(&nx);
   auto* nd = dynamic_cast<dense<Scalar>*>(&nx);
 
-  std::vector<index> source;
-  index c_old = 0;
+  std::vector<index_type> source;
+  index_type c_old = 0;
   auto carry_rows = [&](const tensor<Scalar>& old_v, tensor<Scalar>& new_v) {
-    const index row = old_v.size() / std::max<index>(1, c_old);
+    const index_type row = old_v.size() / std::max<index_type>(1, c_old);
     for (std::size_t q = 0; q < source.size(); ++q)
       if (source[q] >= 0 && new_v.size())
         std::copy(old_v.data() + source[q] * row, old_v.data() + (source[q] + 1) * row,
-                  new_v.data() + static_cast<index>(q) * row);
+                  new_v.data() + static_cast<index_type>(q) * row);
   };
-  auto carry_cols = [&](const tensor<Scalar>& old_v, tensor<Scalar>& new_v, index groups,
-                        index span, bool divide) {
-    std::vector<index> count(static_cast<std::size_t>(c_old), 0);
-    for (index s : source)
+  auto carry_cols = [&](const tensor<Scalar>& old_v, tensor<Scalar>& new_v, index_type groups,
+                        index_type span, bool divide) {
+    std::vector<index_type> count(static_cast<std::size_t>(c_old), 0);
+    for (index_type s : source)
       if (s >= 0) ++count[static_cast<std::size_t>(s)];
-    const index cn = static_cast<index>(source.size());
-    for (index g = 0; g < groups; ++g)
-      for (index q = 0; q < cn; ++q) {
-        const index s = source[static_cast<std::size_t>(q)];
+    const index_type cn = static_cast<index_type>(source.size());
+    for (index_type g = 0; g < groups; ++g)
+      for (index_type q = 0; q < cn; ++q) {
+        const index_type s = source[static_cast<std::size_t>(q)];
         if (s < 0) continue;
         const Scalar f = divide
                              ? Scalar(1) / static_cast<Scalar>(count[static_cast<std::size_t>(s)])
                              : Scalar(1);
-        for (index t = 0; t < span; ++t)
+        for (index_type t = 0; t < span; ++t)
           new_v.data()[(g * cn + q) * span + t] = old_v.data()[(g * c_old + s) * span + t] * f;
       }
   };
@@ -242,27 +243,27 @@ model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
     bnl->running_var() = nb.running_var;
   };
   if (lc && nc) {
-    auto r = netmorph::widen(lc->get(), nc->get(), opt, bn);
+    auto r = netmorph::widen(lc->weights(), nc->weights(), opt, bn);
     rep.detail = "conv2d -> conv2d";
     apply_in(lc, r);
     apply_bn(r);
     parameter<Scalar> w("weight", r.next.weight);
-    const index kk = r.next.weight.dim(2) * r.next.weight.dim(3);
+    const index_type kk = r.next.weight.dim(2) * r.next.weight.dim(3);
     carry_cols(nc->weight().velocity, w.velocity, r.next.weight.dim(0), kk, divide);
     nc->weight() = std::move(w);
   } else if (lc && nd) {
     require<value_error>(flattened, "nn::widen: a dense layer ", j, " follows conv2d layer ", i,
                          " without a flatten");
-    auto r = netmorph::widen(lc->get(), nd->get(), opt, bn);
+    auto r = netmorph::widen(lc->weights(), nd->weights(), opt, bn);
     rep.detail = "conv2d -> flatten -> dense";
     apply_in(lc, r);
     apply_bn(r);
     parameter<Scalar> w("weight", r.next.weight);
-    const index span = nd->weight().value.dim(1) / c_old;
+    const index_type span = nd->weight().value.dim(1) / c_old;
     carry_cols(nd->weight().velocity, w.velocity, r.next.weight.dim(0), span, divide);
     nd->weight() = std::move(w);
   } else if (ld && nd) {
-    auto r = netmorph::widen(ld->get(), nd->get(), opt, bn);
+    auto r = netmorph::widen(ld->weights(), nd->weights(), opt, bn);
     rep.detail = "dense -> dense";
     apply_in(ld, r);
     apply_bn(r);
@@ -279,17 +280,17 @@ model_morph_report widen(model<Scalar>& m, index i, widen_options opt) {
 
 /// Kernel-size morph of conv2d layer `i` to `new_kernel` (velocities zero-padded likewise).
 template <typename Scalar>
-model_morph_report grow_kernel(model<Scalar>& m, index i, index new_kernel) {
+model_morph_report grow_kernel(model<Scalar>& m, index_type i, index_type new_kernel) {
   layer<Scalar>& l = m.at(i);
   auto* c = dynamic_cast<conv2d<Scalar>*>(&l);
   detail::require_layer(c != nullptr, "nn::grow_kernel", i, l, "conv2d");
   model_morph_report rep{"grow_kernel", i, 0, 0, ""};
   const tensor<Scalar> x = detail::probe_input(m, 1);
   const tensor<Scalar> before = m.forward(x, false);
-  auto r = netmorph::grow_kernel(c->get(), new_kernel);
+  auto r = netmorph::grow_kernel(c->weights(), new_kernel);
   parameter<Scalar> w("weight", r.layer.weight);
   w.velocity = pad_kernel(c->weight().velocity, new_kernel, new_kernel);
-  auto repl = std::make_unique<conv2d<Scalar>>(r.layer.weight, r.layer.bias, r.layer.params);
+  auto repl = std::make_unique<conv2d<Scalar>>(r.layer.weight, r.layer.bias, r.layer.options);
   repl->weight() = std::move(w);
   if (c->has_bias()) repl->bias().velocity = c->bias().velocity;
   layer_list<Scalar> list;
@@ -301,15 +302,15 @@ model_morph_report grow_kernel(model<Scalar>& m, index i, index new_kernel) {
 
 /// Sequential-subnet morph of conv2d layer `i`, P-activations at a = 1 between the new layers.
 template <typename Scalar>
-model_morph_report to_subnet(model<Scalar>& m, index i, const subnet_options& opt) {
+model_morph_report to_subnet(model<Scalar>& m, index_type i, const subnet_options& opt) {
   layer<Scalar>& l = m.at(i);
   auto* c = dynamic_cast<conv2d<Scalar>*>(&l);
   detail::require_layer(c != nullptr, "nn::to_subnet", i, l, "conv2d");
   model_morph_report rep{"to_subnet", i, 0, 0, ""};
   const tensor<Scalar> x = detail::probe_input(m, opt.seed);
   const tensor<Scalar> before = m.forward(x, false);
-  const activation phi = detail::following_activation(m, i);
-  auto r = netmorph::to_subnet(c->get(), opt);
+  const activation_fn phi = detail::following_activation(m, i);
+  auto r = netmorph::to_subnet(c->weights(), opt);
   m.splice(i, i + 1, detail::chain_with_p_identity(r.layers, phi));
   detail::measure(m, x, before, rep);
   return rep;
@@ -317,15 +318,16 @@ model_morph_report to_subnet(model<Scalar>& m, index i, const subnet_options& op
 
 /// n-way stacked-subnet morph of conv2d layer `i`: a parallel block of sequential subnets.
 template <typename Scalar>
-model_morph_report to_stacked_subnet(model<Scalar>& m, index i, const stacked_subnet_options& opt) {
+model_morph_report to_stacked_subnet(model<Scalar>& m, index_type i,
+                                     const stacked_subnet_options& opt) {
   layer<Scalar>& l = m.at(i);
   auto* c = dynamic_cast<conv2d<Scalar>*>(&l);
   detail::require_layer(c != nullptr, "nn::to_stacked_subnet", i, l, "conv2d");
   model_morph_report rep{"to_stacked_subnet", i, 0, 0, ""};
   const tensor<Scalar> x = detail::probe_input(m, opt.seed);
   const tensor<Scalar> before = m.forward(x, false);
-  const activation phi = detail::following_activation(m, i);
-  auto r = netmorph::to_stacked_subnet(c->get(), opt);
+  const activation_fn phi = detail::following_activation(m, i);
+  auto r = netmorph::to_stacked_subnet(c->weights(), opt);
   std::vector<layer_list<Scalar>> paths;
   for (const auto& p : r.paths)
     paths.push_back(detail::chain_with_p_identity(p, phi));

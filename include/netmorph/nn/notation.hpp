@@ -5,7 +5,7 @@
 /// The paper's architecture notation: `(K:C)` is a K x K convolution with C output channels,
 /// `(K:CxN)` that layer N times, `[...]` a group of layers, `[...]xN` the group N times. Every
 /// top-level `(K:C)` and every `[...]` is a group followed by pooling; the rest of the model
-/// (activation, pooling, dense head) comes from an `architecture_template`. Examples:
+/// (activation, pooling, dense head) comes from an `architecture_options`. Examples:
 /// `(5:32)(5:32)(5:64)` (Caffe's cifar10_quick), `[(5:32x4)(1:32)]x2[(5:64x4)(1:64)]`.
 
 #include <netmorph/activations.hpp>
@@ -25,20 +25,20 @@ namespace netmorph {
 namespace nn {
 
 /// What the notation leaves out.
-struct architecture_template {
-  activation act{activation_kind::relu, 0.01};  ///< after every convolution and hidden dense
-  bool batch_norm = false;                      ///< batch norm before every activation
-  index pool = 2;                   ///< pooling window and stride after each group; 0: none
-  bool max_pool = true;             ///< max (else average) pooling
-  std::vector<index> dense_head{};  ///< hidden dense widths after the flatten
-  index classes = 10;               ///< outputs of the last dense layer
-  std::uint64_t seed = 0;           ///< He initialisation
+struct architecture_options {
+  activation_fn act{activation_kind::relu, 0.01};  ///< after every convolution and hidden dense
+  bool batch_norm = false;                         ///< batch norm before every activation
+  index_type pool = 2;                   ///< pooling window and stride after each group; 0: none
+  bool max_pool = true;                  ///< max (else average) pooling
+  std::vector<index_type> dense_head{};  ///< hidden dense widths after the flatten
+  index_type classes = 10;               ///< outputs of the last dense layer
+  std::uint64_t seed = 0;                ///< He initialisation
 };
 
 namespace detail {
 
 struct conv_spec {
-  index k = 0, c = 0;
+  index_type k = 0, c = 0;
   bool operator==(const conv_spec& o) const { return k == o.k && c == o.c; }
 };
 using group_spec = std::vector<conv_spec>;
@@ -65,8 +65,8 @@ class notation_parser {
         expect(']');
         netmorph::detail::require<value_error>(
             !g.empty(), "parse_architecture: empty group before position ", pos_, " in '", s_, "'");
-        const index n = repeat();
-        for (index r = 0; r < n; ++r)
+        const index_type n = repeat();
+        for (index_type r = 0; r < n; ++r)
           groups.push_back(g);
       } else {
         fail("expected '(' or '['");
@@ -81,10 +81,10 @@ class notation_parser {
  private:
   group_spec layer() {
     expect('(');
-    const index k = number("a kernel size");
+    const index_type k = number("a kernel size");
     expect(':');
-    const index c = number("a channel count");
-    index n = 1;
+    const index_type c = number("a channel count");
+    index_type n = 1;
     skip();
     if (pos_ < s_.size() && (s_[pos_] == 'x' || s_[pos_] == 'X')) {
       ++pos_;
@@ -93,7 +93,7 @@ class notation_parser {
     expect(')');
     return group_spec(static_cast<std::size_t>(n), conv_spec{k, c});
   }
-  index repeat() {
+  index_type repeat() {
     skip();
     if (pos_ < s_.size() && (s_[pos_] == 'x' || s_[pos_] == 'X')) {
       ++pos_;
@@ -101,10 +101,10 @@ class notation_parser {
     }
     return 1;
   }
-  index number(const char* what) {
+  index_type number(const char* what) {
     skip();
     const std::size_t start = pos_;
-    index v = 0;
+    index_type v = 0;
     while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) {
       v = v * 10 + (s_[pos_] - '0');
       if (v > 1000000) fail("number too large");
@@ -137,9 +137,9 @@ class notation_parser {
 };
 
 template <typename Scalar>
-void add_activation(model<Scalar>& m, index channels, const architecture_template& t) {
-  if (t.batch_norm) m.add(batch_norm_layer<Scalar>(batch_norm<Scalar>::identity(channels)));
-  m.add(activation_layer<Scalar>(t.act));
+void add_activation(model<Scalar>& m, index_type channels, const architecture_options& t) {
+  if (t.batch_norm) m.add(batch_norm<Scalar>(batch_norm_weights<Scalar>::identity(channels)));
+  m.add(activation<Scalar>(t.act));
 }
 
 }  // namespace detail
@@ -149,7 +149,7 @@ void add_activation(model<Scalar>& m, index channels, const architecture_templat
 /// \throws value_error naming the position of a syntax error.
 template <typename Scalar>
 model<Scalar> parse_architecture(const std::string& notation, shape_type input,
-                                 const architecture_template& t = {}) {
+                                 const architecture_options& t = {}) {
   netmorph::detail::require<shape_error>(input.size() == 3,
                                          "parse_architecture: input must be (C, H, W), got ",
                                          netmorph::detail::shape_string(input));
@@ -158,7 +158,7 @@ model<Scalar> parse_architecture(const std::string& notation, shape_type input,
   std::mt19937_64 rng(t.seed);
   for (const auto& g : groups) {
     for (const auto& l : g) {
-      const index in = m.output_shape()[0];
+      const index_type in = m.output_shape()[0];
       m.add(conv2d<Scalar>::he(in, l.c, l.k, rng));
       detail::add_activation(m, l.c, t);
     }
@@ -169,7 +169,7 @@ model<Scalar> parse_architecture(const std::string& notation, shape_type input,
     }
   }
   m.add(flatten<Scalar>());
-  for (index w : t.dense_head) {
+  for (index_type w : t.dense_head) {
     m.add(dense<Scalar>::he(m.output_shape()[0], w, rng));
     detail::add_activation(m, w, t);
   }
@@ -179,7 +179,7 @@ model<Scalar> parse_architecture(const std::string& notation, shape_type input,
 
 namespace detail {
 
-inline std::string print_layer(const conv_spec& c, index n) {
+inline std::string print_layer(const conv_spec& c, index_type n) {
   std::ostringstream os;
   os << '(' << c.k << ':' << c.c;
   if (n > 1) os << 'x' << n;
@@ -193,7 +193,7 @@ inline std::string print_group(const group_spec& g) {
     std::size_t j = i;
     while (j < g.size() && g[j] == g[i])
       ++j;
-    out += print_layer(g[i], static_cast<index>(j - i));
+    out += print_layer(g[i], static_cast<index_type>(j - i));
     i = j;
   }
   return g.size() == 1 ? out : "[" + out + "]";
@@ -229,7 +229,7 @@ std::string to_notation(const model<Scalar>& m) {
     groups.clear();
   };
   model<Scalar>& mm = const_cast<model<Scalar>&>(m);
-  for (index i = 0; i < mm.size(); ++i) {
+  for (index_type i = 0; i < mm.size(); ++i) {
     layer<Scalar>& l = mm.at(i);
     if (auto* c = dynamic_cast<conv2d<Scalar>*>(&l)) {
       cur.push_back({c->weight().value.dim(2), c->weight().value.dim(0)});

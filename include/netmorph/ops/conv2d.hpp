@@ -8,6 +8,7 @@
 /// im2col matrix); the rest as im2col of a block of samples and one GEMM per block.
 
 #include <netmorph/detail/message.hpp>
+#include <netmorph/detail/parallel.hpp>
 #include <netmorph/error.hpp>
 #include <netmorph/tensor.hpp>
 
@@ -16,31 +17,29 @@
 #include <algorithm>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace netmorph {
 
 /// Stride and symmetric zero padding of a convolution (the same in both spatial directions).
-struct conv2d_params {
-  index stride = 1;
-  index padding = 0;
+struct conv2d_options {
+  index_type stride = 1;
+  index_type padding = 0;
 };
 
 /// A convolution layer's parameters: weight `(C_out, C_in, K_h, K_w)`, bias `(C_out)` or empty
 /// for "no bias", stride and padding.
 template <typename Scalar>
-struct conv2d_layer {
+struct conv2d_weights {
+  using scalar_type = Scalar;
   tensor<Scalar> weight;
   tensor<Scalar> bias;
-  conv2d_params params;
+  conv2d_options options;
 };
 
 /// Output extent of a convolution along one axis: \f$ \lfloor (n + 2P - K)/s \rfloor + 1 \f$.
 /// Throws `shape_error` when the kernel does not fit and `value_error` on a stride < 1 or a
 /// negative padding.
-inline index conv2d_output_size(index n, index k, conv2d_params p, const char* who = "conv2d") {
+inline index_type conv2d_output_size(index_type n, index_type k, conv2d_options p,
+                                     const char* who = "conv2d") {
   detail::require<value_error>(p.stride >= 1, who, ": stride must be >= 1, got ", p.stride);
   detail::require<value_error>(p.padding >= 0, who, ": padding must be >= 0, got ", p.padding);
   detail::require<shape_error>(n + 2 * p.padding >= k, who, ": kernel extent ", k,
@@ -67,8 +66,9 @@ void check_conv2d_operands(const tensor<Scalar>& x, const tensor<Scalar>& w,
 }
 
 /// The output positions `[lo, hi)` whose input index `o*stride + k - pad` lies in `[0, n)`.
-inline void valid_span(index k, index pad, index stride, index n, index out, index& lo, index& hi) {
-  const index a = pad - k, b = n - 1 + pad - k;
+inline void valid_span(index_type k, index_type pad, index_type stride, index_type n,
+                       index_type out, index_type& lo, index_type& hi) {
+  const index_type a = pad - k, b = n - 1 + pad - k;
   lo = a <= 0 ? 0 : (a + stride - 1) / stride;
   hi = b < 0 ? 0 : b / stride + 1;
   lo = std::min(lo, out);
@@ -80,26 +80,27 @@ inline void valid_span(index k, index pad, index stride, index n, index out, ind
 /// side by side in one matrix. The valid span of each row is computed once, so the inner loops
 /// are plain copies (contiguous for stride 1).
 template <typename Scalar>
-void im2col(const Scalar* x, index c_in, index h, index w, index kh, index kw, conv2d_params p,
-            index ho, index wo, Scalar* col, index ld) {
-  for (index c = 0; c < c_in; ++c) {
+void im2col(const Scalar* x, index_type c_in, index_type h, index_type w, index_type kh,
+            index_type kw, conv2d_options p, index_type ho, index_type wo, Scalar* col,
+            index_type ld) {
+  for (index_type c = 0; c < c_in; ++c) {
     const Scalar* xc = x + c * h * w;
-    for (index ky = 0; ky < kh; ++ky) {
-      index ylo, yhi;
+    for (index_type ky = 0; ky < kh; ++ky) {
+      index_type ylo, yhi;
       valid_span(ky, p.padding, p.stride, h, ho, ylo, yhi);
-      for (index kx = 0; kx < kw; ++kx) {
-        index xlo, xhi;
+      for (index_type kx = 0; kx < kw; ++kx) {
+        index_type xlo, xhi;
         valid_span(kx, p.padding, p.stride, w, wo, xlo, xhi);
         Scalar* row = col + ((c * kh + ky) * kw + kx) * ld;
         std::fill(row, row + ylo * wo, Scalar(0));
-        for (index oy = ylo; oy < yhi; ++oy) {
+        for (index_type oy = ylo; oy < yhi; ++oy) {
           const Scalar* xr = xc + (oy * p.stride + ky - p.padding) * w + kx - p.padding;
           Scalar* out = row + oy * wo;
           std::fill(out, out + xlo, Scalar(0));
           if (p.stride == 1) {
             std::copy(xr + xlo, xr + xhi, out + xlo);
           } else {
-            for (index ox = xlo; ox < xhi; ++ox)
+            for (index_type ox = xlo; ox < xhi; ++ox)
               out[ox] = xr[ox * p.stride];
           }
           std::fill(out + xhi, out + wo, Scalar(0));
@@ -113,25 +114,26 @@ void im2col(const Scalar* x, index c_in, index h, index w, index kh, index kw, c
 /// Adds the im2col patch gradients back onto the input gradient of one sample (the adjoint of
 /// `im2col`, over the same valid spans; `col` has row stride `ld`).
 template <typename Scalar>
-void col2im(const Scalar* col, index c_in, index h, index w, index kh, index kw, conv2d_params p,
-            index ho, index wo, Scalar* dx, index ld) {
-  for (index c = 0; c < c_in; ++c) {
+void col2im(const Scalar* col, index_type c_in, index_type h, index_type w, index_type kh,
+            index_type kw, conv2d_options p, index_type ho, index_type wo, Scalar* dx,
+            index_type ld) {
+  for (index_type c = 0; c < c_in; ++c) {
     Scalar* dxc = dx + c * h * w;
-    for (index ky = 0; ky < kh; ++ky) {
-      index ylo, yhi;
+    for (index_type ky = 0; ky < kh; ++ky) {
+      index_type ylo, yhi;
       valid_span(ky, p.padding, p.stride, h, ho, ylo, yhi);
-      for (index kx = 0; kx < kw; ++kx) {
-        index xlo, xhi;
+      for (index_type kx = 0; kx < kw; ++kx) {
+        index_type xlo, xhi;
         valid_span(kx, p.padding, p.stride, w, wo, xlo, xhi);
         const Scalar* row = col + ((c * kh + ky) * kw + kx) * ld;
-        for (index oy = ylo; oy < yhi; ++oy) {
+        for (index_type oy = ylo; oy < yhi; ++oy) {
           Scalar* d = dxc + (oy * p.stride + ky - p.padding) * w + kx - p.padding;
           const Scalar* r = row + oy * wo;
           if (p.stride == 1) {
-            for (index ox = xlo; ox < xhi; ++ox)
+            for (index_type ox = xlo; ox < xhi; ++ox)
               d[ox] += r[ox];
           } else {
-            for (index ox = xlo; ox < xhi; ++ox)
+            for (index_type ox = xlo; ox < xhi; ++ox)
               d[ox * p.stride] += r[ox];
           }
         }
@@ -147,17 +149,17 @@ void col2im(const Scalar* col, index c_in, index h, index w, index kh, index kw,
 /// is `kh` strided views of this `kh` times smaller one (the "memory-efficient convolution" of
 /// Cho and Brand, ICML 2017) and is never written out.
 template <typename Scalar>
-void shifted_rows(const Scalar* x, index c_in, index h, index w, index kw, index pad, index wo,
-                  Scalar* rows) {
-  const index hp = h + 2 * pad;
-  for (index c = 0; c < c_in; ++c) {
+void shifted_rows(const Scalar* x, index_type c_in, index_type h, index_type w, index_type kw,
+                  index_type pad, index_type wo, Scalar* rows) {
+  const index_type hp = h + 2 * pad;
+  for (index_type c = 0; c < c_in; ++c) {
     const Scalar* xc = x + c * h * w;
-    for (index kx = 0; kx < kw; ++kx) {
-      index xlo, xhi;
+    for (index_type kx = 0; kx < kw; ++kx) {
+      index_type xlo, xhi;
       valid_span(kx, pad, 1, w, wo, xlo, xhi);
       Scalar* row = rows + (c * kw + kx) * hp * wo;
       std::fill(row, row + pad * wo, Scalar(0));
-      for (index y = 0; y < h; ++y) {
+      for (index_type y = 0; y < h; ++y) {
         const Scalar* xr = xc + y * w + kx - pad;
         Scalar* out = row + (y + pad) * wo;
         std::fill(out, out + xlo, Scalar(0));
@@ -171,35 +173,8 @@ void shifted_rows(const Scalar* x, index c_in, index h, index w, index kw, index
 
 /// Whether a convolution runs on `shifted_rows` (stride 1, and `C_in * K_w` rows long enough for
 /// an efficient GEMM) rather than on a full im2col matrix.
-inline bool use_shifted_rows(index c_in, index kw, conv2d_params p) {
+inline bool use_shifted_rows(index_type c_in, index_type kw, conv2d_options p) {
   return p.stride == 1 && c_in * kw >= 16;
-}
-
-/// Gives `t` the shape `s`, keeping its storage (and stale values) when the shape already matches,
-/// so buffers reused across calls are not reallocated or cleared.
-template <typename Scalar>
-void ensure_shape(tensor<Scalar>& t, const shape_type& s) {
-  if (t.shape() != s) t = tensor<Scalar>(s);
-}
-
-/// Number of OpenMP threads the kernels' parallel regions use (1 without OpenMP, and inside an
-/// enclosing parallel region); the regions pass it as `num_threads`, so the per-thread scratch
-/// slots reserved for it suffice even when the consumer enables nested parallelism.
-inline index max_threads() {
-#if defined(_OPENMP)
-  return omp_in_parallel() ? 1 : std::max(1, omp_get_max_threads());
-#else
-  return 1;
-#endif
-}
-
-/// This thread's number inside a parallel region (0 without OpenMP).
-inline index thread_num() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
 }
 
 /// Scratch buffers of the convolution kernels, one set per thread, kept between calls so a
@@ -221,15 +196,16 @@ struct conv2d_workspace {
   conv2d_workspace& operator=(const conv2d_workspace&) { return *this; }
 
   /// Makes room for `threads` slots; call outside the parallel region.
-  void reserve(index threads) {
-    if (static_cast<index>(slots.size()) < threads) slots.resize(static_cast<std::size_t>(threads));
+  void reserve(index_type threads) {
+    if (static_cast<index_type>(slots.size()) < threads)
+      slots.resize(static_cast<std::size_t>(threads));
   }
-  slot& at(index t) { return slots[static_cast<std::size_t>(t)]; }
+  slot& at(index_type t) { return slots[static_cast<std::size_t>(t)]; }
   /// Zeroes the weight and bias gradient partial sums of the first `threads` slots (those a
   /// team of `threads` may use; a smaller team leaves the others at zero).
-  void zero_gradients(index threads, index rows, index cols, index bias) {
+  void zero_gradients(index_type threads, index_type rows, index_type cols, index_type bias) {
     reserve(threads);
-    for (index t = 0; t < threads; ++t) {
+    for (index_type t = 0; t < threads; ++t) {
       at(t).grad.setZero(rows, cols);
       at(t).bias_grad.setZero(bias);
     }
@@ -239,17 +215,19 @@ struct conv2d_workspace {
 /// Samples per GEMM block when `block <= 0` asks for a choice: enough columns (`pix` per sample)
 /// for Eigen's kernels to run at full speed, an im2col block of at most 2^19 values so it stays
 /// near the cache, and blocks of equal size spread evenly over the threads.
-inline index conv2d_block_size(index n, index patch, index pix, index threads, index block = 0) {
+inline index_type conv2d_block_size(index_type n, index_type patch, index_type pix,
+                                    index_type threads, index_type block = 0) {
   if (n <= 0) return 1;
   if (block <= 0) {
-    block = std::max<index>(1, (512 + pix - 1) / std::max<index>(1, pix));
-    block = std::min(block, std::max<index>(1, (index(1) << 19) / std::max<index>(1, patch * pix)));
+    block = std::max<index_type>(1, (512 + pix - 1) / std::max<index_type>(1, pix));
+    block = std::min(block, std::max<index_type>(
+                                1, (index_type(1) << 19) / std::max<index_type>(1, patch * pix)));
     block = std::min(block, (n + threads - 1) / threads);
-    index blocks = (n + block - 1) / block;
+    index_type blocks = (n + block - 1) / block;
     blocks = (blocks + threads - 1) / threads * threads;
     block = (n + blocks - 1) / blocks;
   }
-  return std::max<index>(1, std::min(block, n));
+  return std::max<index_type>(1, std::min(block, n));
 }
 
 /// The shifted-rows route's sample loop, shared by the forward pass and the weight gradient of a
@@ -258,24 +236,25 @@ inline index conv2d_block_size(index n, index patch, index pix, index threads, i
 /// `row(ky)` is row `ky` of the sample's im2col matrix as a strided `(C_in K_w) x (H_out W_out)`
 /// view.
 template <typename Scalar, typename Fn>
-void for_each_shifted_sample(const tensor<Scalar>& x, index kh, index kw, index pad, index threads,
-                             conv2d_workspace<Scalar>& ws, Fn&& fn) {
+void for_each_shifted_sample(const tensor<Scalar>& x, index_type kh, index_type kw, index_type pad,
+                             index_type threads, conv2d_workspace<Scalar>& ws, Fn&& fn) {
   using view = Eigen::Map<const typename tensor<Scalar>::matrix_type, 0, Eigen::OuterStride<>>;
-  const index n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
-  const index r = c_in * kw, hp = h + 2 * pad, ho = hp - kh + 1, wo = w + 2 * pad - kw + 1;
+  const index_type n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index_type r = c_in * kw, hp = h + 2 * pad, ho = hp - kh + 1, wo = w + 2 * pad - kw + 1;
+  static_cast<void>(threads);  // only the OpenMP build spreads samples over threads
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(int(threads)) if (n > 1)
 #endif
   {
     auto& sl = ws.at(thread_num());
     sl.col.resize(r, hp * wo);
-    const auto row = [&](index ky) {
+    const auto row = [&](index_type ky) {
       return view(sl.col.data() + ky * wo, r, ho * wo, Eigen::OuterStride<>(hp * wo));
     };
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index s = 0; s < n; ++s) {
+    for (index_type s = 0; s < n; ++s) {
       shifted_rows(x.data() + s * c_in * h * w, c_in, h, w, kw, pad, wo, sl.col.data());
       fn(sl, s, row);
     }
@@ -291,45 +270,46 @@ void for_each_shifted_sample(const tensor<Scalar>& x, index kh, index kw, index 
 /// null.
 template <typename Scalar>
 void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const Scalar* bias,
-                    conv2d_params p, tensor<Scalar>& y, conv2d_workspace<Scalar>& ws,
-                    index block = 0) {
+                    conv2d_options p, tensor<Scalar>& y, conv2d_workspace<Scalar>& ws,
+                    index_type block = 0) {
   using mat = typename tensor<Scalar>::matrix_type;
-  const index n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
-  const index c_out = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
-  const index ho = conv2d_output_size(h, kh, p), wo = conv2d_output_size(w, kw, p);
+  const index_type n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index_type c_out = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
+  const index_type ho = conv2d_output_size(h, kh, p), wo = conv2d_output_size(w, kw, p);
   ensure_shape(y, {n, c_out, ho, wo});
   if (y.size() == 0) return;
-  const index patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w, out_size = c_out * pix;
+  const index_type patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w,
+                   out_size = c_out * pix;
   if (patch == 0) {
-    for (index s = 0; s < n * c_out; ++s)
+    for (index_type s = 0; s < n * c_out; ++s)
       std::fill(y.data() + s * pix, y.data() + (s + 1) * pix, bias ? bias[s % c_out] : Scalar(0));
     return;
   }
-  const index threads = max_threads();
+  const index_type threads = max_threads();
   ws.reserve(threads);
   if (block <= 0 && use_shifted_rows(c_in, kw, p)) {
     // y_s = sum_ky W[:, :, ky, :] * (row ky of the sample's im2col matrix); samples in parallel.
-    const index r = c_in * kw;
+    const index_type r = c_in * kw;
     ws.by_row.resize(kh * c_out, r);
-    for (index o = 0; o < c_out; ++o)
-      for (index i = 0; i < c_in; ++i)
-        for (index ky = 0; ky < kh; ++ky)
-          for (index kx = 0; kx < kw; ++kx)
+    for (index_type o = 0; o < c_out; ++o)
+      for (index_type i = 0; i < c_in; ++i)
+        for (index_type ky = 0; ky < kh; ++ky)
+          for (index_type kx = 0; kx < kw; ++kx)
             ws.by_row(ky * c_out + o, i * kw + kx) =
                 weight.data()[((o * c_in + i) * kh + ky) * kw + kx];
-    for_each_shifted_sample(x, kh, kw, p.padding, threads, ws, [&](auto&, index s, auto row) {
+    for_each_shifted_sample(x, kh, kw, p.padding, threads, ws, [&](auto&, index_type s, auto row) {
       Eigen::Map<mat> ys(y.data() + s * out_size, c_out, pix);
       ys.noalias() = ws.by_row.topRows(c_out) * row(0);
-      for (index ky = 1; ky < kh; ++ky)
+      for (index_type ky = 1; ky < kh; ++ky)
         ys.noalias() += ws.by_row.middleRows(ky * c_out, c_out) * row(ky);
       if (bias)
-        for (index o = 0; o < c_out; ++o)
+        for (index_type o = 0; o < c_out; ++o)
           ys.row(o).array() += bias[o];
     });
     return;
   }
   block = conv2d_block_size(n, patch, pix, threads, block);
-  const index blocks = (n + block - 1) / block;
+  const index_type blocks = (n + block - 1) / block;
   const auto wmat = weight.matrix(c_out, patch);
   // Blocks are independent: with OpenMP enabled by the consumer they run on all cores, each
   // thread with its own buffers. Without OpenMP the pragmas are ignored and Eigen's GEMM runs as
@@ -344,9 +324,9 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index b = 0; b < blocks; ++b) {
-      const index s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
-      for (index j = 0; j < nb; ++j)
+    for (index_type b = 0; b < blocks; ++b) {
+      const index_type s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
+      for (index_type j = 0; j < nb; ++j)
         im2col(x.data() + (s0 + j) * in_size, c_in, h, w, kh, kw, p, ho, wo,
                sl.col.data() + j * pix, cols);
       const Eigen::Map<const mat> col(sl.col.data(), patch, cols);
@@ -354,19 +334,19 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
         Eigen::Map<mat> ys(y.data() + s0 * out_size, c_out, pix);
         ys.noalias() = wmat * col;
         if (bias)
-          for (index o = 0; o < c_out; ++o)
+          for (index_type o = 0; o < c_out; ++o)
             ys.row(o).array() += bias[o];
         continue;
       }
       // The GEMM's columns are (sample, pixel); NCHW wants each sample's channels together.
       Eigen::Map<mat> out(sl.out.data(), c_out, cols);
       out.noalias() = wmat * col;
-      for (index j = 0; j < nb; ++j)
-        for (index o = 0; o < c_out; ++o) {
+      for (index_type j = 0; j < nb; ++j)
+        for (index_type o = 0; o < c_out; ++o) {
           Scalar* dst = y.data() + (s0 + j) * out_size + o * pix;
           const Scalar* src = out.data() + o * cols + j * pix;
           const Scalar bo = bias ? bias[o] : Scalar(0);
-          for (index q = 0; q < pix; ++q)
+          for (index_type q = 0; q < pix; ++q)
             dst[q] = src[q] + bo;
         }
     }
@@ -380,43 +360,45 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
 /// or one GEMM `[C_out x block H_out W_out] * [block H_out W_out x C_in K_h K_w]` per block of
 /// samples; `dw` is `(C_out, C_in K_h K_w)` row-major, `db` may be null.
 template <typename Scalar>
-void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, index kh, index kw,
-                            conv2d_params p, Scalar* dw, Scalar* db, conv2d_workspace<Scalar>& ws,
-                            index block = 0) {
+void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, index_type kh,
+                            index_type kw, conv2d_options p, Scalar* dw, Scalar* db,
+                            conv2d_workspace<Scalar>& ws, index_type block = 0) {
   using mat = typename tensor<Scalar>::matrix_type;
   using vec = typename tensor<Scalar>::vector_type;
-  const index n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
-  const index c_out = dy.dim(1), ho = dy.dim(2), wo = dy.dim(3);
-  const index patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w, out_size = c_out * pix;
+  const index_type n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index_type c_out = dy.dim(1), ho = dy.dim(2), wo = dy.dim(3);
+  const index_type patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w,
+                   out_size = c_out * pix;
   if (n == 0 || c_out == 0 || pix == 0) return;
-  const index threads = max_threads();
+  const index_type threads = max_threads();
   ws.reserve(threads);
   if (block <= 0 && use_shifted_rows(c_in, kw, p)) {
     // dW[:, :, ky, :] += dy_s * (row ky of the sample's im2col matrix)^T; each thread accumulates
     // kh blocks (C_out, C_in * K_w).
-    const index r = c_in * kw;
+    const index_type r = c_in * kw;
     ws.zero_gradients(threads, kh * c_out, r, c_out);
-    for_each_shifted_sample(x, kh, kw, p.padding, threads, ws, [&](auto& sl, index s, auto row) {
-      const Eigen::Map<const mat> dys(dy.data() + s * out_size, c_out, pix);
-      for (index ky = 0; ky < kh; ++ky)
-        sl.grad.middleRows(ky * c_out, c_out).noalias() += dys * row(ky).transpose();
-      if (db) sl.bias_grad += dys.rowwise().sum();
-    });
+    for_each_shifted_sample(
+        x, kh, kw, p.padding, threads, ws, [&](auto& sl, index_type s, auto row) {
+          const Eigen::Map<const mat> dys(dy.data() + s * out_size, c_out, pix);
+          for (index_type ky = 0; ky < kh; ++ky)
+            sl.grad.middleRows(ky * c_out, c_out).noalias() += dys * row(ky).transpose();
+          if (db) sl.bias_grad += dys.rowwise().sum();
+        });
     // The threads' partial sums are added in thread order, so the result does not depend on
     // which thread finishes first.
-    for (index t = 0; t < threads; ++t) {
+    for (index_type t = 0; t < threads; ++t) {
       const auto& sl = ws.at(t);
-      for (index o = 0; o < c_out; ++o)
-        for (index i = 0; i < c_in; ++i)
-          for (index ky = 0; ky < kh; ++ky)
-            for (index kx = 0; kx < kw; ++kx)
+      for (index_type o = 0; o < c_out; ++o)
+        for (index_type i = 0; i < c_in; ++i)
+          for (index_type ky = 0; ky < kh; ++ky)
+            for (index_type kx = 0; kx < kw; ++kx)
               dw[((o * c_in + i) * kh + ky) * kw + kx] += sl.grad(ky * c_out + o, i * kw + kx);
       if (db) Eigen::Map<vec>(db, c_out) += sl.bias_grad;
     }
     return;
   }
   block = conv2d_block_size(n, patch, pix, threads, block);
-  const index blocks = (n + block - 1) / block;
+  const index_type blocks = (n + block - 1) / block;
   ws.zero_gradients(threads, c_out, patch, c_out);
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(int(threads)) if (blocks > 1)
@@ -428,15 +410,15 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index b = 0; b < blocks; ++b) {
-      const index s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
-      for (index j = 0; j < nb; ++j)
+    for (index_type b = 0; b < blocks; ++b) {
+      const index_type s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
+      for (index_type j = 0; j < nb; ++j)
         im2col(x.data() + (s0 + j) * in_size, c_in, h, w, kh, kw, p, ho, wo,
                sl.col.data() + j * pix, cols);
       const Scalar* g = dy.data() + s0 * out_size;
       if (nb > 1) {  // gather the block's dy as (channel, (sample, pixel))
-        for (index j = 0; j < nb; ++j)
-          for (index o = 0; o < c_out; ++o)
+        for (index_type j = 0; j < nb; ++j)
+          for (index_type o = 0; o < c_out; ++o)
             std::copy(g + j * out_size + o * pix, g + j * out_size + (o + 1) * pix,
                       sl.out.data() + o * cols + j * pix);
         g = sl.out.data();
@@ -446,7 +428,7 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
       if (db) sl.bias_grad += dys.rowwise().sum();
     }
   }
-  for (index t = 0; t < threads; ++t) {  // in thread order, as above
+  for (index_type t = 0; t < threads; ++t) {  // in thread order, as above
     Eigen::Map<mat>(dw, c_out, patch) += ws.at(t).grad;
     if (db) Eigen::Map<vec>(db, c_out) += ws.at(t).bias_grad;
   }
@@ -459,29 +441,29 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
 /// `conv2d_forward`'s blocked GEMMs; otherwise each sample takes a GEMM into patch gradients
 /// followed by `col2im`.
 template <typename Scalar>
-void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weight, conv2d_params p,
-                           index h, index w, tensor<Scalar>& dx, conv2d_workspace<Scalar>& ws,
-                           index block = 0) {
+void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weight, conv2d_options p,
+                           index_type h, index_type w, tensor<Scalar>& dx,
+                           conv2d_workspace<Scalar>& ws, index_type block = 0) {
   using mat = typename tensor<Scalar>::matrix_type;
-  const index n = dy.dim(0), c_out = weight.dim(0), c_in = weight.dim(1), kh = weight.dim(2),
-              kw = weight.dim(3), ho = dy.dim(2), wo = dy.dim(3);
+  const index_type n = dy.dim(0), c_out = weight.dim(0), c_in = weight.dim(1), kh = weight.dim(2),
+                   kw = weight.dim(3), ho = dy.dim(2), wo = dy.dim(3);
   if (p.stride == 1 && kh == kw && p.padding <= kh - 1) {
     ensure_shape(ws.flipped, {c_in, c_out, kh, kw});
-    for (index o = 0; o < c_out; ++o)
-      for (index i = 0; i < c_in; ++i)
-        for (index u = 0; u < kh * kw; ++u)
+    for (index_type o = 0; o < c_out; ++o)
+      for (index_type i = 0; i < c_in; ++i)
+        for (index_type u = 0; u < kh * kw; ++u)
           ws.flipped.data()[(i * c_out + o) * kh * kw + (kh * kw - 1 - u)] =
               weight.data()[(o * c_in + i) * kh * kw + u];
     conv2d_forward(dy, ws.flipped, static_cast<const Scalar*>(nullptr),
-                   conv2d_params{1, kh - 1 - p.padding}, dx, ws, block);
+                   conv2d_options{1, kh - 1 - p.padding}, dx, ws, block);
     NETMORPH_ASSERT(dx.shape() == (shape_type{n, c_in, h, w}));
     return;
   }
   ensure_shape(dx, {n, c_in, h, w});
-  const index patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w;
+  const index_type patch = c_in * kh * kw, pix = ho * wo, in_size = c_in * h * w;
   std::fill(dx.begin(), dx.end(), Scalar(0));
   if (dx.size() == 0 || c_out == 0 || pix == 0) return;
-  const index threads = max_threads();
+  const index_type threads = max_threads();
   const auto wm = weight.matrix(c_out, patch);
   ws.reserve(threads);
 #if defined(_OPENMP)
@@ -493,7 +475,7 @@ void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weigh
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index s = 0; s < n; ++s) {
+    for (index_type s = 0; s < n; ++s) {
       const Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
       sl.col.noalias() = wm.transpose() * dys;
       col2im(sl.col.data(), c_in, h, w, kh, kw, p, ho, wo, dx.data() + s * in_size, pix);
@@ -514,7 +496,7 @@ void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weigh
 ///         value_error on a stride < 1 or negative padding.
 template <typename Scalar>
 tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight,
-                      const tensor<Scalar>& bias, conv2d_params p = {}) {
+                      const tensor<Scalar>& bias, conv2d_options p = {}) {
   detail::check_conv2d_operands(x, weight, bias, "conv2d");
   tensor<Scalar> y;
   detail::conv2d_workspace<Scalar> ws;
@@ -524,14 +506,15 @@ tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight,
 
 /// Convolution without bias; see the overload with bias.
 template <typename Scalar>
-tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight, conv2d_params p = {}) {
+tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight,
+                      conv2d_options p = {}) {
   return conv2d(x, weight, tensor<Scalar>(), p);
 }
 
 /// Convolution with a layer's weight, bias, stride and padding.
 template <typename Scalar>
-tensor<Scalar> conv2d(const tensor<Scalar>& x, const conv2d_layer<Scalar>& layer) {
-  return conv2d(x, layer.weight, layer.bias, layer.params);
+tensor<Scalar> conv2d(const tensor<Scalar>& x, const conv2d_weights<Scalar>& layer) {
+  return conv2d(x, layer.weight, layer.bias, layer.options);
 }
 
 }  // namespace netmorph

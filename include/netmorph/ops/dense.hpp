@@ -13,7 +13,8 @@ namespace netmorph {
 
 /// A dense layer's parameters: weight `(out, in)`, bias `(out)` or empty for "no bias".
 template <typename Scalar>
-struct dense_layer {
+struct dense_weights {
+  using scalar_type = Scalar;
   tensor<Scalar> weight;
   tensor<Scalar> bias;
 };
@@ -34,7 +35,7 @@ void dense_into(const tensor<Scalar>& x, const tensor<Scalar>& weight, const ten
   require<shape_error>(bias.empty() || (bias.rank() == 1 && bias.dim(0) == weight.dim(0)), who,
                        ": bias must have shape (", weight.dim(0), "), got ",
                        shape_string(bias.shape()));
-  const index n = x.dim(0), in = x.dim(1), out = weight.dim(0);
+  const index_type n = x.dim(0), in = x.dim(1), out = weight.dim(0);
   if (y.shape() != shape_type{n, out}) y = tensor<Scalar>({n, out});
   if (y.size() == 0) return;
   auto ym = y.matrix(n, out);
@@ -65,7 +66,7 @@ tensor<Scalar> dense(const tensor<Scalar>& x, const tensor<Scalar>& weight,
 
 /// Dense forward pass with a layer's weight and bias.
 template <typename Scalar>
-tensor<Scalar> dense(const tensor<Scalar>& x, const dense_layer<Scalar>& layer) {
+tensor<Scalar> dense(const tensor<Scalar>& x, const dense_weights<Scalar>& layer) {
   return dense(x, layer.weight, layer.bias);
 }
 

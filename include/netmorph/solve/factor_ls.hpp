@@ -23,6 +23,7 @@
 /// calling thread. The result does not depend on the thread count beyond rounding.
 
 #include <netmorph/detail/message.hpp>
+#include <netmorph/detail/parallel.hpp>
 #include <netmorph/error.hpp>
 #include <netmorph/ops/compose.hpp>
 #include <netmorph/tensor.hpp>
@@ -39,10 +40,6 @@
 #include <utility>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 namespace netmorph {
 namespace solve {
 
@@ -57,10 +54,10 @@ inline const char* to_string(ls_route r) {
 }
 
 /// Diagnostics of one factor solve.
-struct factor_solve_info {
-  index rows = 0;                ///< equations per right-hand side of the (reduced) system
-  index cols = 0;                ///< unknowns per right-hand side of the (reduced) system
-  index rhs = 0;                 ///< number of right-hand sides
+struct factor_solve_report {
+  index_type rows = 0;           ///< equations per right-hand side of the (reduced) system
+  index_type cols = 0;           ///< unknowns per right-hand side of the (reduced) system
+  index_type rhs = 0;            ///< number of right-hand sides
   bool underdetermined = false;  ///< cols > rows: minimum norm plus a null-space component
   bool kronecker = false;        ///< reduced by the Kronecker structure of a 1x1 fixed filter
   ls_route route = ls_route::gram_cholesky;
@@ -69,7 +66,7 @@ struct factor_solve_info {
 };
 
 /// Settings of one factor solve.
-struct factor_solve_settings {
+struct factor_solve_options {
   /// Std of the random null-space component, relative to the RMS of the minimum-norm solution.
   double noise = 1.0;
   /// An underdetermined Cholesky solve whose relative residual exceeds this is redone by COD.
@@ -87,33 +84,8 @@ namespace detail {
 using rowmat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using colmat = Eigen::MatrixXd;
 
-/// Threads the solver may use: Eigen's thread count (the consumer's OpenMP setting), 1 without
-/// OpenMP or inside an enclosing parallel region.
-inline int solver_threads() {
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : std::max(1, Eigen::nbThreads());
-#else
-  return 1;
-#endif
-}
-
-/// Calls `fn(first, count)` on contiguous blocks of `[0, n)`, one block per solver thread. For the
-/// kernels Eigen does not parallelise itself (triangular solves, symmetric rank updates).
-template <typename Fn>
-void for_blocks(index n, index min_block, Fn&& fn) {
-  const int t = int(std::min<index>(solver_threads(), std::max<index>(1, n / min_block)));
-  if (t <= 1) {
-    fn(index{0}, n);
-    return;
-  }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static, 1)
-#endif
-  for (int j = 0; j < t; ++j) {
-    const index b0 = n * j / t, b1 = n * (j + 1) / t;
-    fn(b0, b1 - b0);
-  }
-}
+using netmorph::detail::for_blocks;
+using netmorph::detail::solver_threads;
 
 /// Lower triangle of \f$ C \mathrel{+}= \alpha A A^T \f$ (`C` any writable block). The symmetric
 /// rank update Eigen runs on one thread is split on two: the off-diagonal block is one
@@ -121,12 +93,12 @@ void for_blocks(index n, index min_block, Fn&& fn) {
 /// are those of one symmetric update.
 template <typename Block, typename Derived>
 void lower_rank_update(Block&& c, const Eigen::MatrixBase<Derived>& a, double alpha) {
-  const index n = a.rows();
+  const index_type n = a.rows();
   if (solver_threads() > 1 && n >= 128) {
-    const index h = n / 2;
+    const index_type h = n / 2;
     c.bottomLeftCorner(n - h, h).noalias() +=
         alpha * (a.bottomRows(n - h) * a.topRows(h).transpose());
-    for_blocks(2, 1, [&](index part, index) {
+    for_blocks(2, 1, [&](index_type part, index_type) {
       if (part == 0) {
         auto blk = c.topLeftCorner(h, h);
         blk.template selfadjointView<Eigen::Lower>().rankUpdate(a.topRows(h), alpha);
@@ -157,17 +129,17 @@ colmat gram(const Eigen::MatrixBase<Derived>& a) {
 class cholesky {
  public:
   explicit cholesky(colmat k) : l_(std::move(k)) {
-    const index n = l_.rows();
+    const index_type n = l_.rows();
     const double norm1 = l_.cwiseAbs().colwise().sum().maxCoeff();
-    constexpr index nb = 128;
-    for (index j = 0; j < n; j += nb) {
-      const index b = std::min(nb, n - j), r = n - j - b;
+    constexpr index_type nb = 128;
+    for (index_type j = 0; j < n; j += nb) {
+      const index_type b = std::min(nb, n - j), r = n - j - b;
       auto a11 = l_.block(j, j, b, b);
       Eigen::LLT<Eigen::Ref<colmat>> diag(a11);  // in place
       if (diag.info() != Eigen::Success) return;
       if (r == 0) break;
       auto a21 = l_.block(j + b, j, r, b);
-      for_blocks(r, 64, [&](index r0, index nr) {
+      for_blocks(r, 64, [&](index_type r0, index_type nr) {
         auto rows = a21.middleRows(r0, nr);
         a11.triangularView<Eigen::Lower>().transpose().template solveInPlace<Eigen::OnTheRight>(
             rows);
@@ -187,13 +159,13 @@ class cholesky {
   /// `C K^2` right-hand sides), `L^-1` is formed once by a triangular solve and applied as a
   /// triangular product, which runs at GEMM speed where Eigen's blocked substitution does not.
   void solve_lower(colmat& b, bool transposed) const {
-    const index n = l_.rows();
+    const index_type n = l_.rows();
     if (b.cols() >= 4 * n && n <= 2048) {
       if (linv_.rows() != n) {
         linv_ = colmat::Identity(n, n);
         l_.triangularView<Eigen::Lower>().solveInPlace(linv_);
       }
-      for_blocks(b.cols(), 32, [&](index c0, index nc) {
+      for_blocks(b.cols(), 32, [&](index_type c0, index_type nc) {
         auto blk = b.middleCols(c0, nc);
         colmat t(n, nc);
         if (transposed)
@@ -204,7 +176,7 @@ class cholesky {
       });
       return;
     }
-    for_blocks(b.cols(), 32, [&](index c0, index nc) {
+    for_blocks(b.cols(), 32, [&](index_type c0, index_type nc) {
       auto blk = b.middleCols(c0, nc);
       if (transposed)
         l_.triangularView<Eigen::Lower>().transpose().solveInPlace(blk);
@@ -221,7 +193,7 @@ class cholesky {
  private:
   // Hager's estimate of ||K^-1||_1 (K symmetric, so K^-T = K^-1): a few solves with one vector.
   double inverse_norm1() const {
-    const index n = l_.rows();
+    const index_type n = l_.rows();
     colmat x = colmat::Constant(n, 1, 1.0 / double(n));
     double est = 0;
     for (int it = 0; it < 5; ++it) {
@@ -230,7 +202,7 @@ class cholesky {
       est = y.cwiseAbs().sum();
       colmat z = y.unaryExpr([](double v) { return v >= 0 ? 1.0 : -1.0; });
       solve(z);
-      index jmax = 0;
+      index_type jmax = 0;
       const double zmax = z.col(0).cwiseAbs().maxCoeff(&jmax);
       if (zmax <= z.col(0).dot(x.col(0))) break;
       x.setZero();
@@ -251,11 +223,11 @@ class cholesky {
 /// The null-space component only has to be random and dense, not Gaussian; this costs about a
 /// nanosecond per value where std::normal_distribution costs tens.
 template <typename Rng>
-void fill_noise(double* x, index n, double sd, Rng& rng) {
+void fill_noise(double* x, index_type n, double sd, Rng& rng) {
   std::uint64_t state = (std::uint64_t(rng()) << 32) ^ std::uint64_t(rng());
   // Each 16-bit uniform has mean 32767.5 and variance about 65536^2 / 12.
   const double scale = sd * std::sqrt(3.0) / 65536.0;
-  for (index i = 0; i < n; ++i) {
+  for (index_type i = 0; i < n; ++i) {
     std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -272,7 +244,7 @@ void fill_noise(double* x, index n, double sd, Rng& rng) {
 /// below 1e-10 (a chi-square with 32 degrees of freedom), for 32/r of the cost of the product.
 template <typename Rng>
 double residual_norm2(const colmat& k, const colmat& y, const colmat& b, Rng& rng) {
-  constexpr index sketch = 32;
+  constexpr index_type sketch = 32;
   if (y.cols() <= sketch) return (k * y - b).squaredNorm();
   colmat omega(y.cols(), sketch);
   fill_noise(omega.data(), omega.size(), 1.0, rng);
@@ -282,9 +254,10 @@ double residual_norm2(const colmat& k, const colmat& y, const colmat& b, Rng& rn
 
 /// \f$ \text{out}[o,c](v) = \sum_{i,u} Y[o,i](u+v)\, F[c,i](u) \f$: applies \f$ A(F)^T \f$ to every
 /// row of `Y (C_out, C_in, K_t, K_t)`; the adjoint of `compose(., F)`.
-inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double>& f, index kx) {
-  const index cout = y.dim(0), cin = y.dim(1), kt = y.dim(2);
-  const index cmid = f.dim(0), kf = f.dim(2), q = cin * kf * kf;
+inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double>& f,
+                                    index_type kx) {
+  const index_type cout = y.dim(0), cin = y.dim(1), kt = y.dim(2);
+  const index_type cmid = f.dim(0), kf = f.dim(2), q = cin * kf * kf;
   tensor<double> out({cout, cmid, kx, kx});
   const auto fm = f.matrix(cmid, q);
   if (kx == 1) {  // the window is Y itself
@@ -292,19 +265,19 @@ inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double
     return out;
   }
   rowmat win(cout, q), r(cout, cmid);
-  for (index vy = 0; vy < kx; ++vy)
-    for (index vx = 0; vx < kx; ++vx) {
-      for (index o = 0; o < cout; ++o)
-        for (index i = 0; i < cin; ++i)
-          for (index uy = 0; uy < kf; ++uy) {
+  for (index_type vy = 0; vy < kx; ++vy)
+    for (index_type vx = 0; vx < kx; ++vx) {
+      for (index_type o = 0; o < cout; ++o)
+        for (index_type i = 0; i < cin; ++i)
+          for (index_type uy = 0; uy < kf; ++uy) {
             const double* src = y.data() + ((o * cin + i) * kt + uy + vy) * kt + vx;
             double* dst = win.data() + o * q + (i * kf + uy) * kf;
-            for (index ux = 0; ux < kf; ++ux)
+            for (index_type ux = 0; ux < kf; ++ux)
               dst[ux] = src[ux];
           }
       r.noalias() = win * fm.transpose();
-      for (index o = 0; o < cout; ++o)
-        for (index c = 0; c < cmid; ++c)
+      for (index_type o = 0; o < cout; ++o)
+        for (index_type c = 0; c < cmid; ++c)
           out(o, c, vy, vx) = r(o, c);
     }
   return out;
@@ -312,29 +285,29 @@ inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double
 
 /// \f$ A^T A \f$ with index `(c, v)`: block `(v, v')` is the channel correlation of `F` at shift
 /// `v - v'`, \f$ R_\delta[c,c'] = \sum_{i,u} F[c,i](u)\, F[c',i](u+\delta) \f$.
-inline colmat gram_cols(const tensor<double>& f, index kx) {
-  const index cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kk = kx * kx, n = cmid * kk;
+inline colmat gram_cols(const tensor<double>& f, index_type kx) {
+  const index_type cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kk = kx * kx, n = cmid * kk;
   if (kx == 1) return gram(f.matrix(cmid, cin * kf * kf));  // only the zero shift
   colmat h = colmat::Zero(n, n);
   // H is symmetric (R_{-d} = R_d^T): only shifts d > 0 (lexicographically) and d = 0 are formed,
   // d = 0 as a symmetric rank update.
-  for (index dy = 0; dy <= kx - 1; ++dy)
-    for (index dx = -(kx - 1); dx <= kx - 1; ++dx) {
+  for (index_type dy = 0; dy <= kx - 1; ++dy)
+    for (index_type dx = -(kx - 1); dx <= kx - 1; ++dx) {
       if (dy == 0 && dx < 0) continue;
       if (dy >= kf || dx <= -kf || dx >= kf) continue;
-      const index y0 = 0, y1 = kf - dy;
-      const index x0 = std::max<index>(0, -dx), x1 = std::min(kf, kf - dx);
-      const index ov = (y1 - y0) * (x1 - x0);
+      const index_type y0 = 0, y1 = kf - dy;
+      const index_type x0 = std::max<index_type>(0, -dx), x1 = std::min(kf, kf - dx);
+      const index_type ov = (y1 - y0) * (x1 - x0);
       colmat r;
       if (dy == 0 && dx == 0) {
         r = gram(f.matrix(cmid, cin * kf * kf));
       } else {
         rowmat wa(cmid, cin * ov), wb(cmid, cin * ov);
-        for (index c = 0; c < cmid; ++c)
-          for (index i = 0; i < cin; ++i) {
-            index k = i * ov;
-            for (index uy = y0; uy < y1; ++uy)
-              for (index ux = x0; ux < x1; ++ux, ++k) {
+        for (index_type c = 0; c < cmid; ++c)
+          for (index_type i = 0; i < cin; ++i) {
+            index_type k = i * ov;
+            for (index_type uy = y0; uy < y1; ++uy)
+              for (index_type ux = x0; ux < x1; ++ux, ++k) {
                 wa(c, k) = f(c, i, uy, ux);
                 wb(c, k) = f(c, i, uy + dy, ux + dx);
               }
@@ -342,11 +315,11 @@ inline colmat gram_cols(const tensor<double>& f, index kx) {
         r.noalias() = wa * wb.transpose();
       }
       // Every (v, v') with v - v' = (dy, dx), and its mirror (v', v).
-      for (index vy = dy; vy < kx; ++vy)
-        for (index vx = std::max<index>(0, dx); vx < std::min(kx, kx + dx); ++vx) {
-          const index v = vy * kx + vx, vp = (vy - dy) * kx + (vx - dx);
-          for (index cp = 0; cp < cmid; ++cp)
-            for (index c = 0; c < cmid; ++c) {
+      for (index_type vy = dy; vy < kx; ++vy)
+        for (index_type vx = std::max<index_type>(0, dx); vx < std::min(kx, kx + dx); ++vx) {
+          const index_type v = vy * kx + vx, vp = (vy - dy) * kx + (vx - dx);
+          for (index_type cp = 0; cp < cmid; ++cp)
+            for (index_type c = 0; c < cmid; ++c) {
               h(c * kk + v, cp * kk + vp) = r(c, cp);
               h(cp * kk + vp, c * kk + v) = r(c, cp);
             }
@@ -357,23 +330,23 @@ inline colmat gram_cols(const tensor<double>& f, index kx) {
 
 /// \f$ A A^T \f$ with index `(i, w)`: the sum over the `K_x^2` offsets `v` of
 /// \f$ P = F_{mat}^T F_{mat} \f$ (index `(i, u)`) placed at `w = u + v`.
-inline colmat gram_rows(const tensor<double>& f, index kx) {
-  const index cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kt = kf + kx - 1;
-  const index q = cin * kf * kf, m = cin * kt * kt;
+inline colmat gram_rows(const tensor<double>& f, index_type kx) {
+  const index_type cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kt = kf + kx - 1;
+  const index_type q = cin * kf * kf, m = cin * kt * kt;
   const colmat p = gram(f.matrix(cmid, q).transpose());
   if (kx == 1) return p;
   colmat k = colmat::Zero(m, m);
-  std::vector<index> map(static_cast<std::size_t>(q));
-  for (index vy = 0; vy < kx; ++vy)
-    for (index vx = 0; vx < kx; ++vx) {
-      for (index i = 0; i < cin; ++i)
-        for (index uy = 0; uy < kf; ++uy)
-          for (index ux = 0; ux < kf; ++ux)
+  std::vector<index_type> map(static_cast<std::size_t>(q));
+  for (index_type vy = 0; vy < kx; ++vy)
+    for (index_type vx = 0; vx < kx; ++vx) {
+      for (index_type i = 0; i < cin; ++i)
+        for (index_type uy = 0; uy < kf; ++uy)
+          for (index_type ux = 0; ux < kf; ++ux)
             map[static_cast<std::size_t>((i * kf + uy) * kf + ux)] =
                 (i * kt + uy + vy) * kt + ux + vx;
-      for (index b = 0; b < q; ++b) {
-        const index col = map[static_cast<std::size_t>(b)];
-        for (index a = 0; a < q; ++a)
+      for (index_type b = 0; b < q; ++b) {
+        const index_type col = map[static_cast<std::size_t>(b)];
+        for (index_type a = 0; a < q; ++a)
           k(map[static_cast<std::size_t>(a)], col) += p(a, b);
       }
     }
@@ -382,20 +355,20 @@ inline colmat gram_rows(const tensor<double>& f, index kx) {
 
 /// Permutes `(A, B, K, K) <-> (A*K*K, B, 1, 1)` (moves the spatial index next to the first one).
 inline tensor<double> spatial_to_rows(const tensor<double>& t) {
-  const index a = t.dim(0), b = t.dim(1), kk = t.dim(2) * t.dim(3);
+  const index_type a = t.dim(0), b = t.dim(1), kk = t.dim(2) * t.dim(3);
   tensor<double> r({a * kk, b, 1, 1});
-  for (index i = 0; i < a; ++i)
-    for (index j = 0; j < b; ++j)
-      for (index w = 0; w < kk; ++w)
+  for (index_type i = 0; i < a; ++i)
+    for (index_type j = 0; j < b; ++j)
+      for (index_type w = 0; w < kk; ++w)
         r.data()[(i * kk + w) * b + j] = t.data()[(i * b + j) * kk + w];
   return r;
 }
-inline tensor<double> rows_to_spatial(const tensor<double>& r, index a, index k) {
-  const index b = r.dim(1), kk = k * k;
+inline tensor<double> rows_to_spatial(const tensor<double>& r, index_type a, index_type k) {
+  const index_type b = r.dim(1), kk = k * k;
   tensor<double> t({a, b, k, k});
-  for (index i = 0; i < a; ++i)
-    for (index j = 0; j < b; ++j)
-      for (index w = 0; w < kk; ++w)
+  for (index_type i = 0; i < a; ++i)
+    for (index_type j = 0; j < b; ++j)
+      for (index_type w = 0; w < kk; ++w)
         t.data()[(i * b + j) * kk + w] = r.data()[(i * kk + w) * b + j];
   return t;
 }
@@ -417,17 +390,17 @@ inline double relative_residual(const tensor<double>& x, const tensor<double>& f
 /// The explicit block-Toeplitz matrix \f$ A(F)[(i,w),(c,v)] = F[c,i](w-v) \f$ of size
 /// `(C_in K_t^2) x (C_mid K_x^2)`, so that `vec(compose(X, F)[o]) = A vec(X[o])`. Used by the
 /// rank-revealing fallback, by tests and by the reference benchmark.
-inline Eigen::MatrixXd toeplitz_matrix(const tensor<double>& f, index kx) {
+inline Eigen::MatrixXd toeplitz_matrix(const tensor<double>& f, index_type kx) {
   netmorph::detail::check_filter(f.shape(), "toeplitz_matrix", "F");
   netmorph::detail::require<value_error>(kx >= 1, "toeplitz_matrix: K_x must be >= 1, got ", kx);
-  const index cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kt = kf + kx - 1;
+  const index_type cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kt = kf + kx - 1;
   Eigen::MatrixXd a = Eigen::MatrixXd::Zero(cin * kt * kt, cmid * kx * kx);
-  for (index i = 0; i < cin; ++i)
-    for (index c = 0; c < cmid; ++c)
-      for (index vy = 0; vy < kx; ++vy)
-        for (index vx = 0; vx < kx; ++vx)
-          for (index uy = 0; uy < kf; ++uy)
-            for (index ux = 0; ux < kf; ++ux)
+  for (index_type i = 0; i < cin; ++i)
+    for (index_type c = 0; c < cmid; ++c)
+      for (index_type vy = 0; vy < kx; ++vy)
+        for (index_type vx = 0; vx < kx; ++vx)
+          for (index_type uy = 0; uy < kf; ++uy)
+            for (index_type ux = 0; ux < kf; ++ux)
               a((i * kt + uy + vy) * kt + ux + vx, (c * kx + vy) * kx + vx) = f(c, i, uy, ux);
   return a;
 }
@@ -442,9 +415,10 @@ inline Eigen::MatrixXd toeplitz_matrix(const tensor<double>& f, index kx) {
 /// \param f      `F (C_mid, C_in, K_f, K_f)`
 /// \throws shape_error when the shapes do not fit together.
 template <typename Rng>
-tensor<double> solve_second_factor(const tensor<double>& target, const tensor<double>& f, index kx,
-                                   Rng& rng, const factor_solve_settings& settings = {},
-                                   factor_solve_info* info = nullptr) {
+tensor<double> solve_second_factor(const tensor<double>& target, const tensor<double>& f,
+                                   index_type kx, Rng& rng,
+                                   const factor_solve_options& settings = {},
+                                   factor_solve_report* info = nullptr) {
   using netmorph::detail::require;
   using netmorph::detail::shape_string;
   netmorph::detail::check_filter(target.shape(), "solve_second_factor", "target");
@@ -457,10 +431,10 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
   require<shape_error>(kx >= 1 && target.dim(2) == f.dim(2) + kx - 1,
                        "solve_second_factor: target kernel ", target.dim(2),
                        " != K_f + K_x - 1 = ", f.dim(2), " + ", kx, " - 1");
-  factor_solve_info local;
-  factor_solve_info& inf = info ? *info : local;
-  const index cout = target.dim(0), cin = target.dim(1), kt = target.dim(2);
-  const index cmid = f.dim(0), kf = f.dim(2);
+  factor_solve_report local;
+  factor_solve_report& inf = info ? *info : local;
+  const index_type cout = target.dim(0), cin = target.dim(1), kt = target.dim(2);
+  const index_type cmid = f.dim(0), kf = f.dim(2);
 
   if (kf == 1 && kx > 1) {
     // Kronecker structure: T[o,i](w) = sum_c X[o,c](w) F[c,i], a (C_out K^2) x C_mid unknown
@@ -471,7 +445,7 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
     return detail::rows_to_spatial(xr, cout, kx);
   }
 
-  const index m = cin * kt * kt, n = cmid * kx * kx;
+  const index_type m = cin * kt * kt, n = cmid * kx * kx;
   inf.rows = m;
   inf.cols = n;
   inf.rhs = cout;
@@ -565,9 +539,10 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
 /// (`compose(F2, X)^T = compose(X^T, F2^T)`), with the same guarantees.
 /// \param target `T (C_out, C_in, K_t, K_t)`, \param f2 `F2 (C_out, C_mid, K_2, K_2)`.
 template <typename Rng>
-tensor<double> solve_first_factor(const tensor<double>& target, const tensor<double>& f2, index kx,
-                                  Rng& rng, const factor_solve_settings& settings = {},
-                                  factor_solve_info* info = nullptr) {
+tensor<double> solve_first_factor(const tensor<double>& target, const tensor<double>& f2,
+                                  index_type kx, Rng& rng,
+                                  const factor_solve_options& settings = {},
+                                  factor_solve_report* info = nullptr) {
   netmorph::detail::check_filter(target.shape(), "solve_first_factor", "target");
   netmorph::detail::check_filter(f2.shape(), "solve_first_factor", "F2");
   netmorph::detail::require<shape_error>(target.dim(0) == f2.dim(0),

@@ -17,6 +17,7 @@
 //   threads    Eigen's OpenMP threads (OMP_NUM_THREADS caps them)
 //   cod        (ours) half-steps that took the rank-revealing COD fallback instead of Cholesky
 
+#include <netmorph/morph/depth.hpp>
 #include <netmorph/ops/compose.hpp>
 #include <netmorph/solve/factor_ls.hpp>
 #include <netmorph/tensor.hpp>
@@ -30,6 +31,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -107,12 +109,15 @@ step_result algo1_step(const depth_operands<Scalar>& ops, const depth_shape& s,
   const tensor<double>& g = as_double(ops.g);
   const tensor<double>& f1_init = as_double(ops.f1);
   std::mt19937_64 rng(solve_seed);
-  netmorph::solve::factor_solve_report info;
   step_result r;
-  r.f2 = netmorph::solve::solve_second_factor(g, f1_init, s.k2, rng, settings, &info);
-  r.cod += info.route == netmorph::solve::ls_route::cod;
-  r.f1 = netmorph::solve::solve_first_factor(g, r.f2, s.k1, rng, settings, &info);
-  r.cod += info.route == netmorph::solve::ls_route::cod;
+  netmorph::solve::factor_solve_result second =
+      netmorph::solve::solve_second_factor(g, f1_init, s.k2, rng, settings);
+  r.f2 = std::move(second.x);
+  r.cod += second.report.route == netmorph::solve::ls_route::cod;
+  netmorph::solve::factor_solve_result first =
+      netmorph::solve::solve_first_factor(g, r.f2, s.k1, rng, settings);
+  r.f1 = std::move(first.x);
+  r.cod += first.report.route == netmorph::solve::ls_route::cod;
   return r;
 }
 
@@ -163,9 +168,8 @@ void BM_algo1_step(benchmark::State& state) {
   const depth_shape s = shape_of(state);
   const depth_operands<Scalar> ops = make_operands<Scalar>(s);
   // What detail::algorithm1 passes with deepen's defaults.
-  netmorph::solve::factor_solve_options settings;
-  settings.noise = 1.0;
-  settings.exact_tolerance = 1e-10;
+  const netmorph::solve::factor_solve_options settings =
+      netmorph::detail::half_step_options(netmorph::deepen_options{});
   step_result r;
   for (auto _ : state) {
     r = algo1_step(ops, s, settings);

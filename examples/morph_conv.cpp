@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 #include <random>
+#include <string>
 
 int main() {
   using T = double;
@@ -28,7 +29,9 @@ int main() {
   opt.padding = netmorph::depth_padding::same;
   auto same = netmorph::deepen(parent, opt);
   std::cout << "\n== NetMorph, 'same' paddings (approximate option)\n"
-            << "output error     relative " << same.report.relative_output_error << "\n";
+            << "output error     relative " << *same.report.relative_output_error << "\n";
+  for (const std::string& note : same.report.notes)
+    std::cout << note << "\n";
 
   // IdMorph (Net2Net's deeper op): exact, but its identity filter is almost all zeros.
   netmorph::deepen_options id;
@@ -40,7 +43,7 @@ int main() {
   // Check on a fresh input, independently of the reports.
   auto x = netmorph::tensor<T>::random_normal({2, 16, 20, 20}, rng);
   auto y = netmorph::conv2d(x, parent);
-  auto z = netmorph::conv2d(netmorph::conv2d(x, child.first), child.second);
+  auto z = netmorph::forward(x, child);  // first layer, P-activation at a = 1, second layer
   const double err = netmorph::relative_error(z, y);
   std::printf("\nfunction-preservation error of the NetMorph child on a fresh 20x20 input: %.3e\n",
               err);

@@ -43,7 +43,6 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
       std::vector<netmorph::p_activation_fn> acts{netmorph::make_p_activation(phi, 0.0)};
       auto x = nmtest::randn<TestType>({2, c0, 8, 8}, rng);
       const auto y = run(x, net, acts);
-      const auto identity = netmorph::make_p_activation(phi, 1.0);
 
       // 1. Combined depth + width + kernel size: layer 0 becomes (3c1 channels, 5x5) then 3x3,
       //    with a P-activation at a = 1 between them (K~ = 7 > 3).
@@ -51,18 +50,19 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
       d.mid_channels = 3 * c1 + 30;
       d.k1 = 5;
       d.k2 = 3;
-      d.seed = static_cast<std::uint64_t>(trial);
+      d.seed = rng();
+      d.phi = phi;
       auto dr = netmorph::deepen(net[0], d);
       CAPTURE(dr.report.summary());
       net = {dr.first, dr.second, net[1]};
-      acts = {identity, acts[0]};
+      acts = {dr.between, acts[0]};
       REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
 
       // 2. Widen the new inner layer (its next layer is the second child, identity between).
       netmorph::widen_options w;
       w.new_channels = net[0].weight.dim(0) + 3;
       w.phi = activation_fn{activation_kind::identity};
-      w.seed = static_cast<std::uint64_t>(trial);
+      w.seed = rng();
       auto wr = netmorph::widen(net[0], net[1], w);
       net[0] = wr.layer;
       net[1] = wr.next;
@@ -72,31 +72,38 @@ TEMPLATE_TEST_CASE("a chain of morphs on a two-layer network preserves it for ev
       netmorph::widen_options w2;
       w2.new_channels = net[1].weight.dim(0) + 2;
       w2.phi = phi;
+      w2.seed = rng();
       auto wr2 = netmorph::widen(net[1], net[2], w2);
       net[1] = wr2.layer;
       net[2] = wr2.next;
       REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
 
       // 4. Grow the last layer's kernel.
-      net[2] = netmorph::grow_kernel(net[2], 5).layer;
+      netmorph::grow_kernel_options g;
+      g.new_kernel = 5;
+      net[2] = netmorph::grow_kernel(net[2], g).layer;
       REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
 
       // 5. Turn the last layer into a 3-layer sequential subnet, then widen its inner layer.
       netmorph::subnet_options so;
       so.kernels = {5, 1, 1};
       so.widths = {net[2].weight.dim(0) + 1, net[2].weight.dim(0) + 2};
+      so.step.seed = rng();
+      so.step.phi = phi;
       auto sr = netmorph::to_subnet(net[2], so);
+      auto& sub = sr.chain.layers;
       netmorph::widen_options w3;
-      w3.new_channels = sr.layers[1].weight.dim(0) + 4;
+      w3.new_channels = sub[1].weight.dim(0) + 4;
       w3.phi = activation_fn{activation_kind::identity};
-      auto wr3 = netmorph::widen(sr.layers[1], sr.layers[2], w3);
-      sr.layers[1] = wr3.layer;
-      sr.layers[2] = wr3.next;
+      w3.seed = rng();
+      auto wr3 = netmorph::widen(sub[1], sub[2], w3);
+      sub[1] = wr3.layer;
+      sub[2] = wr3.next;
       net.pop_back();
-      for (auto& l : sr.layers)
+      for (auto& l : sub)
         net.push_back(l);
-      acts.push_back(identity);
-      acts.push_back(identity);
+      for (const auto& b : sr.chain.between)
+        acts.push_back(b);
       REQUIRE(net.size() == 5);
       REQUIRE(netmorph::relative_error(run(x, net, acts), y) <= tol);
     }

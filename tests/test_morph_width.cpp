@@ -49,7 +49,7 @@ TEMPLATE_TEST_CASE("widen conv -> conv preserves the function for every activati
       opt.new_channels = c + draw(rng, 0, 6);
       opt.rule = rep % 4 == 3 ? width_rule::net2net : width_rule::netmorph;
       opt.phi = activation_fn{kind, 0.1};
-      opt.seed = static_cast<std::uint64_t>(trial);
+      opt.seed = rng();
       CAPTURE(netmorph::to_string(kind), trial, c0, c, c2, k, kn, with_bn, with_bias,
               opt.new_channels, int(opt.rule));
       conv2d_weights<TestType> layer{
@@ -63,11 +63,12 @@ TEMPLATE_TEST_CASE("widen conv -> conv preserves the function for every activati
       auto r = netmorph::widen(layer, next, opt, bn);
       REQUIRE(r.layer.weight.dim(0) == opt.new_channels);
       REQUIRE(r.next.weight.dim(1) == opt.new_channels);
-      REQUIRE(r.bn.has_value() == with_bn);
-      REQUIRE(r.report.relative_output_error <= tol);
+      REQUIRE(r.batch_norm.has_value() == with_bn);
+      REQUIRE(nmtest::measured_error(r.report) <= tol);
       auto x = nmtest::randn<TestType>({2, c0, 7, 6}, rng);
-      auto y = netmorph::conv2d(between(netmorph::conv2d(x, layer), bn, opt.phi), next);
-      auto z = netmorph::conv2d(between(netmorph::conv2d(x, r.layer), r.bn, opt.phi), r.next);
+      auto y = netmorph::conv2d(between(netmorph::conv2d(x, layer), bn, *opt.phi), next);
+      auto z =
+          netmorph::conv2d(between(netmorph::conv2d(x, r.layer), r.batch_norm, *opt.phi), r.next);
       REQUIRE(netmorph::relative_error(z, y) <= tol);
       // The permutation is a permutation, and old channel j sits where it says.
       std::set<idx> seen(r.permutation.begin(), r.permutation.end());
@@ -93,7 +94,7 @@ TEMPLATE_TEST_CASE("widen conv -> flatten -> dense gives each channel its H*W co
       opt.new_channels = c + draw(rng, 1, 4);
       opt.rule = rep % 3 == 2 ? width_rule::net2net : width_rule::netmorph;
       opt.phi = activation_fn{kind, 0.1};
-      opt.seed = static_cast<std::uint64_t>(trial);
+      opt.seed = rng();
       CAPTURE(netmorph::to_string(kind), trial, c0, c, out, h, w, opt.new_channels, with_bn);
       conv2d_weights<TestType> layer{nmtest::randn<TestType>({c, c0, 3, 3}, rng),
                                      nmtest::randn<TestType>({c}, rng), conv2d_options{1, 1}};
@@ -108,10 +109,11 @@ TEMPLATE_TEST_CASE("widen conv -> flatten -> dense gives each channel its H*W co
         const idx n = t.dim(0);
         return std::move(t).reshape({n, t.size() / n});
       };
-      auto y = netmorph::dense(flat(between(netmorph::conv2d(x, layer), bn, opt.phi)), next);
-      auto z = netmorph::dense(flat(between(netmorph::conv2d(x, r.layer), r.bn, opt.phi)), r.next);
+      auto y = netmorph::dense(flat(between(netmorph::conv2d(x, layer), bn, *opt.phi)), next);
+      auto z = netmorph::dense(flat(between(netmorph::conv2d(x, r.layer), r.batch_norm, *opt.phi)),
+                               r.next);
       REQUIRE(netmorph::relative_error(z, y) <= tol);
-      if (h == w) REQUIRE(r.report.relative_output_error <= tol);
+      if (h == w) REQUIRE(nmtest::measured_error(r.report) <= tol);
     }
   }
 }
@@ -125,17 +127,17 @@ TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", floa
     opt.new_channels = c + draw(rng, 0, 10);
     opt.rule = trial % 2 ? width_rule::net2net : width_rule::netmorph;
     opt.phi = activation_fn{nmtest::all_activation_kinds()[trial % 8], 0.1};
-    opt.seed = static_cast<std::uint64_t>(trial);
+    opt.seed = rng();
     CAPTURE(trial, in, c, out, opt.new_channels);
     dense_weights<TestType> layer{nmtest::randn<TestType>({c, in}, rng),
                                   nmtest::randn<TestType>({c}, rng)};
     dense_weights<TestType> next{nmtest::randn<TestType>({out, c}, rng),
                                  nmtest::randn<TestType>({out}, rng)};
     auto r = netmorph::widen(layer, next, opt);
-    REQUIRE(r.report.relative_output_error <= tol);
+    REQUIRE(nmtest::measured_error(r.report) <= tol);
     auto x = nmtest::randn<TestType>({4, in}, rng);
-    auto y = netmorph::dense(netmorph::apply(opt.phi, netmorph::dense(x, layer)), next);
-    auto z = netmorph::dense(netmorph::apply(opt.phi, netmorph::dense(x, r.layer)), r.next);
+    auto y = netmorph::dense(netmorph::apply(*opt.phi, netmorph::dense(x, layer)), next);
+    auto z = netmorph::dense(netmorph::apply(*opt.phi, netmorph::dense(x, r.layer)), r.next);
     REQUIRE(netmorph::relative_error(z, y) <= tol);
   }
 }
@@ -151,18 +153,25 @@ TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exac
   opt.permute = false;
   opt.phi = activation_fn{activation_kind::tanh};
   auto r = netmorph::widen(layer, next, opt);
-  REQUIRE(r.report.zeroed_incoming);
-  REQUIRE(r.report.nonzero_layer == Approx(0.5));  // two of four incoming filters are zero
-  REQUIRE(r.report.nonzero_next == Approx(1.0));
+  REQUIRE(r.report.width->zeroed_incoming);
+  // two of four incoming filters are zero
+  REQUIRE(nmtest::new_tensor(r.report, "layer").nonzero_fraction == Approx(0.5));
+  REQUIRE(nmtest::new_tensor(r.report, "next").nonzero_fraction == Approx(1.0));
   REQUIRE(r.layer.weight(3, 0, 0, 0) == 0.0);
   REQUIRE(r.next.weight(0, 3, 1, 1) != 0.0);
   // sigmoid(0) = 1/2: a zero incoming side would leak into the next layer, so zero the outgoing.
   opt.phi = activation_fn{activation_kind::sigmoid};
   auto s = netmorph::widen(layer, next, opt);
-  REQUIRE_FALSE(s.report.zeroed_incoming);
+  REQUIRE_FALSE(s.report.width->zeroed_incoming);
   REQUIRE(s.layer.weight(3, 0, 0, 0) != 0.0);
   REQUIRE(s.next.weight(0, 3, 1, 1) == 0.0);
-  REQUIRE(s.report.relative_output_error <= 1e-12);
+  REQUIRE(nmtest::measured_error(s.report) <= nmtest::exact_tolerance<double>());
+  // An unknown activation: the outgoing side is zeroed (exact for any phi), and a note says so.
+  opt.phi.reset();
+  auto u = netmorph::widen(layer, next, opt);
+  REQUIRE_FALSE(u.report.width->zeroed_incoming);
+  REQUIRE(u.next.weight(0, 3, 1, 1) == 0.0);
+  REQUIRE_THAT(u.report.notes.at(0), Catch::Matchers::Contains("is not given"));
 }
 
 TEMPLATE_TEST_CASE("widen rejects a shrinking width and mismatched layers", "[width][error]", float,
@@ -191,4 +200,36 @@ TEMPLATE_TEST_CASE("widen rejects a shrinking width and mismatched layers", "[wi
   dense_weights<TestType> d1{T({4, 3}), {}}, d2{T({2, 5}), {}};
   NM_REQUIRE_THROWS_WITH(netmorph::widen(d1, d2, opt), netmorph::shape_error,
                          "widen: layer has 4 outputs, next layer expects 5");
+  opt.probe.size = -1;
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, next, opt), netmorph::value_error,
+                         "widen: probe.count and probe.size must be >= 0, got 4 and -1");
+  opt.probe.size = 0;
+  opt.new_channels = idx(1) << 40;
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(layer, next, opt), netmorph::value_error,
+                         "widen: the widened layer of shape (1099511627776, 3, 3, 3) needs " +
+                             std::string(sizeof(TestType) == 4 ? "1.2e+14" : "2.4e+14") + " bytes");
+  dense_weights<TestType> d4{T({2, 4}), {}};
+  NM_REQUIRE_THROWS_WITH(netmorph::widen(d1, d4, opt), netmorph::value_error,
+                         "widen: the widened layer of shape (1099511627776, 3) needs");
+}
+
+TEST_CASE("widen conv -> dense says so when no input gives the flattened layout", "[width]") {
+  std::mt19937_64 rng(4);
+  // Kernel 1 with padding 2: every output extent is at least 5, so no input has 3 pixels.
+  conv2d_weights<double> layer{nmtest::randn<double>({2, 1, 1, 1}, rng),
+                               nmtest::randn<double>({2}, rng), conv2d_options{1, 2}};
+  dense_weights<double> next{nmtest::randn<double>({3, 6}, rng), {}};
+  widen_options opt;
+  opt.new_channels = 4;
+  opt.phi = activation_fn{activation_kind::relu};
+  auto r = netmorph::widen(layer, next, opt);
+  REQUIRE_FALSE(r.report.relative_output_error);
+  REQUIRE_FALSE(r.report.max_output_error);
+  REQUIRE(r.report.probes == 0);
+  REQUIRE_THAT(r.report.notes.at(0), Catch::Matchers::Contains("No input size gives the layer"));
+  // A layout that exists is measured.
+  layer.options.padding = 0;
+  auto m = netmorph::widen(layer, next, opt);
+  REQUIRE(m.report.probes == 4);
+  REQUIRE(nmtest::measured_error(m.report) <= nmtest::exact_tolerance<double>());
 }

@@ -2,6 +2,9 @@
 
 #include <netmorph/nn/model.hpp>
 
+#include <string>
+#include <type_traits>
+
 using netmorph::activation_fn;
 using netmorph::activation_kind;
 using netmorph::tensor;
@@ -36,7 +39,7 @@ void check_gradients(nn::layer<double>& l, tensor<double> x, std::mt19937_64& rn
       v.data()[i] = keep - h;
       const double lm = loss();
       v.data()[i] = keep;
-      CAPTURE(l.kind(), what, i);
+      CAPTURE(l.describe(), what, i);
       REQUIRE(analytic.data()[i] == Approx((lp - lm) / (2 * h)).epsilon(1e-5).margin(1e-6));
     }
   };
@@ -81,11 +84,10 @@ TEST_CASE("conv2d gradients match finite differences on the shifted-rows and col
 TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite differences",
           "[nn][gradient]") {
   auto rng = nmtest::make_rng(111);
-  nn::pool2d<double> mp(nn::pool2d<double>::mode::max, 2, 2),
-      ap(nn::pool2d<double>::mode::average, 3, 2);
+  nn::pool2d<double> mp(nn::pool_mode::max, 2, 2), ap(nn::pool_mode::average, 3, 2);
   check_gradients(mp, nmtest::randn<double>({2, 2, 6, 5}, rng), rng);
   check_gradients(ap, nmtest::randn<double>({2, 2, 7, 7}, rng), rng);
-  nn::pool2d<double> mp_overlap(nn::pool2d<double>::mode::max, 3, 2);  // windows share inputs
+  nn::pool2d<double> mp_overlap(nn::pool_mode::max, 3, 2);  // windows share inputs
   check_gradients(mp_overlap, nmtest::randn<double>({2, 3, 7, 6}, rng), rng);
   nn::flatten<double> f;
   check_gradients(f, nmtest::randn<double>({2, 3, 2, 2}, rng), rng);
@@ -106,13 +108,16 @@ TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite diffe
   struct reseeding : nn::layer<double> {
     nn::dropout<double>* d;
     std::mt19937_64* g;
-    std::string kind() const override { return "dropout"; }
+    nn::layer_kind kind() const override { return nn::layer_kind::dropout; }
+    std::string describe() const override { return "reseeding dropout"; }
     netmorph::shape_type output_shape(const netmorph::shape_type& s) const override { return s; }
-    tensor<double> forward(const tensor<double>& x, bool t) override {
+    void forward_into(const tensor<double>& x, tensor<double>& y, bool t) override {
       *g = std::mt19937_64(5);
-      return d->forward(x, t);
+      d->forward_into(x, y, t);
     }
-    tensor<double> backward(const tensor<double>& dy) override { return d->backward(dy); }
+    void backward_into(const tensor<double>& dy, tensor<double>& dx) override {
+      d->backward_into(dy, dx);
+    }
     std::unique_ptr<nn::layer<double>> clone() const override { return nullptr; }
   } rd;
   d.set_rng(&drng);
@@ -174,8 +179,7 @@ TEST_CASE("softmax cross-entropy gradient matches finite differences", "[nn][gra
 TEST_CASE("layers reject bad configurations with named messages", "[nn][error]") {
   NM_REQUIRE_THROWS_WITH(nn::dropout<double>(1.0), netmorph::value_error,
                          "nn::dropout: p must be in [0, 1), got 1");
-  NM_REQUIRE_THROWS_WITH(nn::pool2d<double>(nn::pool2d<double>::mode::max, 0, 1),
-                         netmorph::value_error,
+  NM_REQUIRE_THROWS_WITH(nn::pool2d<double>(nn::pool_mode::max, 0, 1), netmorph::value_error,
                          "nn::pool2d: window and stride must be >= 1, got 0 and 1");
   NM_REQUIRE_THROWS_WITH(nn::conv2d<double>(tensor<double>({2, 3, 3, 3}), tensor<double>({3}), {}),
                          netmorph::shape_error, "nn::conv2d: bias must have shape (2), got (3)");
@@ -196,7 +200,7 @@ TEST_CASE("layers reject bad configurations with named messages", "[nn][error]")
   NM_REQUIRE_THROWS_WITH(c.backward(tensor<double>({2, 4, 8, 7})), netmorph::shape_error,
                          "nn::conv2d::backward: gradient has shape (2, 4, 8, 7), the output has "
                          "(2, 4, 8, 8)");
-  nn::pool2d<double> mp(nn::pool2d<double>::mode::max, 2, 2);
+  nn::pool2d<double> mp(nn::pool_mode::max, 2, 2);
   mp.forward(tensor<double>({2, 4, 8, 8}), true);
   NM_REQUIRE_THROWS_WITH(mp.backward(tensor<double>({2, 4, 8, 8})), netmorph::shape_error,
                          "nn::pool2d::backward: gradient has shape (2, 4, 8, 8), the output has "
@@ -210,4 +214,86 @@ TEST_CASE("layers reject bad configurations with named messages", "[nn][error]")
   NM_REQUIRE_THROWS_WITH(f.backward(tensor<double>({2, 11})), netmorph::shape_error,
                          "nn::flatten::backward: gradient has shape (2, 11), the input has "
                          "(2, 3, 2, 2)");
+}
+
+TEST_CASE("every layer reports its kind, a description, and is found by layer_cast and visit",
+          "[nn][layers]") {
+  std::mt19937_64 rng(7);
+  nn::layer_list<double> all;
+  all.push_back(std::make_unique<nn::conv2d<double>>(
+      nmtest::randn<double>({4, 2, 3, 3}, rng), tensor<double>(), netmorph::conv2d_options{2, 1}));
+  all.push_back(std::make_unique<nn::dense<double>>(nmtest::randn<double>({3, 5}, rng),
+                                                    nmtest::randn<double>({3}, rng)));
+  all.push_back(std::make_unique<nn::pool2d<double>>(nn::pool_mode::average, 3, 2));
+  all.push_back(std::make_unique<nn::flatten<double>>());
+  all.push_back(
+      std::make_unique<nn::batch_norm<double>>(netmorph::batch_norm_weights<double>::identity(4)));
+  all.push_back(std::make_unique<nn::dropout<double>>(0.25));
+  all.push_back(
+      std::make_unique<nn::activation<double>>(activation_fn{activation_kind::leaky_relu, 0.2}));
+  all.push_back(std::make_unique<nn::p_activation<double>>(
+      netmorph::make_p_activation(activation_fn{activation_kind::tanh}, 0.5)));
+  all.push_back(std::make_unique<nn::parallel<double>>());
+  const std::vector<std::string> kinds{"conv2d",     "dense",        "pool2d",
+                                       "flatten",    "batch_norm",   "dropout",
+                                       "activation", "p_activation", "parallel"};
+  const std::vector<std::string> described{"conv2d 2->4 3x3 stride 2 padding 1 no bias",
+                                           "dense 5->3",
+                                           "pool2d average 3x3 stride 2",
+                                           "flatten",
+                                           "batch_norm 4 eps 1e-05 momentum 0.1",
+                                           "dropout 0.25",
+                                           "activation leaky_relu 0.2",
+                                           "p_activation tanh a 0.5",
+                                           "parallel 0 paths ()"};
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    nn::layer<double>* l = all[i].get();
+    CAPTURE(i);
+    REQUIRE(nn::to_string(l->kind()) == kinds[i]);
+    REQUIRE(l->describe() == described[i]);
+    REQUIRE((nn::layer_cast<nn::conv2d>(l) != nullptr) == (i == 0));
+    REQUIRE((nn::layer_cast<nn::parallel>(l) != nullptr) == (i == 8));
+    // visit hands over the concrete class, const or not.
+    const std::string via = nn::visit(*l, [](auto& concrete) {
+      return std::string(nn::to_string(std::decay_t<decltype(concrete)>::static_kind));
+    });
+    const nn::layer<double>& cl = *l;
+    const bool is_const = nn::visit(cl, [](auto& concrete) {
+      return std::is_const<std::remove_reference_t<decltype(concrete)>>::value;
+    });
+    REQUIRE(via == kinds[i]);
+    REQUIRE(is_const);
+    REQUIRE(l->clone()->describe() == described[i]);
+  }
+}
+
+TEST_CASE("backward before a training-mode forward pass is refused by every layer",
+          "[nn][layers][error]") {
+  const std::string msg = "::backward: no cached input (call forward with training = true)";
+  nn::batch_norm<double> bn(netmorph::batch_norm_weights<double>::identity(2));
+  NM_REQUIRE_THROWS_WITH(bn.backward(tensor<double>({1, 2})), netmorph::error,
+                         "nn::batch_norm" + msg);
+  nn::dropout<double> d(0.5);
+  NM_REQUIRE_THROWS_WITH(d.backward(tensor<double>({1, 2})), netmorph::error, "nn::dropout" + msg);
+  nn::p_activation<double> p(netmorph::make_p_activation(activation_fn{}, 1.0));
+  NM_REQUIRE_THROWS_WITH(p.backward(tensor<double>({1, 2})), netmorph::error,
+                         "nn::p_activation" + msg);
+  nn::activation<double> a(activation_fn{});
+  NM_REQUIRE_THROWS_WITH(a.backward(tensor<double>({1, 2})), netmorph::error,
+                         "nn::activation" + msg);
+  nn::parallel<double> par;
+  NM_REQUIRE_THROWS_WITH(par.backward(tensor<double>({1, 2})), netmorph::error,
+                         "nn::parallel" + msg);
+  NM_REQUIRE_THROWS_WITH(par.forward(tensor<double>({1, 2}), false), netmorph::shape_error,
+                         "nn::parallel: no paths");
+  // A gradient of the wrong shape after a forward pass names both shapes.
+  a.forward(tensor<double>({2, 3}), true);
+  NM_REQUIRE_THROWS_WITH(a.backward(tensor<double>({3, 2})), netmorph::shape_error,
+                         "nn::activation::backward: gradient has shape (3, 2), the output has "
+                         "(2, 3)");
+  bn.forward(tensor<double>({3, 2}), true);
+  NM_REQUIRE_THROWS_WITH(bn.backward(tensor<double>({2, 2})), netmorph::shape_error,
+                         "nn::batch_norm::backward: gradient has shape (2, 2)");
+  NM_REQUIRE_THROWS_WITH(bn.forward(tensor<double>({4}), true), netmorph::shape_error,
+                         "nn::batch_norm: input must be (N, C, ...), got shape (4)");
 }

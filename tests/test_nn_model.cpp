@@ -1,6 +1,7 @@
 #include "support/test_support.hpp"
 
-#include <netmorph/nn.hpp>
+#include <netmorph/nn/model.hpp>
+#include <netmorph/nn/notation.hpp>
 
 #include <sstream>
 
@@ -72,182 +73,6 @@ TEST_CASE("a seed makes training reproducible", "[nn][train]") {
   REQUIRE(run() == run());
 }
 
-TEMPLATE_TEST_CASE("every morph operation on (5:32)(5:32)(5:64) keeps the network's function",
-                   "[nn][morph]", float, double) {
-  const double tol = nmtest::exact_tolerance<TestType>();
-  nn::architecture_options t;
-  t.dense_head = {64};
-  t.batch_norm = true;
-  t.act = activation_fn{activation_kind::tanh};
-  t.seed = 11;
-  auto m = nn::parse_architecture<TestType>("(5:32)(5:32)(5:64)", {1, 28, 28}, t);
-  REQUIRE(nn::to_notation(m) == "(5:32)(5:32)(5:64)");
-  // Give the batch norms non-trivial running statistics, as after training.
-  std::mt19937_64 rng(4);
-  auto warm = nmtest::randn<TestType>({8, 1, 28, 28}, rng);
-  m.forward(warm, true);
-  auto x = nmtest::randn<TestType>({3, 1, 28, 28}, rng);
-  const auto y = m.forward(x, false);
-
-  netmorph::deepen_options d;
-  d.k1 = 5;
-  d.k2 = 1;
-  d.mid_channels = 4 * 32;
-  auto r1 = nn::deepen(m, 4, d);  // the second conv (layers: conv bn act pool conv ...)
-  CAPTURE(r1.detail);
-  REQUIRE(r1.relative_output_error <= tol);
-  REQUIRE(nn::to_notation(m) == "(5:32)[(5:128)(1:32)](5:64)");
-
-  netmorph::widen_options w;
-  w.new_channels = 48;
-  auto r2 = nn::widen(m, 0, w);  // through batch norm and tanh into the deepened conv
-  REQUIRE(r2.relative_output_error <= tol);
-
-  auto r3 = nn::grow_kernel(m, 0, 7);
-  REQUIRE(r3.relative_output_error <= tol);
-
-  netmorph::stacked_subnet_options st;
-  netmorph::subnet_options path;
-  path.kernels = {5, 1};
-  path.widths = {80};
-  st.paths = {path, path};
-  const idx last_conv = [&] {
-    idx k = 0;
-    for (idx i = 0; i < m.size(); ++i)
-      if (m.at(i).kind() == "conv2d") k = i;
-    return k;
-  }();
-  auto r4 = nn::to_stacked_subnet(m, last_conv, st);
-  REQUIRE(r4.relative_output_error <= tol);
-
-  // The dense head: widen it through the flatten -> dense -> tanh -> dense chain, and deepen it.
-  idx first_dense = 0;
-  for (idx i = 0; i < m.size(); ++i)
-    if (m.at(i).kind() == "dense") {
-      first_dense = i;
-      break;
-    }
-  netmorph::widen_options wd;
-  wd.new_channels = 80;
-  wd.rule = netmorph::width_rule::net2net;
-  REQUIRE(nn::widen(m, first_dense, wd).relative_output_error <= tol);
-  netmorph::deepen_options dd;
-  dd.mid_channels = 96;
-  REQUIRE(nn::deepen(m, first_dense, dd, true).relative_output_error <= tol);
-
-  const auto z = m.forward(x, false);
-  REQUIRE(netmorph::relative_error(z, y) <= tol);
-  REQUIRE(nn::to_notation(m).find("{(5:80)(1:64)+(5:80)(1:64)}") != std::string::npos);
-}
-
-TEST_CASE("a morph carries the SGD velocities over, moved with the channel permutation",
-          "[nn][morph]") {
-  std::mt19937_64 rng(5);
-  auto data = synthetic<double>(32, rng);
-  nn::architecture_options t;
-  t.classes = 3;
-  t.batch_norm = true;
-  auto m = nn::parse_architecture<double>("(3:6)(3:6)", {1, 8, 8}, t);
-  nn::train_epoch(m, data, nn::sgd{0.01, 0.9, 0}, 8);
-  auto* c0 = dynamic_cast<nn::conv2d<double>*>(&m.at(0));
-  auto* bn = dynamic_cast<nn::batch_norm<double>*>(&m.at(1));
-  auto* c1 = dynamic_cast<nn::conv2d<double>*>(&m.at(4));
-  REQUIRE((c0 && bn && c1));
-  const auto v0 = c0->weight().velocity, vb = c0->bias().velocity, vg = bn->gamma().velocity,
-             v1 = c1->weight().velocity;
-  REQUIRE(v0.vector().norm() > 0);
-  netmorph::widen_options w;
-  w.new_channels = 10;
-  w.seed = 9;
-  auto rep = nn::widen(m, 0, w);
-  REQUIRE(rep.relative_output_error <= 1e-9);
-  const auto& nw = c0->weight();
-  int carried = 0, fresh = 0;
-  for (idx q = 0; q < 10; ++q) {
-    // Velocity rows are either an old row (possibly moved) or zero.
-    bool is_old = false;
-    for (idx o = 0; o < 6 && !is_old; ++o) {
-      bool eq = true;
-      for (idx k = 0; k < 9; ++k)
-        eq = eq && nw.velocity.data()[q * 9 + k] == v0.data()[o * 9 + k];
-      if (eq) {
-        is_old = true;
-        REQUIRE(c0->bias().velocity(q) == vb(o));
-        REQUIRE(bn->gamma().velocity(q) == vg(o));
-        for (idx r = 0; r < v1.dim(0); ++r)
-          for (idx k = 0; k < 9; ++k)
-            REQUIRE(c1->weight().velocity.data()[(r * 10 + q) * 9 + k] ==
-                    v1.data()[(r * 6 + o) * 9 + k]);
-      }
-    }
-    bool zero = true;
-    for (idx k = 0; k < 9; ++k)
-      zero = zero && nw.velocity.data()[q * 9 + k] == 0.0;
-    carried += is_old;
-    fresh += zero && !is_old;
-  }
-  REQUIRE(carried == 6);
-  REQUIRE(fresh == 4);
-  // Training resumes from the carried state.
-  const double loss_before = nn::evaluate(m, data).loss;
-  nn::train_epoch(m, data, nn::sgd{0.01, 0.9, 0}, 8);
-  REQUIRE(std::isfinite(nn::evaluate(m, data).loss));
-  REQUIRE(nn::evaluate(m, data).loss < loss_before * 1.5);
-}
-
-TEST_CASE("the architecture notation round-trips and names the position of errors",
-          "[nn][notation]") {
-  nn::architecture_options t;
-  auto m = nn::parse_architecture<double>("[(5:32x4)(1:32)]x2[(5:64x4)(1:64)]", {1, 28, 28}, t);
-  REQUIRE(nn::to_notation(m) == "[(5:32x4)(1:32)]x2[(5:64x4)(1:64)]");
-  idx convs = 0, pools = 0;
-  for (idx i = 0; i < m.size(); ++i) {
-    convs += m.at(i).kind() == "conv2d";
-    pools += m.at(i).kind() == "max_pool";
-  }
-  REQUIRE(convs == 15);
-  REQUIRE(pools == 3);
-  REQUIRE(m.output_shape() == netmorph::shape_type{10});
-  auto q = nn::parse_architecture<float>(" (3:16) ( 3 : 16 x 2 ) ", {3, 16, 16}, t);
-  REQUIRE(nn::to_notation(q) == "(3:16)[(3:16x2)]");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5 32)", {1, 28, 28}),
-                         netmorph::value_error,
-                         "parse_architecture: expected ':' at position 3 ('3') in '(5 32)'");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:32", {1, 28, 28}),
-                         netmorph::value_error,
-                         "parse_architecture: expected ')' at position 5 (end) in '(5:32'");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:0)", {1, 28, 28}),
-                         netmorph::value_error,
-                         "parse_architecture: expected a channel count >= 1 at position 3");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:32)x", {1, 28, 28}),
-                         netmorph::value_error,
-                         "parse_architecture: expected '(' or '[' at position 6 ('x')");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("[]", {1, 28, 28}), netmorph::value_error,
-                         "parse_architecture: empty group before position 2");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("", {1, 28, 28}), netmorph::value_error,
-                         "parse_architecture: no layers in ''");
-  NM_REQUIRE_THROWS_WITH(nn::parse_architecture<double>("(5:32)", {28, 28}), netmorph::shape_error,
-                         "parse_architecture: input must be (C, H, W), got (28, 28)");
-}
-
-TEST_CASE("morph operations refuse layers they cannot morph", "[nn][morph][error]") {
-  auto m = nn::parse_architecture<double>("(3:4)", {1, 8, 8});
-  NM_REQUIRE_THROWS_WITH(nn::deepen(m, 1), netmorph::value_error,
-                         "nn::deepen: layer 1 is relu, expected conv2d or dense");
-  NM_REQUIRE_THROWS_WITH(nn::grow_kernel(m, 2, 5), netmorph::value_error,
-                         "nn::grow_kernel: layer 2 is max_pool, expected conv2d");
-  netmorph::widen_options w;
-  w.new_channels = 2;
-  NM_REQUIRE_THROWS_WITH(nn::widen(m, 0, w), netmorph::value_error,
-                         "widen: cannot shrink from 4 to 2 channels");
-  w.new_channels = 12;
-  NM_REQUIRE_THROWS_WITH(
-      nn::widen(m, 4, w), netmorph::value_error,
-      "nn::widen: layer 4 has no following conv2d/dense layer whose input could grow");
-  NM_REQUIRE_THROWS_WITH(nn::deepen(m, 9), netmorph::shape_error,
-                         "model::at: layer 9 out of range for a model of 5 layers");
-}
-
 TEST_CASE("model backward returns the input gradient only when asked", "[nn][gradient]") {
   std::mt19937_64 rng(21);
   nn::architecture_options t;
@@ -278,27 +103,6 @@ TEST_CASE("model backward returns the input gradient only when asked", "[nn][gra
     x.data()[i] = keep;
     REQUIRE(dx.data()[i] == Approx((lp - lm) / (2 * h)).epsilon(1e-5).margin(1e-7));
   }
-}
-
-TEMPLATE_TEST_CASE("nn::to_subnet replaces a conv by a P-activated chain and keeps the function",
-                   "[nn][morph]", float, double) {
-  nn::architecture_options t;
-  t.act = activation_fn{activation_kind::sigmoid};
-  auto m = nn::parse_architecture<TestType>("(3:4)(3:6)", {2, 8, 8}, t);
-  std::mt19937_64 rng(31);
-  auto x = nmtest::randn<TestType>({2, 2, 8, 8}, rng);
-  const auto y = m.forward(x, false);
-  netmorph::subnet_options so;
-  so.kernels = {3, 1, 1};
-  so.widths = {6, 8};
-  const idx before = m.size();
-  auto r = nn::to_subnet(m, 3, so);  // the second convolution
-  REQUIRE(m.size() == before + 4);   // three convs and two P-activations replace one conv
-  REQUIRE(m.at(4).kind() == "p_sigmoid");
-  REQUIRE(r.relative_output_error <= nmtest::exact_tolerance<TestType>());
-  REQUIRE(netmorph::relative_error(m.forward(x, false), y) <= nmtest::exact_tolerance<TestType>());
-  NM_REQUIRE_THROWS_WITH(nn::to_subnet(m, 1, so), netmorph::value_error,
-                         "nn::to_subnet: layer 1 is sigmoid, expected conv2d");
 }
 
 TEMPLATE_TEST_CASE("a model's reused training buffers give the results of a fresh model",
@@ -349,4 +153,142 @@ TEMPLATE_TEST_CASE("a model's reused training buffers give the results of a fres
     for (std::size_t i = 0; i < g.size(); ++i)
       REQUIRE(netmorph::relative_error(g_copy[i], g_fresh[i]) <= tol);
   }
+}
+
+namespace {
+
+/// Every parameter value, gradient and velocity of a model, in order, for exact comparisons.
+template <typename Scalar>
+std::vector<tensor<Scalar>> state_of(nn::model<Scalar>& m) {
+  std::vector<tensor<Scalar>> out;
+  for (auto* p : m.parameters()) {
+    out.push_back(p->value);
+    out.push_back(p->grad);
+    out.push_back(p->velocity);
+  }
+  return out;
+}
+
+/// A residual block: a conv path and the identity shortcut.
+nn::parallel<double> residual(idx c, std::mt19937_64& rng) {
+  std::vector<nn::layer_list<double>> paths(2);
+  paths[0].push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({c, c, 3, 3}, rng),
+                                                          nmtest::randn<double>({c}, rng),
+                                                          netmorph::conv2d_options{1, 1}));
+  paths[0].push_back(std::make_unique<nn::activation<double>>(activation_fn{}));
+  return nn::parallel<double>(std::move(paths));
+}
+
+}  // namespace
+
+TEST_CASE("layers have unique state_dict-style names, also inside parallel blocks", "[nn][names]") {
+  std::mt19937_64 rng(41);
+  nn::model<double> m({2, 6, 6});
+  m.add(nn::conv2d<double>::he(2, 3, 3, rng));
+  m.add(residual(3, rng), "block");
+  m.add(nn::activation<double>(activation_fn{}));
+  m.add(nn::flatten<double>(), "features.flat");
+  REQUIRE(m.names() == std::vector<std::string>{"0", "block", "block.path0.0", "block.path0.1", "2",
+                                                "features.flat"});
+  REQUIRE(m.find("block.path0.0").kind() == nn::layer_kind::conv2d);
+  const nn::model<double>& cm = m;
+  REQUIRE(cm.layers().size() == 4);
+  REQUIRE(cm.find("2").kind() == nn::layer_kind::activation);
+  auto slot = m.locate("block.path0.1");
+  REQUIRE(slot.position == 1);
+  REQUIRE(slot.list->size() == 2);
+  NM_REQUIRE_THROWS_WITH(m.find("block.path1.0"), netmorph::value_error,
+                         "model: no layer named 'block.path1.0'; the layers are '0', 'block', "
+                         "'block.path0.0'");
+  NM_REQUIRE_THROWS_WITH(m.add(nn::dropout<double>(0.1), "block"), netmorph::value_error,
+                         "model::add: a layer named 'block' exists already");
+  // A default name skips names the caller took.
+  nn::model<double> n({4});
+  n.add(nn::dense<double>::he(4, 4, rng), "1");
+  n.add(nn::dense<double>::he(4, 4, rng));
+  REQUIRE(n.names() == std::vector<std::string>{"1", "2"});
+  // A copy keeps the names.
+  auto copy = m;
+  REQUIRE(copy.names() == m.names());
+}
+
+TEST_CASE("model::replace names the new layers by one rule and keeps the model on failure",
+          "[nn][names][error]") {
+  std::mt19937_64 rng(42);
+  nn::model<double> m({2, 6, 6});
+  m.add(nn::conv2d<double>::he(2, 3, 3, rng));
+  m.add(nn::activation<double>(activation_fn{}));
+  m.add(residual(3, rng), "block");
+  m.add(nn::flatten<double>());
+  m.add(nn::dense<double>::he(3 * 36, 2, rng));
+  nn::train_epoch(m, nn::dataset<double>{nmtest::randn<double>({4, 2, 6, 6}, rng), {0, 1, 0, 1}},
+                  nn::sgd{}, 2);  // non-zero velocities
+  const auto x = nmtest::randn<double>({2, 2, 6, 6}, rng);
+  const auto y = m.forward(x, false);
+
+  // n ReLUs in a row compute one ReLU, so the replacements below keep the function.
+  auto one_by = [&](idx n) {
+    nn::layer_list<double> l;
+    for (idx k = 0; k < n; ++k)
+      l.push_back(std::make_unique<nn::activation<double>>(activation_fn{}));
+    return l;
+  };
+  // k by k keeps the names; 1 by n names them N.0, N.1, ...
+  m.replace("1", 1, one_by(1));
+  REQUIRE(m.names()[1] == "1");
+  m.replace("block.path0.1", 1, one_by(2));
+  REQUIRE(m.names() == std::vector<std::string>{"0", "1", "block", "block.path0.0",
+                                                "block.path0.1.0", "block.path0.1.1", "3", "4"});
+  REQUIRE(netmorph::relative_error(m.forward(x, false), y) == 0.0);
+
+  // Failures leave everything as it was: names, parameters, gradients, velocities, outputs and
+  // the next training step.
+  const auto names = m.names();
+  const auto before = state_of(m);
+  auto twin = m;
+  auto same_as_before = [&]() {
+    REQUIRE(m.names() == names);
+    const auto now = state_of(m);
+    REQUIRE(now.size() == before.size());
+    for (std::size_t i = 0; i < now.size(); ++i)
+      REQUIRE(now[i] == before[i]);
+  };
+  NM_REQUIRE_THROWS_WITH(m.replace("0", 3, one_by(2)), netmorph::value_error,
+                         "model::replace: 3 layers cannot be replaced by 2");
+  NM_REQUIRE_THROWS_WITH(m.replace("4", 2, one_by(2)), netmorph::value_error,
+                         "model::replace: 2 layers from '4' run past the end of its list of 5");
+  NM_REQUIRE_THROWS_WITH(m.replace("nope", 1, one_by(1)), netmorph::value_error,
+                         "model: no layer named 'nope'");
+  auto wrong = [&]() {  // 5 output channels where the next layer expects 3
+    nn::layer_list<double> l;
+    l.push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({5, 2, 3, 3}, rng),
+                                                     tensor<double>(),
+                                                     netmorph::conv2d_options{1, 1}));
+    return l;
+  };
+  NM_REQUIRE_THROWS_WITH(m.replace("0", 1, wrong()), netmorph::shape_error,
+                         "nn::conv2d: input has 5 channels, weight expects 3");
+  same_as_before();
+  REQUIRE(netmorph::relative_error(m.forward(x, false), twin.forward(x, false)) == 0.0);
+  const nn::dataset<double> batch{nmtest::randn<double>({4, 2, 6, 6}, rng), {1, 0, 1, 0}};
+  nn::train_epoch(m, batch, nn::sgd{}, 4);
+  nn::train_epoch(twin, batch, nn::sgd{}, 4);
+  const auto after = state_of(m), after_twin = state_of(twin);
+  for (std::size_t i = 0; i < after.size(); ++i)
+    REQUIRE(after[i] == after_twin[i]);
+}
+
+TEST_CASE("evaluate and train_epoch check their batch size and labels", "[nn][train][error]") {
+  std::mt19937_64 rng(43);
+  auto m = nn::parse_architecture<double>("(3:2)", {1, 8, 8});
+  auto d = synthetic<double>(6, rng);
+  NM_REQUIRE_THROWS_WITH(nn::evaluate(m, d, 0), netmorph::value_error,
+                         "evaluate: batch must be >= 1, got 0");
+  NM_REQUIRE_THROWS_WITH(nn::train_epoch(m, d, nn::sgd{}, -1), netmorph::value_error,
+                         "train_epoch: batch must be >= 1, got -1");
+  d.labels.pop_back();
+  NM_REQUIRE_THROWS_WITH(nn::evaluate(m, d), netmorph::shape_error,
+                         "evaluate: 5 labels for 6 samples");
+  NM_REQUIRE_THROWS_WITH(nn::train_epoch(m, d, nn::sgd{}, 2), netmorph::shape_error,
+                         "train_epoch: 5 labels for 6 samples");
 }

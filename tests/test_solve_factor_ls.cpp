@@ -151,8 +151,9 @@ TEST_CASE("solve_second_factor: overdetermined systems give the least-squares so
     CAPTURE(trial, cin, cmid, cout, kf, kx);
     auto f = nmtest::randn<double>({cmid, cin, kf, kf}, rng);
     auto t = nmtest::randn<double>({cout, cin, kt, kt}, rng);
-    factor_solve_report info;
-    auto x = netmorph::solve::solve_second_factor(t, f, kx, rng, {}, &info);
+    auto x_res = netmorph::solve::solve_second_factor(t, f, kx, rng);
+    const tensor<double>& x = x_res.x;
+    const factor_solve_report& info = x_res.report;
     REQUIRE_FALSE(info.underdetermined);
     const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, kx);
     // Tall is not full rank in general (syzygies of the filters, see the next test): the
@@ -171,8 +172,9 @@ TEST_CASE("solve_second_factor: overdetermined systems give the least-squares so
     }
     factor_solve_options cod;
     cod.force_cod = true;
-    factor_solve_report cinfo;
-    auto xc = netmorph::solve::solve_second_factor(t, f, kx, rng, cod, &cinfo);
+    auto xc_res = netmorph::solve::solve_second_factor(t, f, kx, rng, cod);
+    const tensor<double>& xc = xc_res.x;
+    const factor_solve_report& cinfo = xc_res.report;
     REQUIRE(cinfo.route == netmorph::solve::ls_route::cod);
     REQUIRE((rows_of(xc) - ref).norm() <= 1e-8 * (1 + ref.norm()));
   }
@@ -204,8 +206,9 @@ TEST_CASE("solve_second_factor: underdetermined systems are least squares, dense
       CAPTURE(cod);
       factor_solve_options s;
       s.force_cod = cod;
-      factor_solve_report info;
-      auto x = netmorph::solve::solve_second_factor(t, f, kx, rng, s, &info);
+      auto x_res = netmorph::solve::solve_second_factor(t, f, kx, rng, s);
+      const tensor<double>& x = x_res.x;
+      const factor_solve_report& info = x_res.report;
       REQUIRE(info.underdetermined);
       REQUIRE(info.kronecker == (kf == 1 && kx > 1));
       REQUIRE(info.relative_residual <= best + 1e-10);
@@ -232,8 +235,8 @@ TEST_CASE("solve_first_factor solves compose(F2, X) = T", "[solve][property]") {
     CAPTURE(trial, c0, c1, c2, k1, k2);
     auto f2 = nmtest::randn<double>({c2, c1, k2, k2}, rng);
     auto t = nmtest::randn<double>({c2, c0, kt, kt}, rng);
-    factor_solve_report info;
-    auto x = netmorph::solve::solve_first_factor(t, f2, k1, rng, {}, &info);
+    auto x_res = netmorph::solve::solve_first_factor(t, f2, k1, rng);
+    const tensor<double>& x = x_res.x;
     REQUIRE(x.shape() == netmorph::shape_type{c1, c0, k1, k1});
     REQUIRE(netmorph::relative_error(netmorph::compose(f2, x), t) <= 1e-10);
   }
@@ -245,16 +248,18 @@ TEST_CASE("a rank-deficient system falls back to the orthogonal decomposition", 
   auto f = nmtest::randn<double>({2, 1, 1, 1}, rng);
   f(1, 0, 0, 0) = f(0, 0, 0, 0);
   auto t = nmtest::randn<double>({3, 1, 1, 1}, rng);
-  factor_solve_report info;
-  auto x = netmorph::solve::solve_second_factor(t, f, 1, rng, {}, &info);
+  auto x_res = netmorph::solve::solve_second_factor(t, f, 1, rng);
+  const tensor<double>& x = x_res.x;
+  const factor_solve_report& info = x_res.report;
   REQUIRE(info.underdetermined);
   REQUIRE(netmorph::relative_error(netmorph::compose(x, f), t) <= 1e-12);
   auto f3 = nmtest::randn<double>({2, 3, 1, 1}, rng);
   for (idx i = 0; i < 3; ++i)
     f3(1, i, 0, 0) = 2 * f3(0, i, 0, 0);  // rank 1, overdetermined
   auto t3 = nmtest::randn<double>({2, 3, 1, 1}, rng);
-  factor_solve_report info3;
-  auto x3 = netmorph::solve::solve_second_factor(t3, f3, 1, rng, {}, &info3);
+  auto x3_res = netmorph::solve::solve_second_factor(t3, f3, 1, rng);
+  const tensor<double>& x3 = x3_res.x;
+  const factor_solve_report& info3 = x3_res.report;
   REQUIRE(info3.route == netmorph::solve::ls_route::cod);
   const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f3, 1);
   const Eigen::MatrixXd ref =

@@ -38,6 +38,16 @@ TEMPLATE_TEST_CASE("tensor construction validates shapes and value counts", "[te
                          "tensor: negative extent in shape (2, -1)");
   NM_REQUIRE_THROWS_WITH(netmorph::tensor<TestType>({2, 2}, std::vector<TestType>(3)), shape_error,
                          "tensor: shape (2, 2) holds 4 values, got 3");
+  // A shape beyond the documented limit, or one whose element count overflows, is refused before
+  // anything is allocated.
+  NM_REQUIRE_THROWS_WITH(netmorph::tensor<TestType>({idx(1) << 40, 3, 3, 3}), value_error,
+                         "tensor: shape (1099511627776, 3, 3, 3) has 2.96868e+13 elements, more "
+                         "than max_tensor_elements = 17179869184");
+  NM_REQUIRE_THROWS_WITH(netmorph::tensor<TestType>({idx(1) << 62, 8}), value_error,
+                         "tensor: shape (4611686018427387904, 8) has 3.68935e+19 elements");
+  NM_REQUIRE_THROWS_WITH(netmorph::tensor<TestType>({2, 3}).reshape({idx(1) << 35, 2}), value_error,
+                         "tensor::reshape: shape (34359738368, 2) has");
+  REQUIRE(netmorph::tensor<TestType>({0, idx(1) << 40}).size() == 0);
   netmorph::tensor<TestType> e;
   REQUIRE(e.empty());
   REQUIRE(e.rank() == 0);

@@ -8,6 +8,7 @@
 #include <netmorph/error.hpp>
 #include <netmorph/morph/depth.hpp>
 #include <netmorph/morph/kernel_size.hpp>
+#include <netmorph/morph/report.hpp>
 #include <netmorph/morph/subnet.hpp>
 #include <netmorph/morph/width.hpp>
 #include <netmorph/ops/batch_norm.hpp>

@@ -16,6 +16,8 @@
 #include <initializer_list>
 #include <limits>
 #include <random>
+#include <sstream>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -26,6 +28,43 @@ namespace netmorph {
 using index_type = std::ptrdiff_t;
 /// A tensor shape, outermost dimension first.
 using shape_type = std::vector<index_type>;
+
+/// The largest number of elements a tensor may hold: 2^34 (128 GiB of doubles). A shape beyond
+/// it (or one whose element count overflows `index_type`) is refused with `value_error` before
+/// anything is allocated, so an absurd request fails with a message instead of `std::bad_alloc`.
+inline constexpr index_type max_tensor_elements = index_type(1) << 34;
+
+namespace detail {
+
+/// The element count of `shape` in double (no overflow; exact below 2^53).
+inline double element_count(const shape_type& shape) {
+  double n = shape.empty() ? 0.0 : 1.0;
+  for (index_type e : shape)
+    n *= double(e);
+  return n;
+}
+
+/// Formats a byte count as "2.4e+14 bytes".
+inline std::string bytes_string(double bytes) {
+  std::ostringstream os;
+  os.precision(2);
+  os << bytes << " bytes";
+  return os.str();
+}
+
+/// Throws `value_error` "who: what of shape (...) needs N bytes" when a tensor of `shape` with
+/// `bytes_per_element` bytes a value would exceed `max_tensor_elements`. Morphs call it on the
+/// tensors they are about to create, before any allocation.
+inline void require_allocatable(const char* who, const std::string& what, const shape_type& shape,
+                                std::size_t bytes_per_element) {
+  const double n = element_count(shape);
+  require<value_error>(n <= double(max_tensor_elements), who, ": ", what, " of shape ",
+                       shape_string(shape), " needs ", bytes_string(n * double(bytes_per_element)),
+                       ", beyond the limit of ", double(max_tensor_elements),
+                       " elements a tensor may hold");
+}
+
+}  // namespace detail
 
 /// Owning n-d array of `Scalar` in row-major order.
 ///
@@ -49,7 +88,8 @@ class tensor {
   /// An empty tensor: rank 0, size 0. Used for "no bias".
   tensor() = default;
 
-  /// A zero-filled tensor of the given shape. Throws `shape_error` on a negative extent.
+  /// A zero-filled tensor of the given shape. Throws `shape_error` on a negative extent and
+  /// `value_error` (naming the shape) when it has more than `max_tensor_elements` elements.
   explicit tensor(shape_type shape) : shape_(std::move(shape)) {
     data_.assign(static_cast<std::size_t>(checked_size(shape_, "tensor")), Scalar(0));
     compute_strides();
@@ -181,12 +221,16 @@ class tensor {
 
  private:
   static index_type checked_size(const shape_type& shape, const char* who) {
-    index_type n = 1;
-    for (index_type e : shape) {
+    for (index_type e : shape)
       detail::require<shape_error>(e >= 0, who, ": negative extent in shape ",
                                    detail::shape_string(shape));
+    const double count = detail::element_count(shape);
+    detail::require<value_error>(
+        count <= double(max_tensor_elements), who, ": shape ", detail::shape_string(shape), " has ",
+        count, " elements, more than max_tensor_elements = ", max_tensor_elements);
+    index_type n = 1;
+    for (index_type e : shape)
       n *= e;
-    }
     return shape.empty() ? 0 : n;
   }
 

@@ -26,6 +26,21 @@ constexpr double exact_tolerance() {
   return sizeof(Scalar) >= sizeof(double) ? 1e-9 : 1e-4;
 }
 
+/// The statistics of the new tensor `name` in a morph report (fails the test when it is absent).
+inline netmorph::tensor_summary new_tensor(const netmorph::morph_report& r,
+                                           const std::string& name) {
+  for (const netmorph::tensor_summary& t : r.new_tensors)
+    if (t.name == name) return t;
+  FAIL("the report has no new tensor named " << name);
+  return {};
+}
+
+/// The report's relative output error on its probes (fails the test when it was not measured).
+inline double measured_error(const netmorph::morph_report& r) {
+  REQUIRE(r.relative_output_error.has_value());
+  return *r.relative_output_error;
+}
+
 /// An RNG seeded from Catch's `--rng-seed` and a per-test salt, so a failure replays with the
 /// seed Catch prints.
 inline std::mt19937_64 make_rng(std::uint64_t salt) {

@@ -7,68 +7,77 @@
 
 #include <netmorph/detail/message.hpp>
 #include <netmorph/error.hpp>
+#include <netmorph/morph/report.hpp>
 #include <netmorph/ops/compose.hpp>
 #include <netmorph/ops/conv2d.hpp>
 #include <netmorph/tensor.hpp>
 
 #include <chrono>
 #include <cstdint>
-#include <random>
 
 namespace netmorph {
 
-/// What a kernel-size morph did, measured on random probe inputs.
-struct grow_kernel_report {
-  index_type old_kernel = 0, new_kernel = 0;
-  double max_output_error = 0, relative_output_error = 0;
-  double nonzero = 0, std = 0;  ///< of the grown weight
-  double seconds = 0;
+/// Options of `grow_kernel`.
+struct grow_kernel_options {
+  index_type new_kernel = 0;  ///< K', at least K, with K' - K even
+  std::uint64_t seed = 0;     ///< seeds the probes
+  probe_options probe;
 };
 
 /// A layer with a grown kernel and the report.
 template <typename Scalar>
 struct grow_kernel_result {
   conv2d_weights<Scalar> layer;
-  grow_kernel_report report;
+  morph_report report;
 };
 
-/// Grows a square kernel from `K` to `new_kernel` (zero-padded, centred; padding + (K'-K)/2).
-/// \throws shape_error on a non-square or non-OIHW weight; value_error on a shrinking kernel,
-///         an odd growth, or NaN/Inf weights.
+namespace detail {
+
+/// The checks of `grow_kernel`, every one before anything is allocated.
 template <typename Scalar>
-grow_kernel_result<Scalar> grow_kernel(const conv2d_weights<Scalar>& layer, index_type new_kernel,
-                                       std::uint64_t seed = 0, index_type probe_count = 2) {
-  detail::require<shape_error>(layer.weight.rank() == 4,
-                               "grow_kernel: weight must be OIHW (rank 4), got shape ",
-                               detail::shape_string(layer.weight.shape()));
-  const index_type k = layer.weight.dim(2);
-  detail::require<shape_error>(layer.weight.dim(3) == k, "grow_kernel: kernel must be square, got ",
-                               k, "x", layer.weight.dim(3));
-  detail::require<value_error>(new_kernel >= k, "grow_kernel: cannot shrink the kernel from ", k,
-                               " to ", new_kernel);
-  detail::require<value_error>((new_kernel - k) % 2 == 0, "grow_kernel: growth from ", k, " to ",
-                               new_kernel, " is odd; a centred zero-padding needs an even growth");
+void check_grow_kernel(const conv2d_weights<Scalar>& layer, const grow_kernel_options& opt) {
+  require<shape_error>(layer.weight.rank() == 4,
+                       "grow_kernel: weight must be OIHW (rank 4), got shape ",
+                       shape_string(layer.weight.shape()));
+  const index_type k = layer.weight.dim(2), kn = opt.new_kernel;
+  require<shape_error>(layer.weight.dim(3) == k, "grow_kernel: kernel must be square, got ", k, "x",
+                       layer.weight.dim(3));
+  require<value_error>(kn >= k, "grow_kernel: cannot shrink the kernel from ", k, " to ", kn);
+  require<value_error>((kn - k) % 2 == 0, "grow_kernel: growth from ", k, " to ", kn,
+                       " is odd; a centred zero-padding needs an even growth");
   require_finite(layer.weight, "grow_kernel", "weight");
   require_finite(layer.bias, "grow_kernel", "bias");
+  check_probe_options(opt.probe, "grow_kernel");
+  require_allocatable("grow_kernel", "the grown weight",
+                      {layer.weight.dim(0), layer.weight.dim(1), kn, kn}, sizeof(Scalar));
+}
+
+}  // namespace detail
+
+/// Grows a square kernel from `K` to `opt.new_kernel` (zero-padded, centred; padding +
+/// (K'-K)/2), so that `conv2d(x, result.layer) == conv2d(x, layer)` at every pixel.
+/// \throws shape_error on a non-square or non-OIHW weight; value_error on a shrinking kernel,
+///         an odd growth, NaN/Inf weights, bad probe options, or a grown weight beyond
+///         `max_tensor_elements`.
+template <typename Scalar>
+grow_kernel_result<Scalar> grow_kernel(const conv2d_weights<Scalar>& layer,
+                                       const grow_kernel_options& opt) {
   const auto t0 = std::chrono::steady_clock::now();
+  detail::check_grow_kernel(layer, opt);
+  const index_type k = layer.weight.dim(2), kn = opt.new_kernel;
   grow_kernel_result<Scalar> r;
-  r.layer = conv2d_weights<Scalar>{
-      pad_kernel(layer.weight, new_kernel, new_kernel), layer.bias,
-      conv2d_options{layer.options.stride, layer.options.padding + (new_kernel - k) / 2}};
-  r.report.old_kernel = k;
-  r.report.new_kernel = new_kernel;
-  if (probe_count > 0) {
-    std::mt19937_64 rng(seed);
-    const index_type hw =
-        std::max<index_type>(1, k - 2 * layer.options.padding) + 2 * layer.options.stride + 3;
-    auto x = tensor<Scalar>::random_normal({probe_count, layer.weight.dim(1), hw, hw}, rng);
-    auto y = conv2d(x, layer), z = conv2d(x, r.layer);
-    r.report.max_output_error = max_abs_error(z, y);
-    r.report.relative_output_error = relative_error(z, y);
-  }
-  r.report.nonzero = nonzero_fraction(r.layer.weight);
-  r.report.std = stddev(r.layer.weight);
-  r.report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const conv2d_options o = layer.options;
+  r.layer = conv2d_weights<Scalar>{pad_kernel(layer.weight, kn, kn), layer.bias,
+                                   conv2d_options{o.stride, o.padding + (kn - k) / 2}};
+  morph_report& rep = r.report;
+  rep.operation = "grow_kernel";
+  rep.algorithm = "zero_pad";
+  rep.exact = true;
+  rep.kernel = kernel_details{k, kn};
+  rep.new_tensors.push_back(detail::summarize("layer", r.layer.weight));
+  detail::probe_conv_child(rep, layer, opt.probe, 0, opt.seed,
+                           [&](const tensor<Scalar>& x) { return conv2d(x, r.layer); });
+  rep.seconds = detail::seconds_since(t0);
   return r;
 }
 

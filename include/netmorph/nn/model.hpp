@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -26,107 +27,49 @@
 namespace netmorph {
 namespace nn {
 
-/// An owned sequence of layers.
-template <typename Scalar>
-using layer_list = std::vector<std::unique_ptr<layer<Scalar>>>;
-
 namespace detail {
+
+/// Gives `l` the name `name` and, when it is a parallel block, its paths' layers the names
+/// `name.path<i>.<j>` (recursively).
 template <typename Scalar>
-layer_list<Scalar> clone_all(const layer_list<Scalar>& l) {
-  layer_list<Scalar> out;
-  for (const auto& p : l)
-    out.push_back(p->clone());
-  return out;
+void assign_names(layer<Scalar>& l, const std::string& name) {
+  l.set_name(name);
+  if (auto* p = layer_cast<parallel>(&l))
+    for (std::size_t i = 0; i < p->paths().size(); ++i)
+      for (std::size_t j = 0; j < p->paths()[i].size(); ++j)
+        assign_names(*p->paths()[i][j], netmorph::detail::cat(name, ".path", i, ".", j));
 }
+
+/// Appends the names of `l` and of the layers inside it, depth first.
+template <typename Scalar>
+void collect_names(const layer<Scalar>& l, std::vector<std::string>& out) {
+  out.push_back(l.name());
+  if (const auto* p = layer_cast<parallel>(&l))
+    for (const auto& path : p->paths())
+      for (const auto& q : path)
+        collect_names(*q, out);
+}
+
 }  // namespace detail
 
-/// Parallel paths from one input whose outputs are summed (stacked subnets, residual blocks:
-/// an empty path is the identity shortcut).
+/// Where a layer sits in a model: the list that owns it (the model's top level or a path of a
+/// parallel block) and its position there.
 template <typename Scalar>
-class parallel : public layer<Scalar> {
- public:
-  parallel() = default;
-  explicit parallel(std::vector<layer_list<Scalar>> paths) : paths_(std::move(paths)) {}
-  parallel(const parallel& o) {
-    for (const auto& p : o.paths_)
-      paths_.push_back(detail::clone_all(p));
-  }
-  std::string kind() const override { return "parallel"; }
-  std::vector<layer_list<Scalar>>& paths() { return paths_; }
-  const std::vector<layer_list<Scalar>>& paths() const { return paths_; }
-  shape_type output_shape(const shape_type& in) const override {
-    netmorph::detail::require<shape_error>(!paths_.empty(), "nn::parallel: no paths");
-    shape_type first;
-    for (std::size_t i = 0; i < paths_.size(); ++i) {
-      shape_type s = in;
-      for (const auto& l : paths_[i])
-        s = l->output_shape(s);
-      if (i == 0) first = s;
-      netmorph::detail::require<shape_error>(s == first, "nn::parallel: path ", i, " gives shape ",
-                                             netmorph::detail::shape_string(s), ", path 0 gives ",
-                                             netmorph::detail::shape_string(first));
-    }
-    return first;
-  }
-  tensor<Scalar> forward(const tensor<Scalar>& x, bool training) override {
-    tensor<Scalar> sum;
-    for (std::size_t i = 0; i < paths_.size(); ++i) {
-      tensor<Scalar> h = x;
-      for (auto& l : paths_[i])
-        h = l->forward(h, training);
-      if (i == 0) {
-        sum = std::move(h);
-      } else {
-        netmorph::detail::require<shape_error>(h.shape() == sum.shape(), "nn::parallel: path ", i,
-                                               " gives shape ",
-                                               netmorph::detail::shape_string(h.shape()));
-        sum.vector() += h.vector();
-      }
-    }
-    return sum;
-  }
-  tensor<Scalar> backward(const tensor<Scalar>& dy) override {
-    tensor<Scalar> dx;
-    for (std::size_t i = 0; i < paths_.size(); ++i) {
-      tensor<Scalar> g = dy;
-      for (auto it = paths_[i].rbegin(); it != paths_[i].rend(); ++it)
-        g = (*it)->backward(g);
-      if (i == 0) {
-        dx = std::move(g);
-      } else {
-        dx.vector() += g.vector();
-      }
-    }
-    return dx;
-  }
-  std::vector<parameter<Scalar>*> parameters() override {
-    std::vector<parameter<Scalar>*> out;
-    for (auto& p : paths_)
-      for (auto& l : p)
-        for (auto* q : l->parameters())
-          out.push_back(q);
-    return out;
-  }
-  void after_step() override {
-    for (auto& p : paths_)
-      for (auto& l : p)
-        l->after_step();
-  }
-  void set_rng(std::mt19937_64* rng) override {
-    for (auto& p : paths_)
-      for (auto& l : p)
-        l->set_rng(rng);
-  }
-  std::unique_ptr<layer<Scalar>> clone() const override {
-    return std::make_unique<parallel>(*this);
-  }
-
- private:
-  std::vector<layer_list<Scalar>> paths_;
+struct layer_slot {
+  layer_list<Scalar>* list = nullptr;
+  index_type position = 0;
+  layer<Scalar>& get() const { return *(*list)[static_cast<std::size_t>(position)]; }
 };
 
-/// A sequential model on per-sample inputs of `input_shape` (e.g. `{1, 28, 28}` or `{784}`).
-/// Copying a model deep-copies its layers (parameters, gradients and velocities).
+/// A sequential model on per-sample inputs of `input_shape` (e.g. `{1, 28, 28}` or `{784}`), with
+/// parallel blocks. Copying a model deep-copies its layers (parameters, gradients, velocities).
+///
+/// Layer names: every layer has a unique name, state_dict style, which morphs, reports and files
+/// use. `add` names a top-level layer by the number of layers added before it ("0", "1", ...)
+/// unless given a name; the layers of a parallel block `N` are `N.path<i>.<j>` (layer `j` of path
+/// `i`). `replace` keeps names predictable: replacing `k` layers by `k` layers keeps their names,
+/// replacing one layer `N` by several names them `N.0`, `N.1`, ... (as an `nn.Sequential` at
+/// `N`); nothing else is renamed.
 template <typename Scalar>
 class model {
  public:
@@ -135,7 +78,8 @@ class model {
   model(const model& o)
       : input_shape_(o.input_shape_),
         layers_(detail::clone_all(o.layers_)),
-        rng_(std::make_unique<std::mt19937_64>(*o.rng_)) {
+        rng_(std::make_unique<std::mt19937_64>(*o.rng_)),
+        added_(o.added_) {
     for (auto& l : layers_)
       l->set_rng(rng_.get());
   }
@@ -146,27 +90,45 @@ class model {
   model(model&&) noexcept = default;
   model& operator=(model&&) noexcept = default;
 
-  /// Appends a layer (any `layer<Scalar>` subclass, by value). Throws `shape_error` when it
-  /// does not accept the current output shape.
+  /// Appends a layer (any `layer<Scalar>` subclass, by value) under `name` (default: the number
+  /// of layers added before it).
+  /// \throws shape_error when it does not accept the current output shape; value_error when the
+  ///         name is taken.
   template <typename Layer>
-  model& add(Layer l) {
+  model& add(Layer l, std::string name = "") {
     std::unique_ptr<layer<Scalar>> p = std::make_unique<Layer>(std::move(l));
     p->output_shape(output_shape());
+    const std::vector<std::string> taken = names();
+    auto is_taken = [&](const std::string& n) {
+      return std::find(taken.begin(), taken.end(), n) != taken.end();
+    };
+    if (name.empty()) {
+      index_type k = added_;
+      while (is_taken(std::to_string(k)))
+        ++k;
+      name = std::to_string(k);
+    }
+    netmorph::detail::require<value_error>(!is_taken(name), "model::add: a layer named '", name,
+                                           "' exists already");
+    detail::assign_names(*p, name);
     p->set_rng(rng_.get());
     layers_.push_back(std::move(p));
+    ++added_;
     return *this;
   }
 
   const shape_type& input_shape() const { return input_shape_; }
-  /// Per-sample output shape of the first `upto` layers (all by default).
+  /// Per-sample output shape of the first `upto` top-level layers (all by default).
   shape_type output_shape(index_type upto = -1) const {
     shape_type s = input_shape_;
-    const index_type n = upto < 0 ? size() : upto;
+    const index_type n = upto < 0 ? size() : std::min(upto, size());
     for (index_type i = 0; i < n; ++i)
       s = layers_[static_cast<std::size_t>(i)]->output_shape(s);
     return s;
   }
+  /// Number of top-level layers.
   index_type size() const { return static_cast<index_type>(layers_.size()); }
+  /// Top-level layer `i`. \throws shape_error when out of range.
   layer<Scalar>& at(index_type i) {
     netmorph::detail::require<shape_error>(i >= 0 && i < size(), "model::at: layer ", i,
                                            " out of range for a model of ", size(), " layers");
@@ -174,37 +136,111 @@ class model {
   }
   const layer<Scalar>& at(index_type i) const { return const_cast<model*>(this)->at(i); }
   layer_list<Scalar>& layers() { return layers_; }
+  const layer_list<Scalar>& layers() const { return layers_; }
   std::mt19937_64& rng() { return *rng_; }
+
+  /// The names of all layers, those inside parallel blocks included, depth first.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& l : layers_)
+      detail::collect_names(*l, out);
+    return out;
+  }
+  /// Where the layer called `name` sits. \throws value_error naming the layers when none is.
+  layer_slot<Scalar> locate(const std::string& name) {
+    layer_slot<Scalar> slot;
+    if (!locate_in(layers_, name, slot)) {
+      std::string known;
+      for (const std::string& n : names())
+        known += (known.empty() ? "'" : ", '") + n + "'";
+      throw value_error(
+          netmorph::detail::cat("model: no layer named '", name, "'; the layers are ", known));
+    }
+    return slot;
+  }
+  /// The layer called `name`. \throws value_error when there is none.
+  layer<Scalar>& find(const std::string& name) { return locate(name).get(); }
+  const layer<Scalar>& find(const std::string& name) const {
+    return const_cast<model*>(this)->find(name);
+  }
+
+  /// Replaces `count` consecutive layers starting with the one called `first` (in the same list:
+  /// the top level or one path of a parallel block) by `replacement`, named by the rule above,
+  /// and checks the new model's shapes. A replacement that does not fit leaves the model exactly
+  /// as it was (strong exception guarantee).
+  /// \throws value_error on an unknown name, a range past the end of its list, a count the naming
+  ///         rule does not cover, or a name that would collide; shape_error when the new model's
+  ///         shapes do not fit.
+  void replace(const std::string& first, index_type count, layer_list<Scalar> replacement) {
+    const layer_slot<Scalar> slot = locate(first);
+    layer_list<Scalar>& list = *slot.list;
+    const index_type pos = slot.position, n = static_cast<index_type>(replacement.size());
+    netmorph::detail::require<value_error>(
+        count >= 1 && pos + count <= static_cast<index_type>(list.size()),
+        "model::replace: ", count, " layers from '", first, "' run past the end of its list of ",
+        list.size());
+    netmorph::detail::require<value_error>(
+        n >= 1 && (n == count || count == 1), "model::replace: ", count,
+        " layers cannot be replaced by ", n, " (k by k keeps the names, 1 by n names them '", first,
+        ".0', ...)");
+    for (const auto& l : replacement)
+      netmorph::detail::require<value_error>(l != nullptr, "model::replace: a null layer");
+    // Name the replacement and check the names before anything changes.
+    std::vector<std::string> removed_names;
+    for (index_type k = 0; k < count; ++k)
+      detail::collect_names(*list[static_cast<std::size_t>(pos + k)], removed_names);
+    for (index_type k = 0; k < n; ++k)
+      detail::assign_names(*replacement[static_cast<std::size_t>(k)],
+                           n == count ? list[static_cast<std::size_t>(pos + k)]->name()
+                                      : netmorph::detail::cat(first, ".", k));
+    std::vector<std::string> kept = names(), added;
+    for (const auto& l : replacement)
+      detail::collect_names(*l, added);
+    for (const std::string& a : added) {
+      const bool removed =
+          std::find(removed_names.begin(), removed_names.end(), a) != removed_names.end();
+      netmorph::detail::require<value_error>(
+          removed || std::find(kept.begin(), kept.end(), a) == kept.end(),
+          "model::replace: the new layer name '", a, "' is taken");
+    }
+    // Swap the layers in without reallocating (unique_ptr moves cannot throw), check the
+    // shapes, and swap the old ones back if they do not fit.
+    layer_list<Scalar> removed;
+    removed.reserve(static_cast<std::size_t>(count));
+    list.reserve(std::max(list.size(), list.size() - std::size_t(count) + std::size_t(n)));
+    const auto at = [&](index_type k) { return list.begin() + pos + k; };
+    std::move(at(0), at(count), std::back_inserter(removed));
+    list.erase(at(0), at(count));
+    list.insert(at(0), std::make_move_iterator(replacement.begin()),
+                std::make_move_iterator(replacement.end()));
+    try {
+      output_shape();
+    } catch (...) {
+      list.erase(at(0), at(n));
+      list.insert(at(0), std::make_move_iterator(removed.begin()),
+                  std::make_move_iterator(removed.end()));
+      throw;
+    }
+    for (index_type k = 0; k < n; ++k)
+      (*at(k))->set_rng(rng_.get());
+    for (auto& l : layers_)
+      l->set_input_grad(true);
+  }
 
   /// Forward pass on a batch `(N, input_shape...)`; `training` selects batch-norm statistics,
   /// dropout and caching for `backward`.
+  /// \throws shape_error when the batch does not have the input shape.
   tensor<Scalar> forward(const tensor<Scalar>& x, bool training = false) {
     shape_type want = input_shape_;
     want.insert(want.begin(), x.rank() ? x.dim(0) : 0);
     netmorph::detail::require<shape_error>(x.shape() == want, "model::forward: input shape ",
                                            netmorph::detail::shape_string(x.shape()), ", expected ",
                                            netmorph::detail::shape_string(want));
-    if (layers_.empty()) return x;
-    if (!training) {
-      // Two buffers in turn; the training buffers (and what the layers remember for backward)
-      // stay untouched.
-      tensor<Scalar> a, b;
-      const tensor<Scalar>* h = &x;
-      for (std::size_t i = 0; i < layers_.size(); ++i) {
-        tensor<Scalar>& out = i % 2 == 0 ? a : b;
-        layers_[i]->forward_into(*h, out, false);
-        h = &out;
-      }
-      return layers_.size() % 2 == 1 ? std::move(a) : std::move(b);
-    }
-    // One buffer per layer output, kept across calls: the layers refer to their inputs here for
-    // the backward pass, and nothing is allocated once the shapes are stable.
-    if (acts_.size() != layers_.size() + 1) acts_.assign(layers_.size() + 1, tensor<Scalar>());
-    netmorph::detail::ensure_shape(acts_[0], x.shape());
-    std::copy(x.begin(), x.end(), acts_[0].begin());
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      layers_[i]->forward_into(acts_[i], acts_[i + 1], true);
-    return acts_.back();
+    if (!training) return detail::infer_sequence(layers_, x);
+    // The model keeps its own copy of the input: the first layer refers to it until backward.
+    netmorph::detail::ensure_shape(input_, x.shape());
+    std::copy(x.begin(), x.end(), input_.begin());
+    return detail::forward_sequence(layers_, input_, buffers_);
   }
   /// Backward pass from dL/d(output); accumulates parameter gradients. Returns dL/d(input)
   /// when `input_grad` is true; otherwise the first layer skips that product (the input is
@@ -212,12 +248,7 @@ class model {
   tensor<Scalar> backward(const tensor<Scalar>& dy, bool input_grad = false) {
     if (layers_.empty()) return dy;
     layers_.front()->set_input_grad(input_grad);
-    if (grads_.size() != layers_.size() + 1) grads_.assign(layers_.size() + 1, tensor<Scalar>());
-    netmorph::detail::ensure_shape(grads_.back(), dy.shape());
-    std::copy(dy.begin(), dy.end(), grads_.back().begin());
-    for (std::size_t i = layers_.size(); i-- > 0;)
-      layers_[i]->backward_into(grads_[i + 1], grads_[i]);
-    return grads_[0];
+    return detail::backward_sequence(layers_, dy, buffers_);
   }
   std::vector<parameter<Scalar>*> parameters() {
     std::vector<parameter<Scalar>*> out;
@@ -234,27 +265,30 @@ class model {
     for (auto& l : layers_)
       l->after_step();
   }
-  /// Replaces layers `[first, last)` by `replacement` (used by the morph operations).
-  void splice(index_type first, index_type last, layer_list<Scalar> replacement) {
-    netmorph::detail::require<shape_error>(0 <= first && first <= last && last <= size(),
-                                           "model::splice: range [", first, ", ", last,
-                                           ") out of range for ", size(), " layers");
-    for (auto& l : replacement)
-      l->set_rng(rng_.get());
-    layers_.erase(layers_.begin() + first, layers_.begin() + last);
-    layers_.insert(layers_.begin() + first, std::make_move_iterator(replacement.begin()),
-                   std::make_move_iterator(replacement.end()));
-    for (auto& l : layers_)
-      l->set_input_grad(true);
-  }
 
  private:
+  static bool locate_in(layer_list<Scalar>& list, const std::string& name,
+                        layer_slot<Scalar>& slot) {
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (list[i]->name() == name) {
+        slot = layer_slot<Scalar>{&list, static_cast<index_type>(i)};
+        return true;
+      }
+      if (auto* p = layer_cast<parallel>(list[i].get()))
+        for (auto& path : p->paths())
+          if (locate_in(path, name, slot)) return true;
+    }
+    return false;
+  }
+
   shape_type input_shape_;
   layer_list<Scalar> layers_;
   std::unique_ptr<std::mt19937_64> rng_;
-  // Training-mode buffers: layer outputs (acts_[0] holds the input) and their gradients. Scratch,
-  // not state: a copied model starts without them.
-  std::vector<tensor<Scalar>> acts_, grads_;
+  index_type added_ = 0;  // layers added so far, for default names
+  // Training-mode scratch: the input copy and the layer outputs and gradients. Not state: a
+  // copied model starts without them.
+  tensor<Scalar> input_;
+  detail::sequence_buffers<Scalar> buffers_;
 };
 
 /// Loss and its gradient.
@@ -367,6 +401,9 @@ struct epoch_report {
 template <typename Scalar>
 epoch_report evaluate(model<Scalar>& m, const dataset<Scalar>& d, index_type batch = 256) {
   netmorph::detail::require<value_error>(batch >= 1, "evaluate: batch must be >= 1, got ", batch);
+  netmorph::detail::require<shape_error>(static_cast<index_type>(d.labels.size()) == d.size(),
+                                         "evaluate: ", d.labels.size(), " labels for ", d.size(),
+                                         " samples");
   epoch_report st;
   const auto t0 = std::chrono::steady_clock::now();
   index_type correct = 0;

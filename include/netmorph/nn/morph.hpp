@@ -2,340 +2,466 @@
 #define NETMORPH_NN_MORPH_HPP
 
 /// \file morph.hpp
-/// Morph operations on a whole model, addressed by layer index. Each calls the weight-level
-/// morph, keeps every neighbour consistent (the next layer's inputs, batch norm, a flatten
-/// followed by a dense layer, P-activations at a = 1 between new layers), carries the SGD
-/// velocities over (unchanged parameters keep theirs, moved with any channel permutation; new
-/// parameters start at zero) and measures the whole model's function preservation on probes.
+/// Morph operations on a whole model, addressed by layer name (or top-level index). Each is a
+/// transaction: it probes the parent, builds the replacement layers on the side with the
+/// weight-level morph, swaps them in (`model::replace` checks the new model's shapes and
+/// restores the old layers when they do not fit), and only then measures the whole model's
+/// function preservation on probe inputs in inference mode. A morph that throws leaves the
+/// model, its SGD velocities and its buffers exactly as they were.
 ///
-/// Batch norm inserted by `deepen` (`insert_batch_norm`) has gamma = sqrt(1 + eps), beta = 0,
-/// running mean 0 and variance 1: the identity in inference mode. In training mode batch norm
-/// normalises with the batch's own statistics, so right after the morph a training-mode forward
-/// pass differs from the parent's (the running statistics then adapt); function preservation is
-/// measured, and promised, in inference mode.
+/// What the model determines is derived, never silently overwritten: the activation of the
+/// P-activations inserted between new layers (`phi`) is the one that follows the morphed layer
+/// (the first activation or P-activation before the next conv2d/dense layer; ReLU when there is
+/// none); a `phi` set by the caller must agree with it. Weight-level probing is skipped: the
+/// report's output errors are the whole model's on `probe.count` inputs seeded by the options'
+/// seed.
+///
+/// Neighbours are kept consistent: the next layer's inputs, a batch norm between (widened with
+/// its running statistics), a flatten followed by a dense layer (`H*W` columns per channel).
+/// SGD velocities are carried over: unchanged parameters keep theirs, moved with any channel
+/// permutation; new parameters start at zero.
+///
+/// Names follow `model::replace`: `deepen` and `to_subnet` turn layer `N` into `N.0`, `N.1`, ...;
+/// `to_stacked_subnet` makes `N` a parallel block with layers `N.path<i>.<j>`; `widen` and
+/// `grow_kernel` keep every name. A layer inside a parallel path is morphed in place in its path.
+///
+/// Batch norm inserted by `deepen` (`insert_batch_norm`) is the identity in inference mode. In
+/// training mode it normalises with the batch's own statistics, so right after the morph a
+/// training-mode forward pass differs from the parent's; function preservation is measured, and
+/// promised, in inference mode.
 
 #include <netmorph/activations.hpp>
 #include <netmorph/detail/message.hpp>
 #include <netmorph/error.hpp>
 #include <netmorph/morph/depth.hpp>
 #include <netmorph/morph/kernel_size.hpp>
+#include <netmorph/morph/report.hpp>
 #include <netmorph/morph/subnet.hpp>
 #include <netmorph/morph/width.hpp>
 #include <netmorph/nn/model.hpp>
 #include <netmorph/tensor.hpp>
 
+#include <chrono>
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace netmorph {
 namespace nn {
-
-/// What a morph of a model did and how well the whole model kept its function.
-struct model_morph_report {
-  std::string operation;
-  index_type layer = 0;
-  double max_output_error = 0, relative_output_error = 0;  ///< whole model, inference mode
-  std::string detail;  ///< the weight-level report, where there is one
-};
-
 namespace detail {
 
-template <typename Scalar>
-tensor<Scalar> probe_input(model<Scalar>& m, std::uint64_t seed) {
-  std::mt19937_64 rng(seed ^ 0x7F4A7C15u);
-  shape_type s = m.input_shape();
-  s.insert(s.begin(), 4);
-  return tensor<Scalar>::random_normal(s, rng);
-}
+using netmorph::detail::cat;
+using netmorph::detail::require;
 
+/// The whole model's output on random probe inputs, before a morph, to compare after it.
 template <typename Scalar>
-void measure(model<Scalar>& m, const tensor<Scalar>& x, const tensor<Scalar>& before,
-             model_morph_report& rep) {
-  const tensor<Scalar> after = m.forward(x, false);
-  rep.max_output_error = max_abs_error(after, before);
-  rep.relative_output_error = relative_error(after, before);
-}
-
-/// The activation following layer `i` (for the P-activation inserted between new layers).
-template <typename Scalar>
-activation_fn following_activation(model<Scalar>& m, index_type i) {
-  for (index_type k = i + 1; k < m.size(); ++k) {
-    if (auto* a = dynamic_cast<activation<Scalar>*>(&m.at(k))) return a->fn();
-    if (auto* p = dynamic_cast<p_activation<Scalar>*>(&m.at(k))) return p->fn().phi;
-    if (dynamic_cast<conv2d<Scalar>*>(&m.at(k)) || dynamic_cast<dense<Scalar>*>(&m.at(k))) break;
+class model_probe {
+ public:
+  model_probe(model<Scalar>& m, std::uint64_t seed, const probe_options& probe) {
+    require<value_error>(probe.count >= 0, "nn: probe count must be >= 0, got ", probe.count);
+    if (probe.count == 0) return;
+    std::mt19937_64 rng(seed ^ 0x7F4A7C15u);
+    shape_type s = m.input_shape();
+    s.insert(s.begin(), probe.count);
+    x_ = tensor<Scalar>::random_normal(s, rng);
+    before_ = m.forward(x_, false);
   }
-  return activation_fn{activation_kind::relu, 0.01};
+  void measure(model<Scalar>& m, morph_report& rep) const {
+    rep.probes = x_.empty() ? 0 : x_.dim(0);
+    rep.max_output_error.reset();
+    rep.relative_output_error.reset();
+    if (x_.empty()) return;
+    const tensor<Scalar> after = m.forward(x_, false);
+    rep.max_output_error = max_abs_error(after, before_);
+    rep.relative_output_error = relative_error(after, before_);
+  }
+
+ private:
+  tensor<Scalar> x_, before_;
+};
+
+/// What a model morph swaps in: `count` layers from its target replaced by `layers`.
+template <typename Scalar>
+struct replacement {
+  index_type count = 1;
+  layer_list<Scalar> layers;
+  morph_report report;
+};
+
+/// The transaction of every model morph (see the file comment). `build()` returns a
+/// `replacement<Scalar>` and may throw; nothing in the model changes before it has returned.
+template <typename Scalar, typename Build>
+morph_report transact(model<Scalar>& m, const std::string& name, std::uint64_t seed,
+                      const probe_options& probe, Build&& build) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const model_probe<Scalar> pr(m, seed, probe);
+  replacement<Scalar> r = build();
+  std::vector<const layer<Scalar>*> added;
+  for (const auto& l : r.layers)
+    added.push_back(l.get());
+  m.replace(name, r.count, std::move(r.layers));
+  morph_report rep = std::move(r.report);
+  rep.layer = name;
+  rep.new_layers.clear();
+  for (const auto* l : added)
+    rep.new_layers.push_back(l->name());
+  pr.measure(m, rep);
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
+/// "conv2d 3->8 3x3 ..." of the layer in a message.
+template <typename Scalar>
+[[noreturn]] void wrong_kind(const char* who, const layer<Scalar>& l, const char* want) {
+  throw value_error(cat(who, ": layer '", l.name(), "' is ", l.describe(), ", expected ", want));
+}
+
+/// The activation after the layer at `slot`: the first activation or P-activation before the
+/// next conv2d/dense layer in the same list, if any.
+template <typename Scalar>
+std::optional<activation_fn> following_activation(const layer_slot<Scalar>& slot) {
+  const layer_list<Scalar>& list = *slot.list;
+  for (std::size_t k = static_cast<std::size_t>(slot.position) + 1; k < list.size(); ++k) {
+    const layer<Scalar>* l = list[k].get();
+    if (const auto* a = layer_cast<activation>(l)) return a->fn();
+    if (const auto* p = layer_cast<p_activation>(l)) return p->fn().phi;
+    if (l->kind() == layer_kind::conv2d || l->kind() == layer_kind::dense) break;
+  }
+  return std::nullopt;
+}
+
+inline bool same_activation(const activation_fn& a, const activation_fn& b) {
+  return a.kind == b.kind && a.param == b.param;
+}
+
+/// `derived` (or ReLU when the model determines none), after checking that a `phi` set by the
+/// caller agrees with it.
+inline activation_fn derive_phi(const std::optional<activation_fn>& set,
+                                const std::optional<activation_fn>& derived, const char* who,
+                                const std::string& name) {
+  if (set && derived && !same_activation(*set, *derived))
+    throw value_error(cat(who, ": options.phi is ", to_string(set->kind), " but layer '", name,
+                          "' is followed by ", to_string(derived->kind),
+                          "; leave phi unset, the model determines it"));
+  if (derived) return *derived;
+  return set ? *set : activation_fn{activation_kind::relu, 0.01};
 }
 
 template <typename Scalar>
-std::unique_ptr<layer<Scalar>> p_identity(activation_fn phi) {
-  return std::make_unique<p_activation<Scalar>>(make_p_activation(phi, 1.0));
+std::unique_ptr<layer<Scalar>> make_layer(const conv2d_weights<Scalar>& w) {
+  return std::make_unique<conv2d<Scalar>>(w.weight, w.bias, w.options);
+}
+template <typename Scalar>
+std::unique_ptr<layer<Scalar>> make_layer(const dense_weights<Scalar>& w) {
+  return std::make_unique<dense<Scalar>>(w.weight, w.bias);
 }
 
-/// Plain convolution layers as model layers with P-activations at a = 1 between them.
+/// A conv2d chain as model layers with its P-activations between them.
 template <typename Scalar>
-layer_list<Scalar> chain_with_p_identity(const std::vector<conv2d_weights<Scalar>>& layers,
-                                         activation_fn phi) {
+layer_list<Scalar> chain_layers(const conv2d_chain<Scalar>& chain) {
   layer_list<Scalar> list;
-  for (std::size_t k = 0; k < layers.size(); ++k) {
-    if (k) list.push_back(p_identity<Scalar>(phi));
-    list.push_back(
-        std::make_unique<conv2d<Scalar>>(layers[k].weight, layers[k].bias, layers[k].options));
+  for (std::size_t k = 0; k < chain.layers.size(); ++k) {
+    if (k) list.push_back(std::make_unique<p_activation<Scalar>>(chain.between[k - 1]));
+    list.push_back(make_layer(chain.layers[k]));
   }
   return list;
 }
 
-template <typename Scalar>
-void require_layer(bool ok, const char* who, index_type i, const layer<Scalar>& l,
-                   const char* want) {
-  netmorph::detail::require<value_error>(ok, who, ": layer ", i, " is ", l.kind(), ", expected ",
-                                         want);
+/// The model morph of a single conv2d layer `name`: `build(layer, phi)` returns the replacement.
+template <typename Scalar, typename Build>
+morph_report morph_conv(model<Scalar>& m, const std::string& name, const char* who,
+                        std::uint64_t seed, const probe_options& probe,
+                        const std::optional<activation_fn>& phi, Build&& build) {
+  const layer_slot<Scalar> slot = m.locate(name);
+  const auto* c = layer_cast<conv2d>(&slot.get());
+  if (!c) wrong_kind(who, slot.get(), "conv2d");
+  const activation_fn derived = derive_phi(phi, following_activation(slot), who, name);
+  return transact(m, name, seed, probe, [&] { return build(*c, derived); });
+}
+
+/// Velocities of the widened layers: rows (incoming side, batch norm) and column blocks (the
+/// next layer's input) follow the channels' sources; a Net2Net replica's outgoing velocity is
+/// divided like its weights; new channels start at zero.
+class channel_carry {
+ public:
+  channel_carry(const std::vector<index_type>& source, index_type old_channels, bool divide)
+      : source_(source), c_old_(old_channels), count_(std::size_t(old_channels), 0) {
+    for (index_type s : source_)
+      if (s >= 0) ++count_[static_cast<std::size_t>(s)];
+    divide_ = divide;
+  }
+  template <typename Scalar>
+  tensor<Scalar> rows(const tensor<Scalar>& old_v, const tensor<Scalar>& new_value) const {
+    tensor<Scalar> v(new_value.shape());
+    const index_type row = old_v.size() / std::max<index_type>(1, c_old_);
+    for (std::size_t q = 0; q < source_.size(); ++q)
+      if (source_[q] >= 0)
+        std::copy(old_v.data() + source_[q] * row, old_v.data() + (source_[q] + 1) * row,
+                  v.data() + static_cast<index_type>(q) * row);
+    return v;
+  }
+  template <typename Scalar>
+  tensor<Scalar> columns(const tensor<Scalar>& old_v, const tensor<Scalar>& new_value,
+                         index_type groups) const {
+    tensor<Scalar> v(new_value.shape());
+    const index_type cn = static_cast<index_type>(source_.size());
+    const index_type span = old_v.size() / std::max<index_type>(1, groups * c_old_);
+    for (index_type g = 0; g < groups; ++g)
+      for (index_type q = 0; q < cn; ++q) {
+        const index_type s = source_[static_cast<std::size_t>(q)];
+        if (s < 0) continue;
+        const double f = divide_ ? 1.0 / double(count_[static_cast<std::size_t>(s)]) : 1.0;
+        for (index_type t = 0; t < span; ++t)
+          v.data()[(g * cn + q) * span + t] =
+              static_cast<Scalar>(double(old_v.data()[(g * c_old_ + s) * span + t]) * f);
+      }
+    return v;
+  }
+
+ private:
+  std::vector<index_type> source_;
+  index_type c_old_;
+  std::vector<index_type> count_;
+  bool divide_ = false;
+};
+
+/// A conv2d or dense layer with the widened weights and carried velocities; `incoming` says
+/// whether the layer's output channels grew (else its input columns did).
+template <typename Scalar, typename Layer, typename Weights>
+std::unique_ptr<layer<Scalar>> widened(const Layer& old, const Weights& w,
+                                       const channel_carry& carry, bool incoming) {
+  auto out = make_layer(w);
+  auto* l = static_cast<Layer*>(out.get());
+  const index_type groups = old.weight().value.dim(0);
+  l->weight().velocity = incoming ? carry.rows(old.weight().velocity, w.weight)
+                                  : carry.columns(old.weight().velocity, w.weight, groups);
+  if (old.has_bias())
+    l->bias().velocity =
+        incoming ? carry.rows(old.bias().velocity, l->bias().value) : old.bias().velocity;
+  return out;
 }
 
 }  // namespace detail
 
-/// Depth morph of layer `i` (conv2d or dense): it becomes two layers with a P-activation at
-/// a = 1 between them (of the activation that follows layer `i`), optionally with an identity
-/// batch norm after the first. See `netmorph::deepen` for the options and what it throws.
+/// Depth morph of layer `name` (conv2d or dense): it becomes `N.0` (the first child), optionally
+/// an identity batch norm, a P-activation at a = 1 of the activation that follows it, and the
+/// second child. See `netmorph::deepen` for the options and what it throws.
+/// \throws value_error when the layer is not conv2d/dense or `opt.phi` disagrees with the model.
 template <typename Scalar>
-model_morph_report deepen(model<Scalar>& m, index_type i, const deepen_options& opt = {},
-                          bool insert_batch_norm = false) {
-  layer<Scalar>& l = m.at(i);
-  model_morph_report rep{"deepen", i, 0, 0, ""};
-  const tensor<Scalar> x = detail::probe_input(m, opt.seed);
-  const tensor<Scalar> before = m.forward(x, false);
-  const activation_fn phi = detail::following_activation(m, i);
-  layer_list<Scalar> repl;
-  index_type c1 = 0;
-  if (auto* c = dynamic_cast<conv2d<Scalar>*>(&l)) {
-    deepen_result<Scalar> r = netmorph::deepen(c->weights(), opt);
-    rep.detail = r.report.summary();
-    c1 = r.first.weight.dim(0);
-    repl.push_back(std::make_unique<conv2d<Scalar>>(r.first.weight, r.first.bias, r.first.options));
-    if (insert_batch_norm) {
-      auto bn = batch_norm_weights<Scalar>::identity(c1);
-      for (Scalar& g : bn.gamma)
-        g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
-      repl.push_back(std::make_unique<batch_norm<Scalar>>(bn));
-    }
-    repl.push_back(detail::p_identity<Scalar>(phi));
-    repl.push_back(
-        std::make_unique<conv2d<Scalar>>(r.second.weight, r.second.bias, r.second.options));
-  } else if (auto* d = dynamic_cast<dense<Scalar>*>(&l)) {
-    deepen_dense_result<Scalar> r = netmorph::deepen(d->weights(), opt);
-    rep.detail = r.report.summary();
-    c1 = r.first.weight.dim(0);
-    repl.push_back(std::make_unique<dense<Scalar>>(r.first.weight, r.first.bias));
-    if (insert_batch_norm) {
-      auto bn = batch_norm_weights<Scalar>::identity(c1);
-      for (Scalar& g : bn.gamma)
-        g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
-      repl.push_back(std::make_unique<batch_norm<Scalar>>(bn));
-    }
-    repl.push_back(detail::p_identity<Scalar>(phi));
-    repl.push_back(std::make_unique<dense<Scalar>>(r.second.weight, r.second.bias));
-  } else {
-    detail::require_layer(false, "nn::deepen", i, l, "conv2d or dense");
-  }
-  m.splice(i, i + 1, std::move(repl));
-  detail::measure(m, x, before, rep);
-  return rep;
+morph_report deepen(model<Scalar>& m, const std::string& name, const deepen_options& opt = {}) {
+  const layer_slot<Scalar> slot = m.locate(name);
+  layer<Scalar>& l = slot.get();
+  if (l.kind() != layer_kind::conv2d && l.kind() != layer_kind::dense)
+    detail::wrong_kind("nn::deepen", l, "conv2d or dense");
+  deepen_options o = opt;
+  o.phi = detail::derive_phi(opt.phi, detail::following_activation(slot), "nn::deepen", name);
+  o.probe.count = 0;  // the whole model is measured instead
+  return detail::transact(m, name, opt.seed, opt.probe, [&] {
+    auto child = [&](const auto& r) {
+      detail::replacement<Scalar> rep;
+      rep.layers.push_back(detail::make_layer(r.first));
+      if (r.batch_norm) rep.layers.push_back(std::make_unique<batch_norm<Scalar>>(*r.batch_norm));
+      rep.layers.push_back(std::make_unique<p_activation<Scalar>>(r.between));
+      rep.layers.push_back(detail::make_layer(r.second));
+      rep.report = r.report;
+      return rep;
+    };
+    if (const auto* c = layer_cast<conv2d>(&l)) return child(netmorph::deepen(c->weights(), o));
+    return child(netmorph::deepen(layer_cast<dense>(&l)->weights(), o));
+  });
 }
 
-/// Width morph of layer `i` (conv2d or dense) to `opt.new_channels` outputs. The layers up to
-/// the next conv2d/dense may be activations, P-activations, batch norm (widened with it),
-/// dropout, pooling and one flatten (the dense layer after it gets `H*W` columns per channel).
-/// \throws value_error when layer `i` is not conv2d/dense or something else sits in between.
+/// Width morph of layer `name` (conv2d or dense) to `opt.new_channels` outputs. The layers up to
+/// the next conv2d/dense layer in the same list may be activations, P-activations, one batch
+/// norm (widened with it), dropout, pooling and one flatten (the dense layer after it gets `H*W`
+/// columns per channel). `opt.phi` is derived from the activation in between (see the file
+/// comment; with several, a stand-in with the same value at zero).
+/// \throws value_error when layer `name` is not conv2d/dense, something else sits in between,
+///         no conv2d/dense layer follows, or a dense layer is followed by a conv2d layer; and
+///         everything `netmorph::widen` throws.
 template <typename Scalar>
-model_morph_report widen(model<Scalar>& m, index_type i, widen_options opt) {
+morph_report widen(model<Scalar>& m, const std::string& name, const widen_options& opt) {
   using netmorph::detail::require;
-  layer<Scalar>& l = m.at(i);
-  auto* lc = dynamic_cast<conv2d<Scalar>*>(&l);
-  auto* ld = dynamic_cast<dense<Scalar>*>(&l);
-  detail::require_layer(lc || ld, "nn::widen", i, l, "conv2d or dense");
-  model_morph_report rep{"widen", i, 0, 0, ""};
-  const tensor<Scalar> x = detail::probe_input(m, opt.seed);
-  const tensor<Scalar> before = m.forward(x, false);
-
-  // Walk to the next parametric layer, collecting what sits between.
-  batch_norm<Scalar>* bnl = nullptr;
+  const layer_slot<Scalar> slot = m.locate(name);
+  const layer_list<Scalar>& list = *slot.list;
+  const layer<Scalar>& l = slot.get();
+  if (l.kind() != layer_kind::conv2d && l.kind() != layer_kind::dense)
+    detail::wrong_kind("nn::widen", l, "conv2d or dense");
+  // Walk to the next conv2d/dense layer, collecting what sits between.
+  const std::size_t i = static_cast<std::size_t>(slot.position);
+  std::size_t j = i + 1, bn_at = 0, acts = 0;
   bool flattened = false, nonzero_at_zero = false;
-  index_type j = i + 1;
-  for (; j < m.size(); ++j) {
-    layer<Scalar>& k = m.at(j);
-    if (dynamic_cast<conv2d<Scalar>*>(&k) || dynamic_cast<dense<Scalar>*>(&k)) break;
-    if (auto* a = dynamic_cast<activation<Scalar>*>(&k)) {
+  for (; j < list.size(); ++j) {
+    const layer<Scalar>* k = list[j].get();
+    const layer_kind kind = k->kind();
+    if (kind == layer_kind::conv2d || kind == layer_kind::dense) break;
+    if (const auto* a = layer_cast<activation>(k)) {
+      ++acts;
       nonzero_at_zero = nonzero_at_zero || !a->fn().zero_at_zero();
-    } else if (auto* p = dynamic_cast<p_activation<Scalar>*>(&k)) {
+    } else if (const auto* p = layer_cast<p_activation>(k)) {
+      acts += 2;  // never taken as the single activation: its a moves during training
       nonzero_at_zero = nonzero_at_zero || p->fn().value(0.0) != 0.0;
-    } else if (auto* b = dynamic_cast<batch_norm<Scalar>*>(&k)) {
-      require<value_error>(bnl == nullptr, "nn::widen: two batch norms between layer ", i,
-                           " and the next conv2d/dense layer");
-      bnl = b;
-    } else if (dynamic_cast<flatten<Scalar>*>(&k)) {
+    } else if (kind == layer_kind::batch_norm) {
+      require<value_error>(bn_at == 0, "nn::widen: two batch norms between layer '", name,
+                           "' and the next conv2d/dense layer");
+      bn_at = j;
+    } else if (kind == layer_kind::flatten) {
       flattened = true;
-    } else if (!dynamic_cast<dropout<Scalar>*>(&k) && !dynamic_cast<pool2d<Scalar>*>(&k)) {
-      require<value_error>(false, "nn::widen: layer ", j, " (", k.kind(), ") between layer ", i,
-                           " and the next conv2d/dense layer cannot be widened through");
+    } else if (kind != layer_kind::dropout && kind != layer_kind::pool2d) {
+      require<value_error>(false, "nn::widen: layer '", k->name(), "' (", k->describe(),
+                           ") between layer '", name,
+                           "' and the next conv2d/dense layer cannot be widened through");
     }
   }
-  require<value_error>(j < m.size(), "nn::widen: layer ", i,
-                       " has no following conv2d/dense layer whose input could grow");
-  // The weight-level rule only needs to know whether a zero channel stays zero.
-  opt.phi = nonzero_at_zero ? activation_fn{activation_kind::sigmoid}
-                            : activation_fn{activation_kind::identity};
-  opt.probe_count = 0;
+  require<value_error>(j < list.size(), "nn::widen: layer '", name,
+                       "' has no following conv2d/dense layer in its list whose input could grow");
+  const layer<Scalar>& nx = *list[j];
+  require<value_error>(!(l.kind() == layer_kind::dense && nx.kind() == layer_kind::conv2d),
+                       "nn::widen: dense layer '", name, "' is followed by conv2d layer '",
+                       nx.name(), "'");
+  require<value_error>(
+      !(l.kind() == layer_kind::conv2d && nx.kind() == layer_kind::dense) || flattened,
+      "nn::widen: dense layer '", nx.name(), "' follows conv2d layer '", name,
+      "' without a flatten");
+  // The weight-level rule needs the activation only to know whether a zero channel stays zero.
+  const std::optional<activation_fn> single =
+      acts == 1 ? detail::following_activation(slot) : std::nullopt;
+  widen_options o = opt;
+  o.phi = single ? detail::derive_phi(opt.phi, single, "nn::widen", name)
+                 : activation_fn{nonzero_at_zero ? activation_kind::sigmoid
+                                                 : activation_kind::identity};
+  if (opt.phi && !single)
+    require<value_error>(opt.phi->zero_at_zero() == !nonzero_at_zero, "nn::widen: options.phi ",
+                         to_string(opt.phi->kind), " disagrees with the activations after layer '",
+                         name, "'; leave phi unset, the model determines it");
+  o.probe.count = 0;  // the whole model is measured instead
+  const batch_norm<Scalar>* bnl = bn_at ? layer_cast<batch_norm>(list[bn_at].get()) : nullptr;
   std::optional<batch_norm_weights<Scalar>> bn;
   if (bnl) bn = bnl->weights();
-  layer<Scalar>& nx = m.at(j);
-  auto* nc = dynamic_cast<conv2d<Scalar>*>(&nx);
-  auto* nd = dynamic_cast<dense<Scalar>*>(&nx);
 
-  std::vector<index_type> source;
-  index_type c_old = 0;
-  auto carry_rows = [&](const tensor<Scalar>& old_v, tensor<Scalar>& new_v) {
-    const index_type row = old_v.size() / std::max<index_type>(1, c_old);
-    for (std::size_t q = 0; q < source.size(); ++q)
-      if (source[q] >= 0 && new_v.size())
-        std::copy(old_v.data() + source[q] * row, old_v.data() + (source[q] + 1) * row,
-                  new_v.data() + static_cast<index_type>(q) * row);
-  };
-  auto carry_cols = [&](const tensor<Scalar>& old_v, tensor<Scalar>& new_v, index_type groups,
-                        index_type span, bool divide) {
-    std::vector<index_type> count(static_cast<std::size_t>(c_old), 0);
-    for (index_type s : source)
-      if (s >= 0) ++count[static_cast<std::size_t>(s)];
-    const index_type cn = static_cast<index_type>(source.size());
-    for (index_type g = 0; g < groups; ++g)
-      for (index_type q = 0; q < cn; ++q) {
-        const index_type s = source[static_cast<std::size_t>(q)];
-        if (s < 0) continue;
-        const Scalar f = divide
-                             ? Scalar(1) / static_cast<Scalar>(count[static_cast<std::size_t>(s)])
-                             : Scalar(1);
-        for (index_type t = 0; t < span; ++t)
-          new_v.data()[(g * cn + q) * span + t] = old_v.data()[(g * c_old + s) * span + t] * f;
+  return detail::transact(m, name, opt.seed, opt.probe, [&] {
+    auto build = [&](const auto& lay, const auto& next) {
+      auto r = netmorph::widen(lay.weights(), next.weights(), o, bn);
+      const detail::channel_carry carry(r.source, lay.weight().value.dim(0),
+                                        opt.rule == width_rule::net2net);
+      detail::replacement<Scalar> rep;
+      rep.count = static_cast<index_type>(j - i + 1);
+      rep.layers.push_back(detail::widened<Scalar>(lay, r.layer, carry, true));
+      for (std::size_t k = i + 1; k < j; ++k) {
+        if (k != bn_at) {
+          rep.layers.push_back(list[k]->clone());
+          continue;
+        }
+        auto nb = std::make_unique<batch_norm<Scalar>>(*r.batch_norm, bnl->momentum());
+        nb->gamma().velocity = carry.rows(bnl->gamma().velocity, nb->gamma().value);
+        nb->beta().velocity = carry.rows(bnl->beta().velocity, nb->beta().value);
+        rep.layers.push_back(std::move(nb));
       }
-  };
-  const bool divide = opt.rule == width_rule::net2net;
-  auto apply_in = [&](auto* lay, auto& res) {
-    // Incoming weights and bias: values from the morph, velocities moved with the channels.
-    c_old = lay->weight().value.dim(0);
-    source = res.source;
-    parameter<Scalar> w("weight", res.layer.weight),
-        b("bias",
-          res.layer.bias.empty() ? tensor<Scalar>({res.layer.weight.dim(0)}) : res.layer.bias);
-    carry_rows(lay->weight().velocity, w.velocity);
-    if (lay->has_bias()) carry_rows(lay->bias().velocity, b.velocity);
-    lay->weight() = std::move(w);
-    lay->bias() = std::move(b);
-  };
-  auto apply_bn = [&](auto& res) {
-    if (!bnl) return;
-    const auto& nb = *res.bn;
-    parameter<Scalar> g("gamma", nb.gamma), be("beta", nb.beta);
-    carry_rows(bnl->gamma().velocity, g.velocity);
-    carry_rows(bnl->beta().velocity, be.velocity);
-    bnl->gamma() = std::move(g);
-    bnl->beta() = std::move(be);
-    bnl->running_mean() = nb.running_mean;
-    bnl->running_var() = nb.running_var;
-  };
-  if (lc && nc) {
-    auto r = netmorph::widen(lc->weights(), nc->weights(), opt, bn);
-    rep.detail = "conv2d -> conv2d";
-    apply_in(lc, r);
-    apply_bn(r);
-    parameter<Scalar> w("weight", r.next.weight);
-    const index_type kk = r.next.weight.dim(2) * r.next.weight.dim(3);
-    carry_cols(nc->weight().velocity, w.velocity, r.next.weight.dim(0), kk, divide);
-    nc->weight() = std::move(w);
-  } else if (lc && nd) {
-    require<value_error>(flattened, "nn::widen: a dense layer ", j, " follows conv2d layer ", i,
-                         " without a flatten");
-    auto r = netmorph::widen(lc->weights(), nd->weights(), opt, bn);
-    rep.detail = "conv2d -> flatten -> dense";
-    apply_in(lc, r);
-    apply_bn(r);
-    parameter<Scalar> w("weight", r.next.weight);
-    const index_type span = nd->weight().value.dim(1) / c_old;
-    carry_cols(nd->weight().velocity, w.velocity, r.next.weight.dim(0), span, divide);
-    nd->weight() = std::move(w);
-  } else if (ld && nd) {
-    auto r = netmorph::widen(ld->weights(), nd->weights(), opt, bn);
-    rep.detail = "dense -> dense";
-    apply_in(ld, r);
-    apply_bn(r);
-    parameter<Scalar> w("weight", r.next.weight);
-    carry_cols(nd->weight().velocity, w.velocity, r.next.weight.dim(0), 1, divide);
-    nd->weight() = std::move(w);
-  } else {
-    require<value_error>(false, "nn::widen: dense layer ", i, " is followed by conv2d layer ", j);
-  }
-  m.output_shape();  // re-validates the chain
-  detail::measure(m, x, before, rep);
-  return rep;
+      rep.layers.push_back(detail::widened<Scalar>(next, r.next, carry, false));
+      rep.report = r.report;
+      return rep;
+    };
+    const auto* lc = layer_cast<conv2d>(&l);
+    const auto* ld = layer_cast<dense>(&l);
+    const auto* nc = layer_cast<conv2d>(&nx);
+    const auto* nd = layer_cast<dense>(&nx);
+    if (lc && nc) return build(*lc, *nc);
+    if (lc) return build(*lc, *nd);
+    return build(*ld, *nd);
+  });
 }
 
-/// Kernel-size morph of conv2d layer `i` to `new_kernel` (velocities zero-padded likewise).
+/// Kernel-size morph of conv2d layer `name` to `opt.new_kernel` (its velocity zero-padded
+/// likewise). \throws value_error when the layer is not conv2d; what `netmorph::grow_kernel`
+/// throws.
 template <typename Scalar>
-model_morph_report grow_kernel(model<Scalar>& m, index_type i, index_type new_kernel) {
-  layer<Scalar>& l = m.at(i);
-  auto* c = dynamic_cast<conv2d<Scalar>*>(&l);
-  detail::require_layer(c != nullptr, "nn::grow_kernel", i, l, "conv2d");
-  model_morph_report rep{"grow_kernel", i, 0, 0, ""};
-  const tensor<Scalar> x = detail::probe_input(m, 1);
-  const tensor<Scalar> before = m.forward(x, false);
-  auto r = netmorph::grow_kernel(c->weights(), new_kernel);
-  parameter<Scalar> w("weight", r.layer.weight);
-  w.velocity = pad_kernel(c->weight().velocity, new_kernel, new_kernel);
-  auto repl = std::make_unique<conv2d<Scalar>>(r.layer.weight, r.layer.bias, r.layer.options);
-  repl->weight() = std::move(w);
-  if (c->has_bias()) repl->bias().velocity = c->bias().velocity;
-  layer_list<Scalar> list;
-  list.push_back(std::move(repl));
-  m.splice(i, i + 1, std::move(list));
-  detail::measure(m, x, before, rep);
-  return rep;
+morph_report grow_kernel(model<Scalar>& m, const std::string& name,
+                         const grow_kernel_options& opt) {
+  grow_kernel_options o = opt;
+  o.probe.count = 0;
+  return detail::morph_conv(m, name, "nn::grow_kernel", opt.seed, opt.probe, std::nullopt,
+                            [&](const conv2d<Scalar>& c, const activation_fn&) {
+                              auto r = netmorph::grow_kernel(c.weights(), o);
+                              detail::replacement<Scalar> rep;
+                              auto grown = detail::make_layer(r.layer);
+                              auto* g = static_cast<conv2d<Scalar>*>(grown.get());
+                              g->weight().velocity =
+                                  pad_kernel(c.weight().velocity, o.new_kernel, o.new_kernel);
+                              if (c.has_bias()) g->bias().velocity = c.bias().velocity;
+                              rep.layers.push_back(std::move(grown));
+                              rep.report = r.report;
+                              return rep;
+                            });
 }
 
-/// Sequential-subnet morph of conv2d layer `i`, P-activations at a = 1 between the new layers.
+/// Sequential-subnet morph of conv2d layer `name` into `N.0`, `N.1`, ...: the subnet's layers
+/// with P-activations at a = 1 between them. `opt.step.seed` seeds it and the probes.
 template <typename Scalar>
-model_morph_report to_subnet(model<Scalar>& m, index_type i, const subnet_options& opt) {
-  layer<Scalar>& l = m.at(i);
-  auto* c = dynamic_cast<conv2d<Scalar>*>(&l);
-  detail::require_layer(c != nullptr, "nn::to_subnet", i, l, "conv2d");
-  model_morph_report rep{"to_subnet", i, 0, 0, ""};
-  const tensor<Scalar> x = detail::probe_input(m, opt.seed);
-  const tensor<Scalar> before = m.forward(x, false);
-  const activation_fn phi = detail::following_activation(m, i);
-  auto r = netmorph::to_subnet(c->weights(), opt);
-  m.splice(i, i + 1, detail::chain_with_p_identity(r.layers, phi));
-  detail::measure(m, x, before, rep);
-  return rep;
+morph_report to_subnet(model<Scalar>& m, const std::string& name, const subnet_options& opt) {
+  subnet_options o = opt;
+  o.step.probe.count = 0;
+  return detail::morph_conv(m, name, "nn::to_subnet", opt.step.seed, opt.step.probe, opt.step.phi,
+                            [&](const conv2d<Scalar>& c, const activation_fn& phi) {
+                              o.step.phi = phi;
+                              auto r = netmorph::to_subnet(c.weights(), o);
+                              detail::replacement<Scalar> rep;
+                              rep.layers = detail::chain_layers(r.chain);
+                              rep.report = r.report;
+                              return rep;
+                            });
 }
 
-/// n-way stacked-subnet morph of conv2d layer `i`: a parallel block of sequential subnets.
+/// n-way stacked-subnet morph of conv2d layer `name`: a parallel block `N` whose path `i` is a
+/// sequential subnet `N.path<i>.0`, `N.path<i>.1`, ...; the paths' outputs are summed.
 template <typename Scalar>
-model_morph_report to_stacked_subnet(model<Scalar>& m, index_type i,
-                                     const stacked_subnet_options& opt) {
-  layer<Scalar>& l = m.at(i);
-  auto* c = dynamic_cast<conv2d<Scalar>*>(&l);
-  detail::require_layer(c != nullptr, "nn::to_stacked_subnet", i, l, "conv2d");
-  model_morph_report rep{"to_stacked_subnet", i, 0, 0, ""};
-  const tensor<Scalar> x = detail::probe_input(m, opt.seed);
-  const tensor<Scalar> before = m.forward(x, false);
-  const activation_fn phi = detail::following_activation(m, i);
-  auto r = netmorph::to_stacked_subnet(c->weights(), opt);
-  std::vector<layer_list<Scalar>> paths;
-  for (const auto& p : r.paths)
-    paths.push_back(detail::chain_with_p_identity(p, phi));
-  layer_list<Scalar> list;
-  list.push_back(std::make_unique<parallel<Scalar>>(std::move(paths)));
-  m.splice(i, i + 1, std::move(list));
-  detail::measure(m, x, before, rep);
-  return rep;
+morph_report to_stacked_subnet(model<Scalar>& m, const std::string& name,
+                               const stacked_subnet_options& opt) {
+  stacked_subnet_options o = opt;
+  o.probe.count = 0;
+  std::optional<activation_fn> set;
+  for (const auto& p : opt.paths)
+    if (p.step.phi) set = p.step.phi;
+  return detail::morph_conv(
+      m, name, "nn::to_stacked_subnet", opt.seed, opt.probe, set,
+      [&](const conv2d<Scalar>& c, const activation_fn& phi) {
+        for (auto& p : o.paths) {
+          detail::derive_phi(p.step.phi, phi, "nn::to_stacked_subnet", name);
+          p.step.phi = phi;
+        }
+        auto r = netmorph::to_stacked_subnet(c.weights(), o);
+        std::vector<layer_list<Scalar>> paths;
+        for (const auto& chain : r.paths)
+          paths.push_back(detail::chain_layers(chain));
+        detail::replacement<Scalar> rep;
+        rep.layers.push_back(std::make_unique<parallel<Scalar>>(std::move(paths)));
+        rep.report = r.report;
+        return rep;
+      });
+}
+
+/// The morphs above addressed by top-level index instead of name.
+template <typename Scalar>
+morph_report deepen(model<Scalar>& m, index_type i, const deepen_options& opt = {}) {
+  return deepen(m, m.at(i).name(), opt);
+}
+template <typename Scalar>
+morph_report widen(model<Scalar>& m, index_type i, const widen_options& opt) {
+  return widen(m, m.at(i).name(), opt);
+}
+template <typename Scalar>
+morph_report grow_kernel(model<Scalar>& m, index_type i, const grow_kernel_options& opt) {
+  return grow_kernel(m, m.at(i).name(), opt);
+}
+template <typename Scalar>
+morph_report to_subnet(model<Scalar>& m, index_type i, const subnet_options& opt) {
+  return to_subnet(m, m.at(i).name(), opt);
+}
+template <typename Scalar>
+morph_report to_stacked_subnet(model<Scalar>& m, index_type i, const stacked_subnet_options& opt) {
+  return to_stacked_subnet(m, m.at(i).name(), opt);
 }
 
 }  // namespace nn

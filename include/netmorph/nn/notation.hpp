@@ -164,8 +164,7 @@ model<Scalar> parse_architecture(const std::string& notation, shape_type input,
     }
     const shape_type s = m.output_shape();
     if (t.pool > 0 && s[1] >= t.pool && s[2] >= t.pool) {
-      m.add(pool2d<Scalar>(t.max_pool ? pool2d<Scalar>::mode::max : pool2d<Scalar>::mode::average,
-                           t.pool, t.pool));
+      m.add(pool2d<Scalar>(t.max_pool ? pool_mode::max : pool_mode::average, t.pool, t.pool));
     }
   }
   m.add(flatten<Scalar>());
@@ -228,23 +227,32 @@ std::string to_notation(const model<Scalar>& m) {
     }
     groups.clear();
   };
-  model<Scalar>& mm = const_cast<model<Scalar>&>(m);
-  for (index_type i = 0; i < mm.size(); ++i) {
-    layer<Scalar>& l = mm.at(i);
-    if (auto* c = dynamic_cast<conv2d<Scalar>*>(&l)) {
-      cur.push_back({c->weight().value.dim(2), c->weight().value.dim(0)});
-    } else if (dynamic_cast<pool2d<Scalar>*>(&l)) {
-      flush();
-    } else if (auto* p = dynamic_cast<parallel<Scalar>*>(&l)) {
-      emit();
-      out += "{";
-      for (std::size_t k = 0; k < p->paths().size(); ++k) {
-        if (k) out += "+";
-        for (const auto& q : p->paths()[k])
-          if (auto* pc = dynamic_cast<conv2d<Scalar>*>(q.get()))
-            out += detail::print_layer({pc->weight().value.dim(2), pc->weight().value.dim(0)}, 1);
+  auto spec = [](const conv2d<Scalar>& c) {
+    return detail::conv_spec{c.weight().value.dim(2), c.weight().value.dim(0)};
+  };
+  for (const auto& l : m.layers()) {
+    switch (l->kind()) {
+      case layer_kind::conv2d:
+        cur.push_back(spec(*layer_cast<conv2d>(l.get())));
+        break;
+      case layer_kind::pool2d:
+        flush();
+        break;
+      case layer_kind::parallel: {
+        emit();
+        out += "{";
+        const auto& paths = layer_cast<parallel>(l.get())->paths();
+        for (std::size_t k = 0; k < paths.size(); ++k) {
+          if (k) out += "+";
+          for (const auto& q : paths[k])
+            if (const auto* pc = layer_cast<conv2d>(q.get()))
+              out += detail::print_layer(spec(*pc), 1);
+        }
+        out += "}";
+        break;
       }
-      out += "}";
+      default:
+        break;
     }
   }
   emit();

@@ -79,6 +79,12 @@ struct factor_solve_options {
   double max_explicit_entries = 4e8;
 };
 
+/// The solved factor and how it was solved.
+struct factor_solve_result {
+  tensor<double> x;
+  factor_solve_report report;
+};
+
 namespace detail {
 
 using rowmat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -405,34 +411,15 @@ inline Eigen::MatrixXd toeplitz_matrix(const tensor<double>& f, index_type kx) {
   return a;
 }
 
-/// Least-squares solve for the second factor: \f$ \min_X \|compose(X, F) - T\| \f$ with `X` of
-/// shape `(C_out, C_mid, K_x, K_x)`. An overdetermined system returns the least-squares
-/// solution; an underdetermined one the minimum-norm solution plus a random component from the
-/// null space of `A(F)` (std `settings.noise` times the RMS of the minimum-norm solution), so
-/// the result is dense while `compose(X, F) = T` still holds.
-///
-/// \param target `T (C_out, C_in, K_t, K_t)` with `K_t = K_f + K_x - 1`
-/// \param f      `F (C_mid, C_in, K_f, K_f)`
-/// \throws shape_error when the shapes do not fit together.
+namespace detail {
+
+/// `solve_second_factor` on operands already checked; fills `inf`.
 template <typename Rng>
-tensor<double> solve_second_factor(const tensor<double>& target, const tensor<double>& f,
-                                   index_type kx, Rng& rng,
-                                   const factor_solve_options& settings = {},
-                                   factor_solve_report* info = nullptr) {
+tensor<double> solve_second_factor_checked(const tensor<double>& target, const tensor<double>& f,
+                                           index_type kx, Rng& rng,
+                                           const factor_solve_options& settings,
+                                           factor_solve_report& inf) {
   using netmorph::detail::require;
-  using netmorph::detail::shape_string;
-  netmorph::detail::check_filter(target.shape(), "solve_second_factor", "target");
-  netmorph::detail::check_filter(f.shape(), "solve_second_factor", "F");
-  require<shape_error>(target.dim(2) == target.dim(3) && f.dim(2) == f.dim(3),
-                       "solve_second_factor: kernels must be square, got target ",
-                       shape_string(target.shape()), " and F ", shape_string(f.shape()));
-  require<shape_error>(target.dim(1) == f.dim(1), "solve_second_factor: target has ", target.dim(1),
-                       " input channels, F has ", f.dim(1));
-  require<shape_error>(kx >= 1 && target.dim(2) == f.dim(2) + kx - 1,
-                       "solve_second_factor: target kernel ", target.dim(2),
-                       " != K_f + K_x - 1 = ", f.dim(2), " + ", kx, " - 1");
-  factor_solve_report local;
-  factor_solve_report& inf = info ? *info : local;
   const index_type cout = target.dim(0), cin = target.dim(1), kt = target.dim(2);
   const index_type cmid = f.dim(0), kf = f.dim(2);
 
@@ -440,7 +427,7 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
     // Kronecker structure: T[o,i](w) = sum_c X[o,c](w) F[c,i], a (C_out K^2) x C_mid unknown
     // times C_mid x C_in, i.e. the K_x = 1 problem with rows (o, w).
     tensor<double> xr =
-        solve_second_factor(detail::spatial_to_rows(target), f, 1, rng, settings, &inf);
+        solve_second_factor_checked(detail::spatial_to_rows(target), f, 1, rng, settings, inf);
     inf.kronecker = true;
     return detail::rows_to_spatial(xr, cout, kx);
   }
@@ -534,22 +521,55 @@ tensor<double> solve_second_factor(const tensor<double>& target, const tensor<do
   return x;
 }
 
+}  // namespace detail
+
+/// Least-squares solve for the second factor: \f$ \min_X \|compose(X, F) - T\| \f$ with `X` of
+/// shape `(C_out, C_mid, K_x, K_x)`. An overdetermined system returns the least-squares
+/// solution; an underdetermined one the minimum-norm solution plus a random component from the
+/// null space of `A(F)` (std `settings.noise` times the RMS of the minimum-norm solution), so
+/// the result is dense while `compose(X, F) = T` still holds.
+///
+/// \param target `T (C_out, C_in, K_t, K_t)` with `K_t = K_f + K_x - 1`
+/// \param f      `F (C_mid, C_in, K_f, K_f)`
+/// \throws shape_error when the shapes do not fit together.
+template <typename Rng>
+factor_solve_result solve_second_factor(const tensor<double>& target, const tensor<double>& f,
+                                        index_type kx, Rng& rng,
+                                        const factor_solve_options& settings = {}) {
+  using netmorph::detail::require;
+  using netmorph::detail::shape_string;
+  netmorph::detail::check_filter(target.shape(), "solve_second_factor", "target");
+  netmorph::detail::check_filter(f.shape(), "solve_second_factor", "F");
+  require<shape_error>(target.dim(2) == target.dim(3) && f.dim(2) == f.dim(3),
+                       "solve_second_factor: kernels must be square, got target ",
+                       shape_string(target.shape()), " and F ", shape_string(f.shape()));
+  require<shape_error>(target.dim(1) == f.dim(1), "solve_second_factor: target has ", target.dim(1),
+                       " input channels, F has ", f.dim(1));
+  require<shape_error>(kx >= 1 && target.dim(2) == f.dim(2) + kx - 1,
+                       "solve_second_factor: target kernel ", target.dim(2),
+                       " != K_f + K_x - 1 = ", f.dim(2), " + ", kx, " - 1");
+  factor_solve_result res;
+  res.x = detail::solve_second_factor_checked(target, f, kx, rng, settings, res.report);
+  return res;
+}
+
 /// Least-squares solve for the first factor: \f$ \min_X \|compose(F_2, X) - T\| \f$ with `X` of
 /// shape `(C_mid, C_in, K_x, K_x)`; the channel-transposed problem of `solve_second_factor`
 /// (`compose(F2, X)^T = compose(X^T, F2^T)`), with the same guarantees.
 /// \param target `T (C_out, C_in, K_t, K_t)`, \param f2 `F2 (C_out, C_mid, K_2, K_2)`.
 template <typename Rng>
-tensor<double> solve_first_factor(const tensor<double>& target, const tensor<double>& f2,
-                                  index_type kx, Rng& rng,
-                                  const factor_solve_options& settings = {},
-                                  factor_solve_report* info = nullptr) {
+factor_solve_result solve_first_factor(const tensor<double>& target, const tensor<double>& f2,
+                                       index_type kx, Rng& rng,
+                                       const factor_solve_options& settings = {}) {
   netmorph::detail::check_filter(target.shape(), "solve_first_factor", "target");
   netmorph::detail::check_filter(f2.shape(), "solve_first_factor", "F2");
   netmorph::detail::require<shape_error>(target.dim(0) == f2.dim(0),
                                          "solve_first_factor: target has ", target.dim(0),
                                          " output channels, F2 has ", f2.dim(0));
-  return transpose_channels(solve_second_factor(transpose_channels(target), transpose_channels(f2),
-                                                kx, rng, settings, info));
+  factor_solve_result r =
+      solve_second_factor(transpose_channels(target), transpose_channels(f2), kx, rng, settings);
+  r.x = transpose_channels(r.x);
+  return r;
 }
 
 }  // namespace solve

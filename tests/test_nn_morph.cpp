@@ -1,0 +1,491 @@
+#include "support/test_support.hpp"
+
+#include <netmorph/nn.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+using netmorph::activation_fn;
+using netmorph::activation_kind;
+using netmorph::tensor;
+using nmtest::draw;
+using nmtest::idx;
+namespace nn = netmorph::nn;
+
+namespace {
+
+/// The names of the top-level layers of one kind, in order.
+template <typename Scalar>
+std::vector<std::string> named(const nn::model<Scalar>& m, nn::layer_kind kind) {
+  std::vector<std::string> out;
+  for (const auto& l : m.layers())
+    if (l->kind() == kind) out.push_back(l->name());
+  return out;
+}
+
+/// Caffe's cifar10_quick adapted to 1x28x28 with batch norm, tanh and a dense head, its batch
+/// norms given non-trivial running statistics as after training; and fresh inputs with the
+/// parent's outputs on them, to check the child independently of the morph's own report.
+template <typename Scalar>
+struct fixture {
+  nn::model<Scalar> m;
+  tensor<Scalar> x, y;
+
+  explicit fixture(std::mt19937_64& rng, const char* arch = "(5:32)(5:32)(5:64)")
+      : m(nn::parse_architecture<Scalar>(arch, {1, 28, 28}, options(rng()))) {
+    m.forward(nmtest::randn<Scalar>({8, 1, 28, 28}, rng), true);
+    x = nmtest::randn<Scalar>({3, 1, 28, 28}, rng);
+    y = m.forward(x, false);
+  }
+  static nn::architecture_options options(std::uint64_t seed) {
+    nn::architecture_options t;
+    t.dense_head = {64};
+    t.batch_norm = true;
+    t.act = activation_fn{activation_kind::tanh};
+    t.seed = seed;
+    return t;
+  }
+  /// The child's error against the parent on the fixture's inputs.
+  double error() { return netmorph::relative_error(m.forward(x, false), y); }
+};
+
+/// Every parameter value, gradient and velocity of a model, in order.
+template <typename Scalar>
+std::vector<tensor<Scalar>> state_of(nn::model<Scalar>& m) {
+  std::vector<tensor<Scalar>> out;
+  for (auto* p : m.parameters()) {
+    out.push_back(p->value);
+    out.push_back(p->grad);
+    out.push_back(p->velocity);
+  }
+  return out;
+}
+
+/// Two Gaussian blobs per class in 1x8x8 images.
+nn::dataset<double> synthetic(idx n, std::mt19937_64& rng) {
+  nn::dataset<double> d{tensor<double>({n, 1, 8, 8}), {}};
+  std::normal_distribution<double> noise(0.0, 0.5);
+  for (idx s = 0; s < n; ++s) {
+    const int y = static_cast<int>(s % 3);
+    d.labels.push_back(y);
+    for (idx i = 0; i < 8; ++i)
+      for (idx j = 0; j < 8; ++j) {
+        const double signal = (y == 0 ? i < 4 : y == 1 ? j < 4 : (i + j) % 2 == 0) ? 1.0 : -1.0;
+        d.x(s, 0, i, j) = signal + noise(rng);
+      }
+  }
+  return d;
+}
+
+/// Runs `morph` on a trained model and checks that it throws `Error` with `needle` and leaves the
+/// model exactly as it was: names, parameters, gradients, velocities, outputs, and the result
+/// of the next training epoch (which would differ if the buffers or the generator had moved).
+template <typename Error, typename Morph>
+void require_untouched(const std::string& needle, Morph&& morph) {
+  std::mt19937_64 rng(77);
+  const auto data = synthetic(12, rng);
+  nn::architecture_options t;
+  t.classes = 3;
+  t.batch_norm = true;
+  t.dense_head = {8};
+  t.act = activation_fn{activation_kind::elu, 1.0};
+  auto m = nn::parse_architecture<double>("(3:6)(3:6)", {1, 8, 8}, t);
+  std::vector<nn::layer_list<double>> paths(2);
+  paths[0].push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({6, 6, 3, 3}, rng),
+                                                          nmtest::randn<double>({6}, rng),
+                                                          netmorph::conv2d_options{1, 1}));
+  nn::model<double> withblock(m.input_shape(), 3);
+  for (const auto& l : m.layers()) {  // the same model with a residual block after layer 4
+    auto c = l->clone();
+    nn::visit(*c, [&](auto& concrete) { withblock.add(concrete, l->name()); });
+    if (l->name() == "4") withblock.add(nn::parallel<double>(std::move(paths)), "res");
+  }
+  nn::train_epoch(withblock, data, nn::sgd{0.01, 0.9, 1e-4}, 4);
+  auto twin = withblock;
+  const auto names = withblock.names();
+  const auto before = state_of(withblock);
+  NM_REQUIRE_THROWS_WITH(morph(withblock), Error, needle);
+  REQUIRE(withblock.names() == names);
+  const auto now = state_of(withblock);
+  REQUIRE(now.size() == before.size());
+  for (std::size_t i = 0; i < now.size(); ++i)
+    REQUIRE(now[i] == before[i]);
+  nn::train_epoch(withblock, data, nn::sgd{0.01, 0.9, 1e-4}, 4);
+  nn::train_epoch(twin, data, nn::sgd{0.01, 0.9, 1e-4}, 4);
+  const auto after = state_of(withblock), after_twin = state_of(twin);
+  for (std::size_t i = 0; i < after.size(); ++i)
+    REQUIRE(after[i] == after_twin[i]);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("nn::deepen of a convolution keeps the function and names the new layers",
+                   "[nn][morph][depth]", float, double) {
+  auto rng = nmtest::make_rng(130);
+  fixture<TestType> f(rng);
+  const std::string conv = named(f.m, nn::layer_kind::conv2d)[1];
+  netmorph::deepen_options d;
+  d.k1 = 5;
+  d.mid_channels = 4 * 32;
+  d.seed = rng();
+  const auto r = nn::deepen(f.m, conv, d);
+  CAPTURE(r.summary());
+  REQUIRE(r.operation == "deepen");
+  REQUIRE(r.layer == conv);
+  REQUIRE(r.new_layers == std::vector<std::string>{conv + ".0", conv + ".1", conv + ".2"});
+  REQUIRE(r.probes == 4);
+  REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(nn::to_notation(f.m) == "(5:32)[(5:128)(1:32)](5:64)");
+  // The P-activation between the children is the model's tanh at a = 1.
+  const auto* p = nn::layer_cast<nn::p_activation>(&f.m.find(conv + ".1"));
+  REQUIRE(p != nullptr);
+  REQUIRE(p->fn().phi.kind == activation_kind::tanh);
+  REQUIRE(p->fn().a == 1.0);
+}
+
+TEMPLATE_TEST_CASE("nn::deepen of a dense layer with an inserted batch norm keeps the function",
+                   "[nn][morph][depth]", float, double) {
+  auto rng = nmtest::make_rng(131);
+  fixture<TestType> f(rng, "(5:16)(5:16)");
+  const std::string head = named(f.m, nn::layer_kind::dense)[0];
+  netmorph::deepen_options d;
+  d.mid_channels = 96;
+  d.insert_batch_norm = true;
+  d.seed = rng();
+  const auto r = nn::deepen(f.m, head, d);
+  REQUIRE(r.new_layers.size() == 4);
+  REQUIRE(f.m.find(head + ".1").kind() == nn::layer_kind::batch_norm);
+  REQUIRE(f.m.find(head + ".2").kind() == nn::layer_kind::p_activation);
+  REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+}
+
+TEMPLATE_TEST_CASE("nn::widen grows a convolution through batch norm and tanh, names kept",
+                   "[nn][morph][width]", float, double) {
+  auto rng = nmtest::make_rng(132);
+  fixture<TestType> f(rng);
+  const auto names = f.m.names();
+  for (const auto rule : {netmorph::width_rule::netmorph, netmorph::width_rule::net2net}) {
+    netmorph::widen_options w;
+    const std::string conv = named(f.m, nn::layer_kind::conv2d)[0];
+    w.new_channels = nn::layer_cast<nn::conv2d>(&f.m.find(conv))->weight().value.dim(0) + 16;
+    w.rule = rule;
+    w.seed = rng();
+    const auto r = nn::widen(f.m, conv, w);
+    CAPTURE(r.summary());
+    REQUIRE(r.new_layers.size() == 5);  // conv, batch norm, tanh, pool, next conv
+    REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<TestType>());
+    REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+    REQUIRE(f.m.names() == names);
+  }
+  REQUIRE(nn::to_notation(f.m) == "(5:64)(5:32)(5:64)");
+}
+
+TEMPLATE_TEST_CASE("nn::widen of the last convolution gives each channel its H*W dense columns",
+                   "[nn][morph][width]", float, double) {
+  auto rng = nmtest::make_rng(133);
+  fixture<TestType> f(rng);
+  netmorph::widen_options w;
+  w.new_channels = 80;
+  w.seed = rng();
+  const auto r = nn::widen(f.m, named(f.m, nn::layer_kind::conv2d)[2], w);
+  REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+  // And the dense head with Net2Net's rule.
+  netmorph::widen_options wd;
+  wd.new_channels = 80;
+  wd.rule = netmorph::width_rule::net2net;
+  wd.seed = rng();
+  REQUIRE(*nn::widen(f.m, named(f.m, nn::layer_kind::dense)[0], wd).relative_output_error <=
+          nmtest::exact_tolerance<TestType>());
+  REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+}
+
+TEMPLATE_TEST_CASE("nn::grow_kernel keeps the function and the name", "[nn][morph][kernel]", float,
+                   double) {
+  auto rng = nmtest::make_rng(134);
+  fixture<TestType> f(rng);
+  const std::string conv = named(f.m, nn::layer_kind::conv2d)[0];
+  netmorph::grow_kernel_options g;
+  g.new_kernel = 7;
+  g.seed = rng();
+  const auto r = nn::grow_kernel(f.m, conv, g);
+  REQUIRE(r.new_layers == std::vector<std::string>{conv});
+  REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(nn::to_notation(f.m) == "(7:32)(5:32)(5:64)");
+}
+
+TEMPLATE_TEST_CASE("nn::to_subnet replaces a conv by a P-activated chain", "[nn][morph][subnet]",
+                   float, double) {
+  auto rng = nmtest::make_rng(135);
+  nn::architecture_options t;
+  t.act = activation_fn{activation_kind::sigmoid};
+  t.seed = rng();
+  auto m = nn::parse_architecture<TestType>("(3:4)(3:6)", {2, 8, 8}, t);
+  auto x = nmtest::randn<TestType>({2, 2, 8, 8}, rng);
+  const auto y = m.forward(x, false);
+  netmorph::subnet_options so;
+  so.kernels = {3, 1, 1};
+  so.widths = {6, 8};
+  so.step.seed = rng();
+  const std::string conv = named(m, nn::layer_kind::conv2d)[1];
+  const auto r = nn::to_subnet(m, conv, so);
+  REQUIRE(r.new_layers.size() == 5);  // three convs and two P-activations replace one conv
+  REQUIRE(m.find(conv + ".1").describe() == "p_activation sigmoid a 1");
+  REQUIRE(m.find(conv + ".4").kind() == nn::layer_kind::conv2d);
+  REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(netmorph::relative_error(m.forward(x, false), y) <= nmtest::exact_tolerance<TestType>());
+}
+
+TEMPLATE_TEST_CASE("nn::to_stacked_subnet makes a parallel block whose paths differ",
+                   "[nn][morph][subnet]", float, double) {
+  auto rng = nmtest::make_rng(136);
+  fixture<TestType> f(rng);
+  const std::string conv = named(f.m, nn::layer_kind::conv2d)[2];
+  netmorph::stacked_subnet_options st;
+  netmorph::subnet_options path;
+  path.kernels = {5, 1};
+  path.widths = {80};
+  st.paths = {path, path};
+  st.seed = rng();
+  const auto r = nn::to_stacked_subnet(f.m, conv, st);
+  REQUIRE(r.new_layers == std::vector<std::string>{conv});
+  REQUIRE(f.m.find(conv).kind() == nn::layer_kind::parallel);
+  REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+  REQUIRE(nn::to_notation(f.m).find("{(5:80)(1:64)+(5:80)(1:64)}") != std::string::npos);
+  // Equal options, yet the paths are not copies of each other (they would train identically).
+  const auto& a = nn::layer_cast<nn::conv2d>(&f.m.find(conv + ".path0.0"))->weight().value;
+  const auto& b = nn::layer_cast<nn::conv2d>(&f.m.find(conv + ".path1.0"))->weight().value;
+  REQUIRE(netmorph::relative_error(a, b) > 0.1);
+  // A layer inside a path is addressed by its path and morphed in place.
+  netmorph::deepen_options d;
+  d.seed = rng();
+  const auto rd = nn::deepen(f.m, conv + ".path1.2", d);
+  REQUIRE(rd.new_layers.front() == conv + ".path1.2.0");
+  netmorph::grow_kernel_options g;
+  g.new_kernel = 3;
+  REQUIRE(*nn::grow_kernel(f.m, conv + ".path0.2", g).relative_output_error <=
+          nmtest::exact_tolerance<TestType>());
+  REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+}
+
+TEMPLATE_TEST_CASE("model morphs compose: every morph on the children of the others",
+                   "[nn][morph][property]", float, double) {
+  auto rng = nmtest::make_rng(137);
+  fixture<TestType> f(rng);
+  const auto convs = named(f.m, nn::layer_kind::conv2d);
+  netmorph::deepen_options d;
+  d.k1 = 5;
+  d.mid_channels = 64 + draw(rng, 0, 32);
+  d.seed = rng();
+  nn::deepen(f.m, convs[1], d);
+  netmorph::widen_options w;
+  w.new_channels = 32 + draw(rng, 1, 16);
+  w.seed = rng();
+  nn::widen(f.m, convs[0], w);  // into the deepened conv's first child
+  netmorph::widen_options w2;
+  w2.new_channels = d.mid_channels + 3;
+  w2.seed = rng();
+  nn::widen(f.m, convs[1] + ".0", w2);  // through the P-activation into the second child
+  netmorph::grow_kernel_options g;
+  g.new_kernel = 7;
+  nn::grow_kernel(f.m, convs[1] + ".2", g);
+  netmorph::subnet_options so;
+  so.kernels = {5, 1, 1};
+  so.widths = {64 + draw(rng, 0, 8), 64 + draw(rng, 0, 8)};
+  so.step.seed = rng();
+  nn::to_subnet(f.m, convs[2], so);
+  REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+}
+
+TEST_CASE("a morph carries the SGD velocities over, moved with the channel permutation",
+          "[nn][morph][width]") {
+  std::mt19937_64 rng(5);
+  auto data = synthetic(32, rng);
+  nn::architecture_options t;
+  t.classes = 3;
+  t.batch_norm = true;
+  auto m = nn::parse_architecture<double>("(3:6)(3:6)", {1, 8, 8}, t);
+  nn::train_epoch(m, data, nn::sgd{0.01, 0.9, 0}, 8);
+  const auto convs = named(m, nn::layer_kind::conv2d);
+  auto* c0 = nn::layer_cast<nn::conv2d>(&m.find(convs[0]));
+  auto* bn = nn::layer_cast<nn::batch_norm>(&m.find(named(m, nn::layer_kind::batch_norm)[0]));
+  auto* c1 = nn::layer_cast<nn::conv2d>(&m.find(convs[1]));
+  REQUIRE((c0 && bn && c1));
+  const auto v0 = c0->weight().velocity, vb = c0->bias().velocity, vg = bn->gamma().velocity,
+             v1 = c1->weight().velocity;
+  REQUIRE(v0.vector().norm() > 0);
+  netmorph::widen_options w;
+  w.new_channels = 10;
+  w.seed = 9;
+  const auto rep = nn::widen(m, convs[0], w);
+  REQUIRE(*rep.relative_output_error <= nmtest::exact_tolerance<double>());
+  // The morph swapped in new layers: look them up again by name.
+  c0 = nn::layer_cast<nn::conv2d>(&m.find(convs[0]));
+  bn = nn::layer_cast<nn::batch_norm>(&m.find(named(m, nn::layer_kind::batch_norm)[0]));
+  c1 = nn::layer_cast<nn::conv2d>(&m.find(convs[1]));
+  const auto& nw = c0->weight();
+  int carried = 0, fresh = 0;
+  for (idx q = 0; q < 10; ++q) {
+    // Velocity rows are either an old row (possibly moved) or zero.
+    bool is_old = false;
+    for (idx o = 0; o < 6 && !is_old; ++o) {
+      bool eq = true;
+      for (idx k = 0; k < 9; ++k)
+        eq = eq && nw.velocity.data()[q * 9 + k] == v0.data()[o * 9 + k];
+      if (eq) {
+        is_old = true;
+        REQUIRE(c0->bias().velocity(q) == vb(o));
+        REQUIRE(bn->gamma().velocity(q) == vg(o));
+        for (idx r = 0; r < v1.dim(0); ++r)
+          for (idx k = 0; k < 9; ++k)
+            REQUIRE(c1->weight().velocity.data()[(r * 10 + q) * 9 + k] ==
+                    v1.data()[(r * 6 + o) * 9 + k]);
+      }
+    }
+    bool zero = true;
+    for (idx k = 0; k < 9; ++k)
+      zero = zero && nw.velocity.data()[q * 9 + k] == 0.0;
+    carried += is_old;
+    fresh += zero && !is_old;
+  }
+  REQUIRE(carried == 6);
+  REQUIRE(fresh == 4);
+  // Training resumes from the carried state and keeps lowering the loss.
+  const double loss_before = nn::evaluate(m, data).loss;
+  for (int e = 0; e < 3; ++e)
+    nn::train_epoch(m, data, nn::sgd{0.01, 0.9, 0}, 8);
+  REQUIRE(nn::evaluate(m, data).loss < loss_before);
+}
+
+TEST_CASE("a model morph that fails late leaves the model exactly as it was",
+          "[nn][morph][error]") {
+  SECTION("deepen: Algorithm 1 misses its tolerance after solving") {
+    require_untouched<netmorph::numerical_error>("deepen: relative residual", [](auto& m) {
+      netmorph::deepen_options d;
+      d.algorithm = netmorph::depth_algorithm::general;
+      d.k1 = 3;
+      d.k2 = 3;
+      d.max_iter = 3;
+      return nn::deepen(m, "4", d);
+    });
+  }
+  SECTION("deepen inside a parallel path") {
+    require_untouched<netmorph::numerical_error>("deepen: relative residual", [](auto& m) {
+      netmorph::deepen_options d;
+      d.algorithm = netmorph::depth_algorithm::general;
+      d.k1 = 3;
+      d.k2 = 3;
+      d.mid_channels = 2;
+      d.max_iter = 2;
+      return nn::deepen(m, "res.path0.0", d);
+    });
+  }
+  SECTION("widen: the weight-level morph refuses after the walk and the probes") {
+    require_untouched<netmorph::value_error>("widen: cannot shrink from 6 to 5 channels",
+                                             [](auto& m) {
+                                               netmorph::widen_options w;
+                                               w.new_channels = 5;
+                                               return nn::widen(m, "0", w);
+                                             });
+  }
+  SECTION("grow_kernel") {
+    require_untouched<netmorph::value_error>("grow_kernel: growth from 3 to 4 is odd", [](auto& m) {
+      netmorph::grow_kernel_options g;
+      g.new_kernel = 4;
+      return nn::grow_kernel(m, "4", g);
+    });
+  }
+  SECTION("to_subnet: the chain misses its tolerance after every step was solved") {
+    require_untouched<netmorph::numerical_error>("to_subnet: relative residual", [](auto& m) {
+      netmorph::subnet_options so;
+      so.kernels = {1, 1, 3};
+      so.widths = {1, 1};
+      so.step.algorithm = netmorph::depth_algorithm::general;
+      so.step.max_iter = 3;
+      return nn::to_subnet(m, "4", so);
+    });
+  }
+  SECTION("to_stacked_subnet: the second path fails after the first was solved") {
+    require_untouched<netmorph::numerical_error>(
+        "to_stacked_subnet: path 1: relative residual", [](auto& m) {
+          netmorph::stacked_subnet_options st;
+          netmorph::subnet_options good, bad;
+          good.kernels = {3, 1};
+          good.widths = {12};
+          bad.kernels = {1, 1, 3};
+          bad.widths = {1, 1};
+          bad.step.algorithm = netmorph::depth_algorithm::general;
+          bad.step.max_iter = 3;
+          st.paths = {good, bad};
+          return nn::to_stacked_subnet(m, "4", st);
+        });
+  }
+}
+
+TEST_CASE("model morphs refuse layers and options they cannot use", "[nn][morph][error]") {
+  std::mt19937_64 rng(12);
+  nn::architecture_options t;
+  t.act = activation_fn{activation_kind::tanh};
+  auto m = nn::parse_architecture<double>("(3:4)", {1, 8, 8}, t);
+  // layers: 0 conv, 1 tanh, 2 max pool, 3 flatten, 4 dense
+  NM_REQUIRE_THROWS_WITH(nn::deepen(m, 1), netmorph::value_error,
+                         "nn::deepen: layer '1' is activation tanh, expected conv2d or dense");
+  netmorph::grow_kernel_options g;
+  g.new_kernel = 5;
+  NM_REQUIRE_THROWS_WITH(nn::grow_kernel(m, 2, g), netmorph::value_error,
+                         "nn::grow_kernel: layer '2' is pool2d max 2x2 stride 2, expected conv2d");
+  netmorph::subnet_options so;
+  so.kernels = {3, 1};
+  so.widths = {4};
+  NM_REQUIRE_THROWS_WITH(nn::to_subnet(m, "4", so), netmorph::value_error,
+                         "nn::to_subnet: layer '4' is dense 64->10, expected conv2d");
+  NM_REQUIRE_THROWS_WITH(nn::to_stacked_subnet(m, "3", netmorph::stacked_subnet_options{}),
+                         netmorph::value_error,
+                         "nn::to_stacked_subnet: layer '3' is flatten, expected conv2d");
+  NM_REQUIRE_THROWS_WITH(nn::deepen(m, 9), netmorph::shape_error,
+                         "model::at: layer 9 out of range for a model of 5 layers");
+  NM_REQUIRE_THROWS_WITH(nn::deepen(m, "features.9"), netmorph::value_error,
+                         "model: no layer named 'features.9'");
+  // What the model determines is checked, not overwritten.
+  netmorph::deepen_options d;
+  d.phi = activation_fn{activation_kind::relu};
+  NM_REQUIRE_THROWS_WITH(nn::deepen(m, "0", d), netmorph::value_error,
+                         "nn::deepen: options.phi is relu but layer '0' is followed by tanh; leave "
+                         "phi unset");
+  d.phi = activation_fn{activation_kind::tanh};
+  REQUIRE(*nn::deepen(m, "0", d).relative_output_error <= nmtest::exact_tolerance<double>());
+
+  // Every refusal of nn::widen.
+  netmorph::widen_options w;
+  w.new_channels = 12;
+  NM_REQUIRE_THROWS_WITH(nn::widen(m, "1", w), netmorph::value_error,
+                         "nn::widen: layer '1' is activation tanh, expected conv2d or dense");
+  NM_REQUIRE_THROWS_WITH(nn::widen(m, "4", w), netmorph::value_error,
+                         "nn::widen: layer '4' has no following conv2d/dense layer in its list "
+                         "whose input could grow");
+  w.phi = activation_fn{activation_kind::sigmoid};
+  NM_REQUIRE_THROWS_WITH(nn::widen(m, "0.2", w), netmorph::value_error,
+                         "nn::widen: options.phi is sigmoid but layer '0.2' is followed by tanh");
+  w.phi.reset();
+  nn::model<double> two_bn({2, 6, 6});
+  two_bn.add(nn::conv2d<double>::he(2, 3, 3, rng));
+  two_bn.add(nn::batch_norm<double>(netmorph::batch_norm_weights<double>::identity(3)));
+  two_bn.add(nn::batch_norm<double>(netmorph::batch_norm_weights<double>::identity(3)));
+  two_bn.add(nn::conv2d<double>::he(3, 3, 3, rng));
+  NM_REQUIRE_THROWS_WITH(nn::widen(two_bn, "0", w), netmorph::value_error,
+                         "nn::widen: two batch norms between layer '0' and the next conv2d/dense "
+                         "layer");
+  nn::model<double> through({2, 6, 6});
+  through.add(nn::conv2d<double>::he(2, 3, 3, rng));
+  std::vector<nn::layer_list<double>> paths(1);
+  through.add(nn::parallel<double>(std::move(paths)), "res");
+  through.add(nn::conv2d<double>::he(3, 3, 3, rng));
+  NM_REQUIRE_THROWS_WITH(nn::widen(through, "0", w), netmorph::value_error,
+                         "nn::widen: layer 'res' (parallel 1 paths (0 layers)) between layer '0' "
+                         "and the next conv2d/dense layer cannot be widened through");
+}

@@ -1,6 +1,7 @@
 #include "support/test_support.hpp"
 
 #include <stdexcept>
+#include <limits>
 #include <type_traits>
 
 TEST_CASE("every netmorph exception derives from netmorph::error and std::runtime_error",
@@ -12,13 +13,26 @@ TEST_CASE("every netmorph exception derives from netmorph::error and std::runtim
   STATIC_REQUIRE(std::is_base_of<netmorph::error, netmorph::io_error>::value);
 }
 
-TEST_CASE("exceptions carry their message and are caught by the root", "[error]") {
+TEST_CASE("the library's refusals are caught by the root with the function and values named",
+          "[error]") {
+  const netmorph::tensor<double> t({2, 3});
   try {
-    throw netmorph::io_error("load: file 'x' is truncated");
+    (void)t.at(1, 5);
+    FAIL("tensor::at did not throw");
   } catch (const netmorph::error& e) {
-    REQUIRE(std::string(e.what()) == "load: file 'x' is truncated");
+    REQUIRE(dynamic_cast<const netmorph::shape_error*>(&e) != nullptr);
+    REQUIRE(std::string(e.what()) == "tensor::at: index (1, 5) out of range for shape (2, 3)");
   }
-  REQUIRE_THROWS_AS(throw netmorph::shape_error("a"), std::runtime_error);
+  netmorph::conv2d_weights<double> parent{netmorph::tensor<double>({2, 2, 3, 3}), {}, {}};
+  parent.weight(0, 1, 2, 2) = std::numeric_limits<double>::quiet_NaN();
+  try {
+    netmorph::deepen(parent);
+    FAIL("deepen did not throw");
+  } catch (const std::runtime_error& e) {
+    REQUIRE(dynamic_cast<const netmorph::value_error*>(&e) != nullptr);
+    REQUIRE(std::string(e.what()) ==
+            "deepen: weight holds nan at index (0, 1, 2, 2) (shape (2, 2, 3, 3))");
+  }
 }
 
 TEST_CASE("detail::require throws the requested type with the concatenated message", "[error]") {

@@ -1,4 +1,4 @@
-#include "support/test_support.hpp"
+#include "support/nn_support.hpp"
 
 #include <netmorph/nn/model.hpp>
 #include <netmorph/nn/notation.hpp>
@@ -10,28 +10,9 @@ using netmorph::activation_kind;
 using netmorph::tensor;
 using nmtest::draw;
 using nmtest::idx;
+using nmtest::state_of;
+using nmtest::synthetic;
 namespace nn = netmorph::nn;
-
-namespace {
-
-/// Two Gaussian blobs per class in 1x8x8 images: a small task a conv net learns in a few epochs.
-template <typename Scalar>
-nn::dataset<Scalar> synthetic(idx n, std::mt19937_64& rng) {
-  nn::dataset<Scalar> d{tensor<Scalar>({n, 1, 8, 8}), {}};
-  std::normal_distribution<double> noise(0.0, 0.5);
-  for (idx s = 0; s < n; ++s) {
-    const int y = static_cast<int>(s % 3);
-    d.labels.push_back(y);
-    for (idx i = 0; i < 8; ++i)
-      for (idx j = 0; j < 8; ++j) {
-        const double signal = (y == 0 ? i < 4 : y == 1 ? j < 4 : (i + j) % 2 == 0) ? 1.0 : -1.0;
-        d.x(s, 0, i, j) = static_cast<Scalar>(signal + noise(rng));
-      }
-  }
-  return d;
-}
-
-}  // namespace
 
 TEMPLATE_TEST_CASE("training decreases the loss on a small synthetic task", "[nn][train]", float,
                    double) {
@@ -156,18 +137,6 @@ TEMPLATE_TEST_CASE("a model's reused training buffers give the results of a fres
 }
 
 namespace {
-
-/// Every parameter value, gradient and velocity of a model, in order, for exact comparisons.
-template <typename Scalar>
-std::vector<tensor<Scalar>> state_of(nn::model<Scalar>& m) {
-  std::vector<tensor<Scalar>> out;
-  for (auto* p : m.parameters()) {
-    out.push_back(p->value);
-    out.push_back(p->grad);
-    out.push_back(p->velocity);
-  }
-  return out;
-}
 
 /// A residual block: a conv path and the identity shortcut.
 nn::parallel<double> residual(idx c, std::mt19937_64& rng) {

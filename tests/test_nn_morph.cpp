@@ -1,4 +1,4 @@
-#include "support/test_support.hpp"
+#include "support/nn_support.hpp"
 
 #include <netmorph/nn.hpp>
 
@@ -11,6 +11,8 @@ using netmorph::activation_kind;
 using netmorph::tensor;
 using nmtest::draw;
 using nmtest::idx;
+using nmtest::state_of;
+using nmtest::synthetic;
 namespace nn = netmorph::nn;
 
 namespace {
@@ -50,41 +52,13 @@ struct fixture {
   double error() { return netmorph::relative_error(m.forward(x, false), y); }
 };
 
-/// Every parameter value, gradient and velocity of a model, in order.
-template <typename Scalar>
-std::vector<tensor<Scalar>> state_of(nn::model<Scalar>& m) {
-  std::vector<tensor<Scalar>> out;
-  for (auto* p : m.parameters()) {
-    out.push_back(p->value);
-    out.push_back(p->grad);
-    out.push_back(p->velocity);
-  }
-  return out;
-}
-
-/// Two Gaussian blobs per class in 1x8x8 images.
-nn::dataset<double> synthetic(idx n, std::mt19937_64& rng) {
-  nn::dataset<double> d{tensor<double>({n, 1, 8, 8}), {}};
-  std::normal_distribution<double> noise(0.0, 0.5);
-  for (idx s = 0; s < n; ++s) {
-    const int y = static_cast<int>(s % 3);
-    d.labels.push_back(y);
-    for (idx i = 0; i < 8; ++i)
-      for (idx j = 0; j < 8; ++j) {
-        const double signal = (y == 0 ? i < 4 : y == 1 ? j < 4 : (i + j) % 2 == 0) ? 1.0 : -1.0;
-        d.x(s, 0, i, j) = signal + noise(rng);
-      }
-  }
-  return d;
-}
-
 /// Runs `morph` on a trained model and checks that it throws `Error` with `needle` and leaves the
 /// model exactly as it was: names, parameters, gradients, velocities, outputs, and the result
 /// of the next training epoch (which would differ if the buffers or the generator had moved).
 template <typename Error, typename Morph>
 void require_untouched(const std::string& needle, Morph&& morph) {
   std::mt19937_64 rng(77);
-  const auto data = synthetic(12, rng);
+  const auto data = synthetic<double>(12, rng);
   nn::architecture_options t;
   t.classes = 3;
   t.batch_norm = true;
@@ -305,7 +279,7 @@ TEMPLATE_TEST_CASE("model morphs compose: every morph on the children of the oth
 TEST_CASE("a morph carries the SGD velocities over, moved with the channel permutation",
           "[nn][morph][width]") {
   std::mt19937_64 rng(5);
-  auto data = synthetic(32, rng);
+  auto data = synthetic<double>(32, rng);
   nn::architecture_options t;
   t.classes = 3;
   t.batch_norm = true;

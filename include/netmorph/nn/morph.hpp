@@ -46,11 +46,33 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace netmorph {
 namespace nn {
+
+/// Which layer a model morph addresses: a name (`"3"`, `"features.3"`, `"2.path0.1"`) or the
+/// index of a top-level layer.
+class layer_ref {
+ public:
+  layer_ref(std::string name) : name_(std::move(name)) {}
+  layer_ref(const char* name) : name_(name) {}
+  template <typename Int, typename = std::enable_if_t<std::is_integral<Int>::value>>
+  layer_ref(Int index) : index_(static_cast<index_type>(index)) {}
+
+  /// The layer's name in `m`. \throws shape_error on an index out of range.
+  template <typename Scalar>
+  std::string name(const model<Scalar>& m) const {
+    return index_ ? m.at(*index_).name() : name_;
+  }
+
+ private:
+  std::string name_;
+  std::optional<index_type> index_;
+};
+
 namespace detail {
 
 using netmorph::detail::cat;
@@ -246,12 +268,14 @@ std::unique_ptr<layer<Scalar>> widened(const Layer& old, const Weights& w,
 
 }  // namespace detail
 
-/// Depth morph of layer `name` (conv2d or dense): it becomes `N.0` (the first child), optionally
-/// an identity batch norm, a P-activation at a = 1 of the activation that follows it, and the
-/// second child. See `netmorph::deepen` for the options and what it throws.
-/// \throws value_error when the layer is not conv2d/dense or `opt.phi` disagrees with the model.
+/// Depth morph of layer `target` (a name or a top-level index; conv2d or dense): it becomes `N.0`
+/// (the first child), optionally an identity batch norm, a P-activation at a = 1 of the activation
+/// that follows it, and the second child. See `netmorph::deepen` for the options and what it
+/// throws. \throws value_error when the layer is not conv2d/dense or `opt.phi` disagrees with the
+/// model.
 template <typename Scalar>
-morph_report deepen(model<Scalar>& m, const std::string& name, const deepen_options& opt = {}) {
+morph_report deepen(model<Scalar>& m, const layer_ref& target, const deepen_options& opt = {}) {
+  const std::string name = target.name(m);
   const layer_slot<Scalar> slot = m.locate(name);
   layer<Scalar>& l = slot.get();
   if (l.kind() != layer_kind::conv2d && l.kind() != layer_kind::dense)
@@ -274,16 +298,17 @@ morph_report deepen(model<Scalar>& m, const std::string& name, const deepen_opti
   });
 }
 
-/// Width morph of layer `name` (conv2d or dense) to `opt.new_channels` outputs. The layers up to
+/// Width morph of layer `target` (conv2d or dense) to `opt.new_channels` outputs. The layers up to
 /// the next conv2d/dense layer in the same list may be activations, P-activations, one batch
 /// norm (widened with it), dropout, pooling and one flatten (the dense layer after it gets `H*W`
 /// columns per channel). `opt.phi` is derived from the activation in between (see the file
 /// comment; with several, a stand-in with the same value at zero).
-/// \throws value_error when layer `name` is not conv2d/dense, something else sits in between,
+/// \throws value_error when the layer is not conv2d/dense, something else sits in between,
 ///         no conv2d/dense layer follows, or a dense layer is followed by a conv2d layer; and
 ///         everything `netmorph::widen` throws.
 template <typename Scalar>
-morph_report widen(model<Scalar>& m, const std::string& name, const widen_options& opt) {
+morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_options& opt) {
+  const std::string name = target.name(m);
   using netmorph::detail::require;
   const layer_slot<Scalar> slot = m.locate(name);
   const layer_list<Scalar>& list = *slot.list;
@@ -374,12 +399,13 @@ morph_report widen(model<Scalar>& m, const std::string& name, const widen_option
   });
 }
 
-/// Kernel-size morph of conv2d layer `name` to `opt.new_kernel` (its velocity zero-padded
+/// Kernel-size morph of conv2d layer `target` to `opt.new_kernel` (its velocity zero-padded
 /// likewise). \throws value_error when the layer is not conv2d; what `netmorph::grow_kernel`
 /// throws.
 template <typename Scalar>
-morph_report grow_kernel(model<Scalar>& m, const std::string& name,
+morph_report grow_kernel(model<Scalar>& m, const layer_ref& target,
                          const grow_kernel_options& opt) {
+  const std::string name = target.name(m);
   grow_kernel_options o = opt;
   o.probe.count = 0;
   return detail::morph_conv(m, name, "nn::grow_kernel", opt.seed, opt.probe, std::nullopt,
@@ -397,10 +423,11 @@ morph_report grow_kernel(model<Scalar>& m, const std::string& name,
                             });
 }
 
-/// Sequential-subnet morph of conv2d layer `name` into `N.0`, `N.1`, ...: the subnet's layers
-/// with P-activations at a = 1 between them. `opt.step.seed` seeds it and the probes.
+/// Sequential-subnet morph of conv2d layer `target` (`N`) into `N.0`, `N.1`, ...: the subnet's
+/// layers with P-activations at a = 1 between them. `opt.step.seed` seeds it and the probes.
 template <typename Scalar>
-morph_report to_subnet(model<Scalar>& m, const std::string& name, const subnet_options& opt) {
+morph_report to_subnet(model<Scalar>& m, const layer_ref& target, const subnet_options& opt) {
+  const std::string name = target.name(m);
   subnet_options o = opt;
   o.step.probe.count = 0;
   return detail::morph_conv(m, name, "nn::to_subnet", opt.step.seed, opt.step.probe, opt.step.phi,
@@ -414,11 +441,12 @@ morph_report to_subnet(model<Scalar>& m, const std::string& name, const subnet_o
                             });
 }
 
-/// n-way stacked-subnet morph of conv2d layer `name`: a parallel block `N` whose path `i` is a
+/// n-way stacked-subnet morph of conv2d layer `target`: a parallel block `N` whose path `i` is a
 /// sequential subnet `N.path<i>.0`, `N.path<i>.1`, ...; the paths' outputs are summed.
 template <typename Scalar>
-morph_report to_stacked_subnet(model<Scalar>& m, const std::string& name,
+morph_report to_stacked_subnet(model<Scalar>& m, const layer_ref& target,
                                const stacked_subnet_options& opt) {
+  const std::string name = target.name(m);
   stacked_subnet_options o = opt;
   o.probe.count = 0;
   std::optional<activation_fn> set;
@@ -440,28 +468,6 @@ morph_report to_stacked_subnet(model<Scalar>& m, const std::string& name,
         rep.report = r.report;
         return rep;
       });
-}
-
-/// The morphs above addressed by top-level index instead of name.
-template <typename Scalar>
-morph_report deepen(model<Scalar>& m, index_type i, const deepen_options& opt = {}) {
-  return deepen(m, m.at(i).name(), opt);
-}
-template <typename Scalar>
-morph_report widen(model<Scalar>& m, index_type i, const widen_options& opt) {
-  return widen(m, m.at(i).name(), opt);
-}
-template <typename Scalar>
-morph_report grow_kernel(model<Scalar>& m, index_type i, const grow_kernel_options& opt) {
-  return grow_kernel(m, m.at(i).name(), opt);
-}
-template <typename Scalar>
-morph_report to_subnet(model<Scalar>& m, index_type i, const subnet_options& opt) {
-  return to_subnet(m, m.at(i).name(), opt);
-}
-template <typename Scalar>
-morph_report to_stacked_subnet(model<Scalar>& m, index_type i, const stacked_subnet_options& opt) {
-  return to_stacked_subnet(m, m.at(i).name(), opt);
 }
 
 }  // namespace nn

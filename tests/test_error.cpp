@@ -1,7 +1,7 @@
 #include "support/test_support.hpp"
 
-#include <stdexcept>
 #include <limits>
+#include <stdexcept>
 #include <type_traits>
 
 TEST_CASE("every netmorph exception derives from netmorph::error and std::runtime_error",

@@ -113,7 +113,7 @@ TEMPLATE_TEST_CASE("widen conv -> flatten -> dense gives each channel its H*W co
       auto z = netmorph::dense(flat(between(netmorph::conv2d(x, r.layer), r.batch_norm, *opt.phi)),
                                r.next);
       REQUIRE(netmorph::relative_error(z, y) <= tol);
-      if (h == w) REQUIRE(nmtest::measured_error(r.report) <= tol);
+      REQUIRE(nmtest::measured_error(r.report) <= tol);  // every layout is probed
     }
   }
 }

@@ -149,7 +149,7 @@ TEMPLATE_TEST_CASE("nn::widen grows a convolution through batch norm and tanh, n
     w.seed = rng();
     const auto r = nn::widen(f.m, conv, w);
     CAPTURE(r.summary());
-    REQUIRE(r.new_layers.size() == 5);  // conv, batch norm, tanh, pool, next conv
+    REQUIRE(r.new_layers.size() == 3);  // conv, batch norm, next conv (tanh and pool are kept)
     REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<TestType>());
     REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
     REQUIRE(f.m.names() == names);
@@ -462,4 +462,146 @@ TEST_CASE("model morphs refuse layers and options they cannot use", "[nn][morph]
   NM_REQUIRE_THROWS_WITH(nn::widen(through, "0", w), netmorph::value_error,
                          "nn::widen: layer 'res' (parallel 1 paths (0 layers)) between layer '0' "
                          "and the next conv2d/dense layer cannot be widened through");
+}
+
+TEST_CASE("Net2Net through batch norm, pooling and a flatten carries and divides the velocities",
+          "[nn][morph][width]") {
+  auto rng = nmtest::make_rng(138);
+  nn::model<double> m({2, 6, 6}, rng());
+  m.add(nn::conv2d<double>::he(2, 4, 3, rng));
+  m.add(nn::batch_norm<double>(netmorph::batch_norm_weights<double>::identity(4)));
+  m.add(nn::activation<double>(activation_fn{activation_kind::tanh}));
+  m.add(nn::pool2d<double>(nn::pool_mode::max, 2, 2));
+  m.add(nn::flatten<double>());
+  m.add(nn::dense<double>(nmtest::randn<double>({3, 4 * 9}, rng, 0.1), tensor<double>({3})));
+  const nn::dataset<double> d{nmtest::randn<double>({8, 2, 6, 6}, rng), {0, 1, 2, 0, 1, 2, 0, 1}};
+  nn::train_epoch(m, d, nn::sgd{0.05, 0.9, 0}, 4);
+  const auto* c0 = nn::layer_cast<nn::conv2d>(&m.find("0"));
+  const auto* bn = nn::layer_cast<nn::batch_norm>(&m.find("1"));
+  const auto* dn = nn::layer_cast<nn::dense>(&m.find("5"));
+  const auto w0 = c0->weight().value, v0 = c0->weight().velocity, vd = dn->weight().velocity,
+             wd = dn->weight().value, vb = bn->beta().velocity;
+  netmorph::widen_options w;
+  w.new_channels = 9;
+  w.rule = netmorph::width_rule::net2net;
+  w.seed = rng();
+  const auto rep = nn::widen(m, "0", w);
+  REQUIRE(rep.new_layers == std::vector<std::string>{"0", "1", "5"});  // made or changed only
+  REQUIRE(*rep.relative_output_error <= nmtest::exact_tolerance<double>());
+  c0 = nn::layer_cast<nn::conv2d>(&m.find("0"));
+  bn = nn::layer_cast<nn::batch_norm>(&m.find("1"));
+  dn = nn::layer_cast<nn::dense>(&m.find("5"));
+  // Every new channel replicates an old one (found by its weights); its incoming velocity and
+  // batch-norm velocity are the old channel's, its H*W outgoing columns are divided by the
+  // number of copies, like the weights.
+  std::vector<idx> src(9, -1), copies(4, 0);
+  for (idx q = 0; q < 9; ++q)
+    for (idx o = 0; o < 4 && src[q] < 0; ++o) {
+      bool eq = true;
+      for (idx k = 0; k < 18; ++k)
+        eq = eq && c0->weight().value.data()[q * 18 + k] == w0.data()[o * 18 + k];
+      if (eq) src[q] = o;
+    }
+  for (idx q = 0; q < 9; ++q) {
+    REQUIRE(src[q] >= 0);
+    ++copies[src[q]];
+  }
+  for (idx q = 0; q < 9; ++q) {
+    const idx s = src[q];
+    CAPTURE(q, s);
+    for (idx k = 0; k < 18; ++k)
+      REQUIRE(c0->weight().velocity.data()[q * 18 + k] == v0.data()[s * 18 + k]);
+    REQUIRE(bn->beta().velocity(q) == vb(s));
+    for (idx g = 0; g < 3; ++g)
+      for (idx t = 0; t < 9; ++t) {
+        REQUIRE(dn->weight().velocity(g, q * 9 + t) ==
+                Approx(vd(g, s * 9 + t) / double(copies[s])).epsilon(1e-15));
+        REQUIRE(dn->weight().value(g, q * 9 + t) ==
+                Approx(wd(g, s * 9 + t) / double(copies[s])).epsilon(1e-15));
+      }
+  }
+}
+
+TEST_CASE("a model moved or copied between forward and backward back-propagates the same",
+          "[nn][train]") {
+  auto rng = nmtest::make_rng(139);
+  nn::model<double> m({2, 6, 6});
+  m.add(nn::conv2d<double>::he(2, 3, 3, rng));
+  std::vector<nn::layer_list<double>> paths(2);
+  paths[0].push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({3, 3, 3, 3}, rng),
+                                                          nmtest::randn<double>({3}, rng),
+                                                          netmorph::conv2d_options{1, 1}));
+  m.add(nn::parallel<double>(std::move(paths)), "res");
+  m.add(nn::flatten<double>());
+  const auto x = nmtest::randn<double>({2, 2, 6, 6}, rng);
+  const auto dy = nmtest::randn<double>({2, 3 * 36}, rng);
+  auto reference = m;
+  reference.forward(x, true);
+  reference.backward(dy);
+  const auto want = state_of(reference);
+
+  auto check = [&](nn::model<double>& other) {
+    const auto got = state_of(other);
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < got.size(); ++i)
+      REQUIRE(netmorph::relative_error(got[i], want[i]) <= nmtest::reorder_tolerance());
+  };
+  {
+    auto a = m;
+    a.forward(x, true);
+    nn::model<double> b = std::move(a);  // the model's input copy must move with it
+    b.backward(dy);
+    check(b);
+  }
+  {
+    auto a = m, other = m;
+    a.forward(x, true);
+    std::swap(a, other);
+    other.backward(dy);
+    check(other);
+  }
+  {
+    auto a = m;
+    a.forward(x, true);
+    auto copy = a;  // the parallel block's copy back-propagates too
+    a.forward(nmtest::randn<double>({2, 2, 6, 6}, rng), true);
+    copy.backward(dy);
+    check(copy);
+  }
+}
+
+TEST_CASE("model morphs check the options the model determines", "[nn][morph][error]") {
+  std::mt19937_64 rng(13);
+  nn::architecture_options t;
+  t.act = activation_fn{activation_kind::tanh};
+  auto m = nn::parse_architecture<double>("(3:4)(3:4)", {1, 8, 8}, t);
+  netmorph::deepen_options d;
+  d.phi = activation_fn{activation_kind::tanh, 0.0};  // tanh has no parameter: any value agrees
+  REQUIRE(*nn::deepen(m, "0", d).relative_output_error <= nmtest::exact_tolerance<double>());
+  d.probe.size = 5;
+  NM_REQUIRE_THROWS_WITH(nn::deepen(m, "3", d), netmorph::value_error,
+                         "nn::deepen: probe.size is 5 but a model is probed at its input shape");
+  d.probe = netmorph::probe_options{-1, 0};
+  NM_REQUIRE_THROWS_WITH(nn::deepen(m, "3", d), netmorph::value_error,
+                         "nn::deepen: probe.count must be >= 0, got -1");
+  // No activation between the layers: the model determines the identity.
+  nn::model<double> plain({2, 6, 6});
+  plain.add(nn::conv2d<double>::he(2, 3, 3, rng));
+  plain.add(nn::conv2d<double>::he(3, 3, 3, rng));
+  netmorph::widen_options w;
+  w.new_channels = 5;
+  w.phi = activation_fn{activation_kind::relu};
+  NM_REQUIRE_THROWS_WITH(nn::widen(plain, "0", w), netmorph::value_error,
+                         "nn::widen: options.phi is relu but layer '0' is followed by identity");
+  // Two activations between: only their value at zero matters, and it must agree.
+  nn::model<double> two({2, 6, 6});
+  two.add(nn::conv2d<double>::he(2, 3, 3, rng));
+  two.add(nn::activation<double>(activation_fn{activation_kind::tanh}));
+  two.add(nn::activation<double>(activation_fn{activation_kind::sigmoid}));
+  two.add(nn::conv2d<double>::he(3, 3, 3, rng));
+  NM_REQUIRE_THROWS_WITH(nn::widen(two, "0", w), netmorph::value_error,
+                         "nn::widen: options.phi relu disagrees with the activations after layer "
+                         "'0'");
+  w.phi = activation_fn{activation_kind::sigmoid};
+  REQUIRE(*nn::widen(two, "0", w).relative_output_error <= nmtest::exact_tolerance<double>());
 }

@@ -41,6 +41,23 @@ inline double measured_error(const netmorph::morph_report& r) {
   return *r.relative_output_error;
 }
 
+/// Round-off of one double computation done two ways (a structured kernel against its naive
+/// loop or explicit matrix), relative to the result's size.
+constexpr double reorder_tolerance() {
+  return 1e-12;
+}
+
+/// Agreement of two solvers on the same well-conditioned least-squares problem (Cholesky on a
+/// Gram matrix against an orthogonal decomposition), relative to the solution's size.
+constexpr double solver_agreement() {
+  return 1e-8;
+}
+
+/// The residual at which the library itself calls eq. 6 solved (`deepen_options::tolerance`).
+inline double residual_tolerance() {
+  return netmorph::deepen_options{}.tolerance;
+}
+
 /// An RNG seeded from Catch's `--rng-seed` and a per-test salt, so a failure replays with the
 /// seed Catch prints.
 inline std::mt19937_64 make_rng(std::uint64_t salt) {

@@ -367,10 +367,12 @@ inline depth_factors solve_depth(const tensor<double>& gd, const depth_sizes& sz
   best.half_steps = total_half;
   const index_type ts = best.solved_k1 + best.solved_k2 - 1;
   best.residual = rel_residual(pad_kernel(gd, ts, ts), best.f2, best.f1);
-  // When Algorithm 2 had to shrink, both full-size half-steps are overdetermined (that is why it
-  // shrank): with the other factor fixed, the zero-padded solution is the unique exact one, so
-  // one more half-step at the full size cannot fill the padded taps. They stay zero, and the
-  // report says so.
+  // When Algorithm 2 shrank because the requested sizes fail the one-step condition, both
+  // full-size half-steps are overdetermined: with the other factor fixed, the zero-padded
+  // solution is the unique exact one, so one more half-step at the full size cannot fill the
+  // padded taps. (When a one-step candidate missed its tolerance, a rank-deficient system, a
+  // null-space fill could exist; it is not attempted.) The taps stay zero and the report's notes
+  // say so.
   best.f1 = pad_kernel(best.f1, sz.k1, sz.k1);
   best.f2 = pad_kernel(best.f2, sz.k2, sz.k2);
   return best;

@@ -135,8 +135,10 @@ class model {
     return *layers_[static_cast<std::size_t>(i)];
   }
   const layer<Scalar>& at(index_type i) const { return const_cast<model*>(this)->at(i); }
+  /// The top-level layers, in order.
   layer_list<Scalar>& layers() { return layers_; }
   const layer_list<Scalar>& layers() const { return layers_; }
+  /// The generator of dropout and of `train_epoch`'s shuffling, seeded by the constructor.
   std::mt19937_64& rng() { return *rng_; }
 
   /// The names of all layers, those inside parallel blocks included, depth first.
@@ -237,10 +239,12 @@ class model {
                                            netmorph::detail::shape_string(x.shape()), ", expected ",
                                            netmorph::detail::shape_string(want));
     if (!training) return detail::infer_sequence(layers_, x);
-    // The model keeps its own copy of the input: the first layer refers to it until backward.
-    netmorph::detail::ensure_shape(input_, x.shape());
-    std::copy(x.begin(), x.end(), input_.begin());
-    return detail::forward_sequence(layers_, input_, buffers_);
+    // The model keeps its own copy of the input, which the first layer refers to until
+    // backward; it lives on the heap so that it stays put when the model is moved.
+    if (!input_) input_ = std::make_unique<tensor<Scalar>>();
+    netmorph::detail::ensure_shape(*input_, x.shape());
+    std::copy(x.begin(), x.end(), input_->begin());
+    return detail::forward_sequence(layers_, *input_, buffers_);
   }
   /// Backward pass from dL/d(output); accumulates parameter gradients. Returns dL/d(input)
   /// when `input_grad` is true; otherwise the first layer skips that product (the input is
@@ -250,6 +254,7 @@ class model {
     layers_.front()->set_input_grad(input_grad);
     return detail::backward_sequence(layers_, dy, buffers_);
   }
+  /// Every trainable parameter, in layer order (those inside parallel blocks included).
   std::vector<parameter<Scalar>*> parameters() {
     std::vector<parameter<Scalar>*> out;
     for (auto& l : layers_)
@@ -257,10 +262,12 @@ class model {
         out.push_back(p);
     return out;
   }
+  /// Sets every parameter's gradient to zero.
   void zero_grad() {
     for (auto* p : parameters())
       std::fill(p->grad.begin(), p->grad.end(), Scalar(0));
   }
+  /// Lets every layer react to an optimizer step (P-activations clamp `a`).
   void after_step() {
     for (auto& l : layers_)
       l->after_step();
@@ -285,9 +292,10 @@ class model {
   layer_list<Scalar> layers_;
   std::unique_ptr<std::mt19937_64> rng_;
   index_type added_ = 0;  // layers added so far, for default names
-  // Training-mode scratch: the input copy and the layer outputs and gradients. Not state: a
-  // copied model starts without them.
-  tensor<Scalar> input_;
+  // Training-mode scratch: the input copy and the layer outputs and gradients, which layers refer
+  // to between forward and backward (heap storage: a move keeps them in place). Not state: a
+  // copied model starts without them (its layers own copies of what they cached).
+  std::unique_ptr<tensor<Scalar>> input_;
   detail::sequence_buffers<Scalar> buffers_;
 };
 

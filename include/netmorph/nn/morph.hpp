@@ -14,7 +14,8 @@
 /// (the first activation or P-activation before the next conv2d/dense layer; ReLU when there is
 /// none); a `phi` set by the caller must agree with it. Weight-level probing is skipped: the
 /// report's output errors are the whole model's on `probe.count` inputs seeded by the options'
-/// seed.
+/// seed (`probe.size` must stay 0: the model's input shape fixes the probes'). `new_layers`
+/// names the layers the morph made or changed.
 ///
 /// Neighbours are kept consistent: the next layer's inputs, a batch norm between (widened with
 /// its running statistics), a flatten followed by a dense layer (`H*W` columns per channel).
@@ -41,6 +42,7 @@
 #include <netmorph/nn/model.hpp>
 #include <netmorph/tensor.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -82,10 +84,12 @@ using netmorph::detail::require;
 template <typename Scalar>
 class model_probe {
  public:
-  model_probe(model<Scalar>& m, std::uint64_t seed, const probe_options& probe) {
-    require<value_error>(probe.count >= 0, "nn: probe count must be >= 0, got ", probe.count);
+  model_probe(model<Scalar>& m, std::uint64_t seed, const probe_options& probe, const char* who) {
+    require<value_error>(probe.count >= 0, who, ": probe.count must be >= 0, got ", probe.count);
+    require<value_error>(probe.size == 0, who, ": probe.size is ", probe.size,
+                         " but a model is probed at its input shape; leave it 0");
     if (probe.count == 0) return;
-    std::mt19937_64 rng(seed ^ 0x7F4A7C15u);
+    std::mt19937_64 rng = netmorph::detail::probe_rng(seed);
     shape_type s = m.input_shape();
     s.insert(s.begin(), probe.count);
     x_ = tensor<Scalar>::random_normal(s, rng);
@@ -105,25 +109,28 @@ class model_probe {
   tensor<Scalar> x_, before_;
 };
 
-/// What a model morph swaps in: `count` layers from its target replaced by `layers`.
+/// What a model morph swaps in: `count` layers from its target replaced by `layers`, of which
+/// those at `changed` are new or changed (all when empty; the rest are clones).
 template <typename Scalar>
 struct replacement {
   index_type count = 1;
   layer_list<Scalar> layers;
+  std::vector<std::size_t> changed;
   morph_report report;
 };
 
 /// The transaction of every model morph (see the file comment). `build()` returns a
 /// `replacement<Scalar>` and may throw; nothing in the model changes before it has returned.
 template <typename Scalar, typename Build>
-morph_report transact(model<Scalar>& m, const std::string& name, std::uint64_t seed,
-                      const probe_options& probe, Build&& build) {
+morph_report transact(model<Scalar>& m, const std::string& name, const char* who,
+                      std::uint64_t seed, const probe_options& probe, Build&& build) {
   const auto t0 = std::chrono::steady_clock::now();
-  const model_probe<Scalar> pr(m, seed, probe);
+  const model_probe<Scalar> pr(m, seed, probe, who);
   replacement<Scalar> r = build();
   std::vector<const layer<Scalar>*> added;
-  for (const auto& l : r.layers)
-    added.push_back(l.get());
+  for (std::size_t k = 0; k < r.layers.size(); ++k)
+    if (r.changed.empty() || std::find(r.changed.begin(), r.changed.end(), k) != r.changed.end())
+      added.push_back(r.layers[k].get());
   m.replace(name, r.count, std::move(r.layers));
   morph_report rep = std::move(r.report);
   rep.layer = name;
@@ -155,8 +162,16 @@ std::optional<activation_fn> following_activation(const layer_slot<Scalar>& slot
   return std::nullopt;
 }
 
+/// Equal kinds, and equal parameters where the kind has one (leaky ReLU's slope, ELU's alpha).
 inline bool same_activation(const activation_fn& a, const activation_fn& b) {
-  return a.kind == b.kind && a.param == b.param;
+  const bool has_param = a.kind == activation_kind::leaky_relu || a.kind == activation_kind::elu;
+  return a.kind == b.kind && (!has_param || a.param == b.param);
+}
+
+/// "tanh", or "elu(1)" for a kind with a parameter.
+inline std::string describe_activation(const activation_fn& a) {
+  const bool has_param = a.kind == activation_kind::leaky_relu || a.kind == activation_kind::elu;
+  return has_param ? cat(to_string(a.kind), "(", a.param, ")") : std::string(to_string(a.kind));
 }
 
 /// `derived` (or ReLU when the model determines none), after checking that a `phi` set by the
@@ -165,8 +180,8 @@ inline activation_fn derive_phi(const std::optional<activation_fn>& set,
                                 const std::optional<activation_fn>& derived, const char* who,
                                 const std::string& name) {
   if (set && derived && !same_activation(*set, *derived))
-    throw value_error(cat(who, ": options.phi is ", to_string(set->kind), " but layer '", name,
-                          "' is followed by ", to_string(derived->kind),
+    throw value_error(cat(who, ": options.phi is ", describe_activation(*set), " but layer '", name,
+                          "' is followed by ", describe_activation(*derived),
                           "; leave phi unset, the model determines it"));
   if (derived) return *derived;
   return set ? *set : activation_fn{activation_kind::relu, 0.01};
@@ -201,7 +216,7 @@ morph_report morph_conv(model<Scalar>& m, const std::string& name, const char* w
   const auto* c = layer_cast<conv2d>(&slot.get());
   if (!c) wrong_kind(who, slot.get(), "conv2d");
   const activation_fn derived = derive_phi(phi, following_activation(slot), who, name);
-  return transact(m, name, seed, probe, [&] { return build(*c, derived); });
+  return transact(m, name, who, seed, probe, [&] { return build(*c, derived); });
 }
 
 /// Velocities of the widened layers: rows (incoming side, batch norm) and column blocks (the
@@ -271,8 +286,8 @@ std::unique_ptr<layer<Scalar>> widened(const Layer& old, const Weights& w,
 /// Depth morph of layer `target` (a name or a top-level index; conv2d or dense): it becomes `N.0`
 /// (the first child), optionally an identity batch norm, a P-activation at a = 1 of the activation
 /// that follows it, and the second child. See `netmorph::deepen` for the options and what it
-/// throws. \throws value_error when the layer is not conv2d/dense or `opt.phi` disagrees with the
-/// model.
+/// throws. \throws value_error when the layer is not conv2d/dense, `opt.phi` disagrees with the
+/// model or `opt.probe.size` is set (a model is probed at its input shape).
 template <typename Scalar>
 morph_report deepen(model<Scalar>& m, const layer_ref& target, const deepen_options& opt = {}) {
   const std::string name = target.name(m);
@@ -283,7 +298,7 @@ morph_report deepen(model<Scalar>& m, const layer_ref& target, const deepen_opti
   deepen_options o = opt;
   o.phi = detail::derive_phi(opt.phi, detail::following_activation(slot), "nn::deepen", name);
   o.probe.count = 0;  // the whole model is measured instead
-  return detail::transact(m, name, opt.seed, opt.probe, [&] {
+  return detail::transact(m, name, "nn::deepen", opt.seed, opt.probe, [&] {
     auto child = [&](const auto& r) {
       detail::replacement<Scalar> rep;
       rep.layers.push_back(detail::make_layer(r.first));
@@ -303,9 +318,10 @@ morph_report deepen(model<Scalar>& m, const layer_ref& target, const deepen_opti
 /// norm (widened with it), dropout, pooling and one flatten (the dense layer after it gets `H*W`
 /// columns per channel). `opt.phi` is derived from the activation in between (see the file
 /// comment; with several, a stand-in with the same value at zero).
-/// \throws value_error when the layer is not conv2d/dense, something else sits in between,
-///         no conv2d/dense layer follows, or a dense layer is followed by a conv2d layer; and
-///         everything `netmorph::widen` throws.
+/// \throws value_error when the layer is not conv2d/dense, two batch norms or another kind of
+///         layer sit in between, no conv2d/dense layer follows in the same list, `opt.phi`
+///         disagrees with the model, or `opt.probe.size` is set; and everything `netmorph::widen`
+///         throws.
 template <typename Scalar>
 morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_options& opt) {
   const std::string name = target.name(m);
@@ -344,30 +360,33 @@ morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_option
   require<value_error>(j < list.size(), "nn::widen: layer '", name,
                        "' has no following conv2d/dense layer in its list whose input could grow");
   const layer<Scalar>& nx = *list[j];
-  require<value_error>(!(l.kind() == layer_kind::dense && nx.kind() == layer_kind::conv2d),
-                       "nn::widen: dense layer '", name, "' is followed by conv2d layer '",
-                       nx.name(), "'");
-  require<value_error>(
-      !(l.kind() == layer_kind::conv2d && nx.kind() == layer_kind::dense) || flattened,
-      "nn::widen: dense layer '", nx.name(), "' follows conv2d layer '", name,
-      "' without a flatten");
-  // The weight-level rule needs the activation only to know whether a zero channel stays zero.
-  const std::optional<activation_fn> single =
-      acts == 1 ? detail::following_activation(slot) : std::nullopt;
+  // Only a flatten changes the rank, and the model's shapes were checked when it was built: a
+  // dense layer never feeds a conv2d, and a conv2d feeds a dense layer only through a flatten.
+  NETMORPH_ASSERT(!(l.kind() == layer_kind::dense && nx.kind() == layer_kind::conv2d));
+  NETMORPH_ASSERT(!(l.kind() == layer_kind::conv2d && nx.kind() == layer_kind::dense) || flattened);
+  // The weight-level rule needs the activation only to know whether a zero channel stays zero:
+  // the one activation in between, the identity when there is none, and with several (or a
+  // P-activation, whose a moves in training) a stand-in with the same value at zero.
+  std::optional<activation_fn> determined;
+  if (acts == 0) determined = activation_fn{activation_kind::identity};
+  if (acts == 1) determined = detail::following_activation(slot);
   widen_options o = opt;
-  o.phi = single ? detail::derive_phi(opt.phi, single, "nn::widen", name)
-                 : activation_fn{nonzero_at_zero ? activation_kind::sigmoid
-                                                 : activation_kind::identity};
-  if (opt.phi && !single)
-    require<value_error>(opt.phi->zero_at_zero() == !nonzero_at_zero, "nn::widen: options.phi ",
-                         to_string(opt.phi->kind), " disagrees with the activations after layer '",
-                         name, "'; leave phi unset, the model determines it");
+  if (determined) {
+    o.phi = detail::derive_phi(opt.phi, determined, "nn::widen", name);
+  } else {
+    o.phi = activation_fn{nonzero_at_zero ? activation_kind::sigmoid : activation_kind::identity};
+    require<value_error>(!opt.phi || opt.phi->zero_at_zero() == !nonzero_at_zero,
+                         "nn::widen: options.phi ",
+                         opt.phi ? detail::describe_activation(*opt.phi) : std::string(),
+                         " disagrees with the activations after layer '", name,
+                         "'; leave phi unset, the model determines it");
+  }
   o.probe.count = 0;  // the whole model is measured instead
   const batch_norm<Scalar>* bnl = bn_at ? layer_cast<batch_norm>(list[bn_at].get()) : nullptr;
   std::optional<batch_norm_weights<Scalar>> bn;
   if (bnl) bn = bnl->weights();
 
-  return detail::transact(m, name, opt.seed, opt.probe, [&] {
+  return detail::transact(m, name, "nn::widen", opt.seed, opt.probe, [&] {
     auto build = [&](const auto& lay, const auto& next) {
       auto r = netmorph::widen(lay.weights(), next.weights(), o, bn);
       const detail::channel_carry carry(r.source, lay.weight().value.dim(0),
@@ -386,6 +405,8 @@ morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_option
         rep.layers.push_back(std::move(nb));
       }
       rep.layers.push_back(detail::widened<Scalar>(next, r.next, carry, false));
+      rep.changed = {0, rep.layers.size() - 1};
+      if (bn_at) rep.changed.push_back(bn_at - i);
       rep.report = r.report;
       return rep;
     };
@@ -400,8 +421,8 @@ morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_option
 }
 
 /// Kernel-size morph of conv2d layer `target` to `opt.new_kernel` (its velocity zero-padded
-/// likewise). \throws value_error when the layer is not conv2d; what `netmorph::grow_kernel`
-/// throws.
+/// likewise). \throws value_error when the layer is not conv2d or `opt.probe.size` is set; what
+/// `netmorph::grow_kernel` throws.
 template <typename Scalar>
 morph_report grow_kernel(model<Scalar>& m, const layer_ref& target,
                          const grow_kernel_options& opt) {
@@ -425,6 +446,9 @@ morph_report grow_kernel(model<Scalar>& m, const layer_ref& target,
 
 /// Sequential-subnet morph of conv2d layer `target` (`N`) into `N.0`, `N.1`, ...: the subnet's
 /// layers with P-activations at a = 1 between them. `opt.step.seed` seeds it and the probes.
+/// \throws value_error when the layer is not conv2d, `opt.step.phi` disagrees with the model or
+///         `opt.step.probe.size` is set; what `netmorph::to_subnet` throws (numerical_error when
+///         the chain misses its tolerance).
 template <typename Scalar>
 morph_report to_subnet(model<Scalar>& m, const layer_ref& target, const subnet_options& opt) {
   const std::string name = target.name(m);
@@ -443,6 +467,8 @@ morph_report to_subnet(model<Scalar>& m, const layer_ref& target, const subnet_o
 
 /// n-way stacked-subnet morph of conv2d layer `target`: a parallel block `N` whose path `i` is a
 /// sequential subnet `N.path<i>.0`, `N.path<i>.1`, ...; the paths' outputs are summed.
+/// \throws value_error when the layer is not conv2d, a path's `step.phi` disagrees with the model
+///         or `opt.probe.size` is set; what `netmorph::to_stacked_subnet` throws.
 template <typename Scalar>
 morph_report to_stacked_subnet(model<Scalar>& m, const layer_ref& target,
                                const stacked_subnet_options& opt) {

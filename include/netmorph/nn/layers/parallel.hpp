@@ -96,7 +96,9 @@ class parallel : public layer<Scalar> {
  public:
   parallel() = default;
   explicit parallel(std::vector<layer_list<Scalar>> paths) : paths_(std::move(paths)) {}
-  parallel(const parallel& o) : layer<Scalar>(o) {
+  /// A deep copy. A copy taken between forward and backward back-propagates like the original:
+  /// its layers own copies of what they cached.
+  parallel(const parallel& o) : layer<Scalar>(o), buffers_(o.paths_.size()), trained_(o.trained_) {
     for (const auto& p : o.paths_)
       paths_.push_back(detail::clone_all(p));
   }
@@ -133,7 +135,10 @@ class parallel : public layer<Scalar> {
 
   void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
     netmorph::detail::require<shape_error>(!paths_.empty(), "nn::parallel: no paths");
-    if (training && buffers_.size() != paths_.size()) buffers_.resize(paths_.size());
+    if (training) {
+      if (buffers_.size() != paths_.size()) buffers_.resize(paths_.size());
+      trained_ = true;
+    }
     for (std::size_t i = 0; i < paths_.size(); ++i) {
       tensor<Scalar> inferred;
       const tensor<Scalar>& h = training ? detail::forward_sequence(paths_[i], x, buffers_[i])
@@ -153,7 +158,7 @@ class parallel : public layer<Scalar> {
 
   void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
     netmorph::detail::require<error>(
-        buffers_.size() == paths_.size() && !paths_.empty(),
+        trained_ && buffers_.size() == paths_.size() && !paths_.empty(),
         "nn::parallel::backward: no cached input (call forward with training = true)");
     for (std::size_t i = 0; i < paths_.size(); ++i) {
       const tensor<Scalar>& g = detail::backward_sequence(paths_[i], dy, buffers_[i]);
@@ -191,6 +196,7 @@ class parallel : public layer<Scalar> {
  private:
   std::vector<layer_list<Scalar>> paths_;
   std::vector<detail::sequence_buffers<Scalar>> buffers_;  // one per path, training mode
+  bool trained_ = false;                                   // a training-mode forward pass preceded
 };
 
 }  // namespace nn

@@ -50,6 +50,9 @@ file(GLOB_RECURSE _netmorph_headers CONFIGURE_DEPENDS RELATIVE "${PROJECT_SOURCE
 if(NOT _netmorph_headers)
   message(FATAL_ERROR "netmorph: no headers under ${PROJECT_SOURCE_DIR}/include/netmorph")
 endif()
+if(NOT NETMORPH_HAS_IO)  # netmorph::io's headers need its dependencies
+  list(FILTER _netmorph_headers EXCLUDE REGEX "^netmorph/io(/|\\.hpp$)")
+endif()
 list(SORT _netmorph_headers)
 set(_netmorph_header_dir "${CMAKE_CURRENT_BINARY_DIR}/header_check")
 set(_netmorph_header_units "")
@@ -73,6 +76,9 @@ list(LENGTH _netmorph_headers _netmorph_header_count)
 function(_netmorph_add_header_check target test)
   add_library(${target} OBJECT EXCLUDE_FROM_ALL ${_netmorph_header_units})
   target_link_libraries(${target} PRIVATE netmorph::netmorph ${ARGN})
+  if(NETMORPH_HAS_IO)
+    target_link_libraries(${target} PRIVATE netmorph::io)
+  endif()
   target_compile_options(${target} PRIVATE
     "$<${_netmorph_strict_compiler}:${NETMORPH_CONSUMER_WARNINGS}>")
   add_test(NAME ${test}
@@ -144,6 +150,8 @@ if(NETMORPH_INSTALL)
                    --build-options ${_netmorph_consumer_options}
                                    "-DCMAKE_PREFIX_PATH=${_netmorph_prefix}"
                                    -DCONSUMER_CHECK_NETMORPH_HEADERS=ON
+                                   "-DCONSUMER_WITH_IO=${NETMORPH_HAS_IO}"
+                                   "-Dnlohmann_json_DIR=${nlohmann_json_DIR}"
                    --test-command consumer)
   set_tests_properties(packaging_consumer_find_package PROPERTIES
     LABELS packaging FIXTURES_REQUIRED netmorph_installed COST 500 TIMEOUT 900)

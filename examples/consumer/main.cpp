@@ -2,6 +2,10 @@
 // convolutions equal the composed one, and that the package version find_package reported
 // matches the headers' macros. Exits non-zero on either mismatch.
 #include <netmorph/netmorph.hpp>
+#ifdef CONSUMER_WITH_IO
+#include <netmorph/io.hpp>
+#include <netmorph/nn.hpp>
+#endif
 
 #include <cstdio>
 #include <random>
@@ -29,5 +33,16 @@ int main() {
   std::printf("netmorph %d.%d.%d consumer: relative error %.3e\n", NETMORPH_VERSION_MAJOR,
               NETMORPH_VERSION_MINOR, NETMORPH_VERSION_PATCH, err);
   if (!(err <= 1e-12)) status = 1;
+#ifdef CONSUMER_WITH_IO
+  // netmorph::io: a model saved and loaded back computes the same function.
+  auto model = netmorph::nn::parse_architecture<float>("(3:4)", {1, 8, 8});
+  netmorph::io::save(model, "consumer_model.safetensors");
+  auto loaded = netmorph::io::load<float>("consumer_model.safetensors");
+  auto probe = netmorph::tensor<float>::random_normal({2, 1, 8, 8}, rng);
+  const double io_err = netmorph::relative_error(loaded.forward(probe), model.forward(probe));
+  std::printf("netmorph::io consumer: %zu layers loaded, output difference %.3e\n",
+              loaded.names().size(), io_err);
+  if (!(io_err == 0.0)) status = 1;
+#endif
   return status;
 }

@@ -1,0 +1,108 @@
+// Helper of the netmorph-morph tests.
+//
+//   make_model write PATH [float32|float64]   writes the known test model to PATH
+//   make_model compare A B TOLERANCE          exit 0 when the models in A and B compute the same
+//                                             function on a fixed input: ||y_B - y_A|| / ||y_A||
+//                                             <= TOLERANCE (both evaluated in double)
+//   make_model truncate SRC DST BYTES         writes the first BYTES bytes of SRC to DST (BYTES <
+//   0:
+//                                             all but the last -BYTES)
+//
+// The test model, on 2 x 8 x 8 inputs, with random non-zero weights and biases from a fixed seed:
+//   0 conv2d 2->4 3x3, 1 relu, 2 max pool 2, 3 conv2d 4->6 3x3, 4 tanh, 5 conv2d 6->6 3x3,
+//   6 relu, 7 flatten, 8 dense 96->5.
+
+#include <netmorph/io.hpp>
+#include <netmorph/nn.hpp>
+
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <random>
+#include <string>
+
+namespace {
+
+namespace nn = netmorph::nn;
+
+nn::model<double> test_model() {
+  std::mt19937_64 rng(20261124);
+  nn::model<double> m({2, 8, 8});
+  m.add(nn::conv2d<double>::he(2, 4, 3, rng));
+  m.add(nn::activation<double>(netmorph::activation_fn{netmorph::activation_kind::relu}));
+  m.add(nn::pool2d<double>(nn::pool_mode::max, 2, 2));
+  m.add(nn::conv2d<double>::he(4, 6, 3, rng));
+  m.add(nn::activation<double>(netmorph::activation_fn{netmorph::activation_kind::tanh}));
+  m.add(nn::conv2d<double>::he(6, 6, 3, rng));
+  m.add(nn::activation<double>(netmorph::activation_fn{netmorph::activation_kind::relu}));
+  m.add(nn::flatten<double>());
+  m.add(nn::dense<double>::he(96, 5, rng));
+  // Non-zero biases, so that the morphs' bias handling is exercised.
+  std::normal_distribution<double> normal(0.0, 0.1);
+  for (auto* p : m.parameters())
+    if (p->name == "bias")
+      for (double& v : p->value)
+        v = normal(rng);
+  return m;
+}
+
+int usage() {
+  std::cerr << "usage: make_model write PATH [float32|float64]\n"
+               "       make_model compare A B TOLERANCE\n"
+               "       make_model truncate SRC DST BYTES\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "write" && (argc == 3 || argc == 4)) {
+      const std::string dt = argc == 4 ? argv[3] : "float32";
+      if (dt != "float32" && dt != "float64") return usage();
+      netmorph::io::save_options so;
+      so.dtype = dt == "float64" ? netmorph::io::dtype::float64 : netmorph::io::dtype::float32;
+      netmorph::io::save(test_model(), argv[2], so);
+      return 0;
+    }
+    if (mode == "compare" && argc == 5) {
+      nn::model<double> a = netmorph::io::load<double>(argv[2]);
+      nn::model<double> b = netmorph::io::load<double>(argv[3]);
+      const double tol = std::strtod(argv[4], nullptr);
+      std::mt19937_64 rng(7);
+      netmorph::shape_type s = a.input_shape();
+      s.insert(s.begin(), 8);
+      const netmorph::tensor<double> x = netmorph::tensor<double>::random_normal(s, rng);
+      const double err = netmorph::relative_error(b.forward(x), a.forward(x));
+      std::cout << "relative output error " << err << " (tolerance " << tol << ")\n";
+      if (!(err <= tol)) {
+        std::cerr << "make_model compare: '" << argv[3] << "' differs from '" << argv[2]
+                  << "': relative output error " << err << " > " << tol << "\n";
+        return 1;
+      }
+      return 0;
+    }
+    if (mode == "truncate" && argc == 5) {
+      std::ifstream src(argv[2], std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(src)), std::istreambuf_iterator<char>());
+      const long want = std::strtol(argv[4], nullptr, 10);
+      const long size = static_cast<long>(bytes.size());
+      const long n = want < 0 ? size + want : want;
+      if (n < 0 || n >= size) {
+        std::cerr << "make_model truncate: '" << argv[2] << "' has " << bytes.size()
+                  << " bytes, cannot keep " << n << " of them\n";
+        return 1;
+      }
+      std::ofstream dst(argv[3], std::ios::binary | std::ios::trunc);
+      dst.write(bytes.data(), static_cast<std::streamsize>(n));
+      return dst ? 0 : 1;
+    }
+    return usage();
+  } catch (const std::exception& e) {
+    std::cerr << "make_model: " << e.what() << "\n";
+    return 2;
+  }
+}

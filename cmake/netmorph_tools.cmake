@@ -9,7 +9,8 @@ if(NETMORPH_HAS_IO AND (NETMORPH_BUILD_TOOLS OR NETMORPH_BUILD_EXAMPLES))
   add_executable(netmorph-morph "${CMAKE_CURRENT_LIST_DIR}/../tools/netmorph_morph.cpp")
   target_link_libraries(netmorph-morph PRIVATE netmorph::io)
   target_compile_options(netmorph-morph PRIVATE
-    $<$<CXX_COMPILER_ID:GNU,Clang>:-Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wno-sign-conversion>)
+    $<$<CXX_COMPILER_ID:GNU,Clang>:-Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wno-sign-conversion>
+    $<$<AND:$<CXX_COMPILER_ID:GNU,Clang>,$<BOOL:${NETMORPH_WERROR}>>:-Werror>)
   # A program, not a header: it may use OpenMP (convolutions, solver; OMP_NUM_THREADS) when found.
   find_package(OpenMP QUIET)
   if(OpenMP_CXX_FOUND)

@@ -22,14 +22,22 @@ for harness in safetensors architecture; do
   rm -rf "$corpus" && mkdir -p "$corpus"
   cp "$here/corpus/$harness"/* "$corpus"/
   echo "== running fuzz_$harness for ${seconds}s"
+  rm -f "$build/$harness"-crash-* "$build/$harness"-leak-* "$build/$harness"-timeout-* \
+    "$build/$harness"-oom-*
+  log="$build/fuzz_$harness.log"
+  # The run's own exit status counts (a pipeline into tail would hide it), and so does any
+  # artifact it wrote.
   if ! (cd "$build" && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         "$bin" -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 "$corpus" "$here/corpus/$harness" 2>&1 | tail -n 25); then
+        -artifact_prefix="$build/$harness-" -print_final_stats=1 "$corpus" \
+        "$here/corpus/$harness" >"$log" 2>&1); then
     status=1
   fi
-  if ls "$build"/crash-* "$build"/leak-* "$build"/timeout-* "$build"/oom-* >/dev/null 2>&1; then
-    echo "== fuzz_$harness found a failure:"; ls "$build"/crash-* "$build"/leak-* \
-      "$build"/timeout-* "$build"/oom-* 2>/dev/null || true
+  tail -n 25 "$log"
+  if ls "$build/$harness"-crash-* "$build/$harness"-leak-* "$build/$harness"-timeout-* \
+    "$build/$harness"-oom-* >/dev/null 2>&1; then
+    echo "== fuzz_$harness found a failure:"
+    ls "$build/$harness"-* 2>/dev/null || true
     status=1
   fi
 done

@@ -195,6 +195,13 @@ TEST_CASE("read_safetensors refuses malformed files with a message", "[io][safet
                Contains("tensor 'x': data_offsets [8, 0]"));
   }
   SECTION("an overflowing shape") {
+    // A zero extent makes the element count 0, but the strides would still overflow.
+    CHECK_THAT(
+        read_error(safetensors_bytes(
+            R"({"x":{"dtype":"F32","shape":[0,17179869184,17179869184],"data_offsets":[0,0]}})",
+            "")),
+        Contains("tensor 'x': shape [0,17179869184,17179869184] has more than "
+                 "max_tensor_elements"));
     CHECK_THAT(
         read_error(safetensors_bytes(R"({"x":{"dtype":"F64","shape":[4294967296,4294967296,16],)"
                                      R"("data_offsets":[0,0]}})",

@@ -295,6 +295,11 @@ TEST_CASE("backward before a training-mode forward pass is refused by every laye
   bn.forward(tensor<double>({3, 2}), true);
   NM_REQUIRE_THROWS_WITH(bn.backward(tensor<double>({2, 2})), netmorph::shape_error,
                          "nn::batch_norm::backward: gradient has shape (2, 2)");
+  auto negative = netmorph::batch_norm_weights<double>::identity(2);
+  negative.running_var(1) = -0.5;
+  NM_REQUIRE_THROWS_WITH(nn::batch_norm<double>(negative), netmorph::value_error,
+                         "nn::batch_norm: batch-norm running variance must be >= 0, got -0.5 for "
+                         "channel 1");
   NM_REQUIRE_THROWS_WITH(bn.forward(tensor<double>({4}), true), netmorph::shape_error,
                          "nn::batch_norm: input must be (N, C, ...), got shape (4)");
 }

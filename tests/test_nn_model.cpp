@@ -171,6 +171,14 @@ TEST_CASE("layers have unique state_dict-style names, also inside parallel block
                          "'block.path0.0'");
   NM_REQUIRE_THROWS_WITH(m.add(nn::dropout<double>(0.1), "block"), netmorph::value_error,
                          "model::add: a layer named 'block' exists already");
+  // A parallel block's inner names count too, and names are state_dict segments.
+  nn::model<double> clash({3, 6, 6});
+  clash.add(nn::dropout<double>(0.0), "blk.path0.0");
+  NM_REQUIRE_THROWS_WITH(clash.add(residual(3, rng), "blk"), netmorph::value_error,
+                         "model::add: a layer named 'blk.path0.0' exists already");
+  for (const char* bad : {"a:b", ".x", "x.", "a..b", "a b"})
+    NM_REQUIRE_THROWS_WITH(clash.add(nn::dropout<double>(0.0), bad), netmorph::value_error,
+                           "' must be dot-separated segments of letters, digits, '_' and '-'");
   // A default name skips names the caller took.
   nn::model<double> n({4});
   n.add(nn::dense<double>::he(4, 4, rng), "1");

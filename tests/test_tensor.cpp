@@ -126,3 +126,11 @@ TEMPLATE_TEST_CASE("require_finite names the function and the first bad index", 
   NM_REQUIRE_THROWS_WITH(netmorph::require_finite(u, "deepen", "bias"), value_error,
                          "-inf at index (1)");
 }
+
+TEST_CASE("a zero extent does not let the other extents overflow the strides", "[tensor][error]") {
+  NM_REQUIRE_THROWS_WITH(netmorph::tensor<float>({0, idx(1) << 34, idx(1) << 34}),
+                         netmorph::value_error,
+                         "tensor: shape (0, 17179869184, 17179869184) has extents whose product "
+                         "overflows its strides");
+  REQUIRE(netmorph::tensor<float>({0, 3, 4}).size() == 0);
+}

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <new>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -644,6 +645,10 @@ int main(int argc, char** argv) {
   } catch (const netmorph::io_error& e) {
     std::cerr << program << ": " << e.what() << "\n";
     return bad_file;
+  } catch (const std::bad_alloc&) {
+    std::cerr << program << ": out of memory: the model or an op's sizes are too large for this "
+              << "machine\n";
+    return bad_usage;
   } catch (const std::exception& e) {
     std::cerr << program << ": " << e.what() << "\n";
     return bad_usage;

@@ -228,6 +228,13 @@ class tensor {
     detail::require<value_error>(
         count <= double(max_tensor_elements), who, ": shape ", detail::shape_string(shape), " has ",
         count, " elements, more than max_tensor_elements = ", max_tensor_elements);
+    // The strides are products of the extents: they must not overflow even when a zero extent
+    // makes the element count small ((0, 2^34, 2^34) would).
+    double nonzero = 1;
+    for (index_type e : shape)
+      if (e != 0) nonzero *= double(e);
+    detail::require<value_error>(nonzero < 0x1p62, who, ": shape ", detail::shape_string(shape),
+                                 " has extents whose product overflows its strides");
     index_type n = 1;
     for (index_type e : shape)
       n *= e;

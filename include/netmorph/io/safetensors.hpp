@@ -31,6 +31,7 @@
 #include <string>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -263,31 +264,66 @@ class byte_source {
   std::uint64_t size_ = 0;
 };
 
-/// Parses JSON text with nlohmann/json, refusing duplicate keys at any level (nlohmann keeps the
-/// last one silently) and nesting deeper than `max_depth`; any failure is an io_error.
+/// One pass over JSON text that refuses duplicate keys at any level (nlohmann keeps the last one
+/// silently) and nesting deeper than `max_depth`, in time linear in the text (a set of keys per
+/// open object; nlohmann's callback parser rescans objects and is quadratic).
+class json_key_check : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  json_key_check(int max_depth, std::string prefix, const char* what)
+      : max_depth_(max_depth), prefix_(std::move(prefix)), what_(what) {}
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    open();
+    keys_.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (!keys_.back().insert(k).second)
+      throw io_error(cat(prefix_, what_, " has the key '", k, "' twice"));
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    open();
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    throw io_error(cat(prefix_, what_, " is not valid JSON: ", e.what()));
+  }
+
+ private:
+  void open() {
+    if (++depth_ > max_depth_)
+      throw io_error(cat(prefix_, what_, " is nested deeper than ", max_depth_, " levels"));
+  }
+  int max_depth_, depth_ = 0;
+  std::string prefix_;
+  const char* what_;
+  std::vector<std::unordered_set<std::string>> keys_;
+};
+
+/// Parses JSON text with nlohmann/json after `json_key_check`; any failure is an io_error.
 template <typename Json>
 Json parse_json(const std::string& text, int max_depth, const std::string& prefix,
                 const char* what) {
-  std::vector<std::vector<std::string>> keys;  // the keys of each open object
-  typename Json::parser_callback_t check = [&](int depth, typename Json::parse_event_t event,
-                                               Json& parsed) {
-    if (depth > max_depth)
-      throw io_error(cat(prefix, what, " is nested deeper than ", max_depth, " levels"));
-    if (event == Json::parse_event_t::object_start) {
-      keys.emplace_back();
-    } else if (event == Json::parse_event_t::object_end) {
-      if (!keys.empty()) keys.pop_back();
-    } else if (event == Json::parse_event_t::key && !keys.empty()) {
-      const std::string& k = parsed.template get_ref<const std::string&>();
-      std::vector<std::string>& open = keys.back();
-      if (std::find(open.begin(), open.end(), k) != open.end())
-        throw io_error(cat(prefix, what, " has the key '", k, "' twice"));
-      open.push_back(k);
-    }
-    return true;
-  };
+  json_key_check check(max_depth, prefix, what);
+  nlohmann::json::sax_parse(text, &check);
   try {
-    return Json::parse(text, check);
+    return Json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw io_error(cat(prefix, what, " is not valid JSON: ", e.what()));
   }
@@ -350,18 +386,19 @@ inline std::pair<std::vector<tensor_info>, metadata_map> parse_header(const std:
     if (!shape.is_array())
       throw io_error(
           cat(prefix, "tensor '", name, "': shape must be an array, got ", shape.type_name()));
-    std::uint64_t count = 1;
+    std::uint64_t count = 1, nonzero = 1;  // nonzero bounds the strides when an extent is 0
     for (std::size_t d = 0; d < shape.size(); ++d) {
       if (!shape[d].is_number_unsigned())
         throw io_error(cat(prefix, "tensor '", name, "': shape[", d,
                            "] must be a non-negative integer, got ", shape[d].dump()));
       const std::uint64_t e = shape[d].get<std::uint64_t>();
       const std::uint64_t limit = std::uint64_t(max_tensor_elements);
-      if (e > limit || (count != 0 && e != 0 && count > limit / e))
+      if (e > limit || (e != 0 && nonzero > limit / e))
         throw io_error(cat(prefix, "tensor '", name, "': shape ", shape.dump(),
                            " has more than max_tensor_elements = ", max_tensor_elements,
                            " elements"));
       count *= e;
+      if (e != 0) nonzero *= e;
       t.shape.push_back(static_cast<index_type>(e));
     }
     if (t.shape.empty()) t.shape.push_back(1);  // a scalar

@@ -40,6 +40,23 @@ void assign_names(layer<Scalar>& l, const std::string& name) {
         assign_names(*p->paths()[i][j], netmorph::detail::cat(name, ".path", i, ".", j));
 }
 
+/// Throws value_error naming `who` unless `name` is dot-separated segments of letters, digits,
+/// '_' and '-' (state_dict style: "3", "features.3", "layer1.0.bn1"), so that files and the
+/// command line can carry it.
+inline void require_valid_name(const std::string& name, const char* who) {
+  bool ok = !name.empty() && name.front() != '.' && name.back() != '.';
+  for (std::size_t i = 0; ok && i < name.size(); ++i) {
+    const char c = name[i];
+    const bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_' || c == '-';
+    ok = word || (c == '.' && name[i + 1] != '.');
+  }
+  if (!ok)
+    throw value_error(
+        netmorph::detail::cat(who, ": layer name '", name,
+                              "' must be dot-separated segments of letters, digits, '_' and '-'"));
+}
+
 /// Appends the names of `l` and of the layers inside it, depth first.
 template <typename Scalar>
 void collect_names(const layer<Scalar>& l, std::vector<std::string>& out) {
@@ -108,9 +125,13 @@ class model {
         ++k;
       name = std::to_string(k);
     }
-    netmorph::detail::require<value_error>(!is_taken(name), "model::add: a layer named '", name,
-                                           "' exists already");
+    detail::require_valid_name(name, "model::add");
     detail::assign_names(*p, name);
+    std::vector<std::string> added;  // the layer's name and those inside it (a parallel block)
+    detail::collect_names(*p, added);
+    for (const std::string& n : added)
+      netmorph::detail::require<value_error>(!is_taken(n), "model::add: a layer named '", n,
+                                             "' exists already");
     p->set_rng(rng_.get());
     layers_.push_back(std::move(p));
     ++added_;

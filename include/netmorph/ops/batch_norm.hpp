@@ -42,6 +42,10 @@ void check_batch_norm(const batch_norm_weights<Scalar>& bn, index_type channels,
   require<shape_error>(channels < 0 || c == channels, who, ": batch norm has ", c,
                        " channels, expected ", channels);
   require<value_error>(bn.eps > 0, who, ": batch-norm eps must be > 0, got ", bn.eps);
+  for (index_type ch = 0; ch < c; ++ch)
+    require<value_error>(!(bn.running_var(ch) < 0), who,
+                         ": batch-norm running variance must be >= 0, got ", bn.running_var(ch),
+                         " for channel ", ch);
 }
 }  // namespace detail
 

@@ -10,6 +10,7 @@ root=$(dirname "$here")
 build=${2:-$root/build-fuzz}
 cxx=${CXX_FUZZ:-clang++}
 mkdir -p "$build"
+build=$(cd "$build" && pwd)  # absolute: the runs below change into it
 eigen=$(pkg-config --cflags eigen3 2>/dev/null || echo -I/usr/include/eigen3)
 status=0
 for harness in safetensors architecture; do

@@ -71,13 +71,20 @@ TEST_CASE("architecture_json describes every layer in order with its hyper-param
   CHECK(l[3]["paths"][0][0]["bias"] == false);
   CHECK(l[3]["paths"][0][1]["fn"] == "elu");
   CHECK(l[3]["paths"][0][1]["param"] == 0.7);
+  CHECK(l[3]["paths"][1][0]["name"] == "block.shortcut");
+  CHECK(l[3]["paths"][1][1]["name"] == "block.path1.1");
   CHECK(l[3]["paths"][2].empty());
   CHECK(l[4]["mode"] == "max");
+  CHECK(l[4]["window"] == 3);
+  CHECK(l[4]["padding"] == 1);
   CHECK(l[5]["mode"] == "average");
-  CHECK(l[6]["p"] == 0.25);
-  CHECK(l[7]["kind"] == "flatten");
-  CHECK(l[8]["kind"] == "dense");
-  CHECK(l[10]["bias"] == false);
+  CHECK(l[5]["padding"] == 0);
+  CHECK(l[6]["kind"] == "adaptive_pool2d");
+  CHECK(l[6]["output_size"] == json::array({2, 3}));
+  CHECK(l[7]["p"] == 0.25);
+  CHECK(l[8]["kind"] == "flatten");
+  CHECK(l[9]["kind"] == "dense");
+  CHECK(l[11]["bias"] == false);
   for (std::size_t i = 0; i < l.size(); ++i)
     CHECK(l[i]["kind"] == nn::to_string(m.layers()[i]->kind()));
 }
@@ -159,8 +166,29 @@ TEST_CASE("model_from_architecture refuses malformed descriptions with a message
                       {"kind", "parallel"},
                       {"paths", {json::array(), {{{"name", "wrong"}, {"kind", "flatten"}}}}}};
     CHECK_THAT(build_error(a, s.tensors()),
-               Contains("layers[1] ('res').paths[1][0] ('wrong'): a layer inside a parallel block "
-                        "must be named 'res.path1.0'"));
+               Contains("layers[1] ('res').paths[1][0] ('wrong'): a layer inside the parallel "
+                        "block 'res' must have a name starting with 'res.'"));
+    a["layers"][1]["paths"][1][0]["name"] = "res.";
+    CHECK_THAT(build_error(a, s.tensors()), Contains("must have a name starting with 'res.'"));
+    const json drop_x = {{"name", "res.x"}, {"kind", "dropout"}, {"p", 0.0}};
+    a["layers"][1]["paths"] = {json::array({drop_x}), json::array({drop_x})};
+    CHECK_THAT(build_error(a, s.tensors()), Contains("the layer name 'res.x' is used twice"));
+    a["layers"][1]["paths"][1][0]["name"] = "res.y";
+    a["layers"][2]["name"] = "res.y";  // a top-level layer after the block
+    CHECK_THAT(build_error(a, s.tensors()), Contains("the layer name 'res.y' is used twice"));
+  }
+  SECTION("pooling fields") {
+    a["layers"][2] = {{"name", "pool"}, {"kind", "pool2d"}, {"mode", "max"}, {"window", 2},
+                      {"stride", 2},    {"padding", 2}};
+    CHECK_THAT(build_error(a, s.tensors()),
+               Contains("layers[2] ('pool'): nn::pool2d: padding must be in [0, window / 2 = 1], "
+                        "got 2"));
+    a["layers"][2] = {{"name", "pool"}, {"kind", "adaptive_pool2d"}, {"output_size", 4}};
+    CHECK_THAT(build_error(a, s.tensors()),
+               Contains("layers[2] ('pool').output_size: must be an array [height, width], got 4"));
+    a["layers"][2]["output_size"] = {2, 0};
+    CHECK_THAT(build_error(a, s.tensors()),
+               Contains("layers[2] ('pool').output_size[1]: must be an integer in [1, "));
   }
   SECTION("values and shapes the layers refuse") {
     a["layers"][3]["in_features"] = 31;

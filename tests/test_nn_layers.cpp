@@ -2,7 +2,11 @@
 
 #include <netmorph/nn/model.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <string>
+#include <utility>
 #include <type_traits>
 
 using netmorph::activation_fn;
@@ -89,6 +93,15 @@ TEST_CASE("pooling, flatten, batch norm and dropout gradients match finite diffe
   check_gradients(ap, nmtest::randn<double>({2, 2, 7, 7}, rng), rng);
   nn::pool2d<double> mp_overlap(nn::pool_mode::max, 3, 2);  // windows share inputs
   check_gradients(mp_overlap, nmtest::randn<double>({2, 3, 7, 6}, rng), rng);
+  // Padded windows (ResNet's 3x3 stride-2 max pool with padding 1) and padded averages.
+  nn::pool2d<double> mp_pad(nn::pool_mode::max, 3, 2, 1), ap_pad(nn::pool_mode::average, 3, 1, 1);
+  check_gradients(mp_pad, nmtest::randn<double>({2, 2, 7, 6}, rng), rng);
+  check_gradients(ap_pad, nmtest::randn<double>({2, 2, 5, 4}, rng), rng);
+  // Adaptive bins that divide, overlap (7 -> 3) and repeat (2 -> 5) the input.
+  for (auto out : {std::pair<idx, idx>{1, 1}, {3, 2}, {5, 4}}) {
+    nn::adaptive_pool2d<double> a(out.first, out.second);
+    check_gradients(a, nmtest::randn<double>({2, 2, 7, 2}, rng), rng);
+  }
   nn::flatten<double> f;
   check_gradients(f, nmtest::randn<double>({2, 3, 2, 2}, rng), rng);
   auto bnp = netmorph::batch_norm_weights<double>::identity(3);
@@ -177,11 +190,99 @@ TEST_CASE("softmax cross-entropy gradient matches finite differences", "[nn][gra
                          "softmax_cross_entropy: label 5 of sample 3 is outside [0, 5)");
 }
 
+namespace {
+
+/// Max or average pooling by definition: every window cell of the zero-padded input, padding
+/// never winning a max, an average over `k * k`.
+tensor<double> reference_pool(const tensor<double>& x, bool max, idx k, idx s, idx p) {
+  const idx n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const idx ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
+  tensor<double> y({n, c, ho, wo});
+  for (idx a = 0; a < n; ++a)
+    for (idx b = 0; b < c; ++b)
+      for (idx i = 0; i < ho; ++i)
+        for (idx j = 0; j < wo; ++j) {
+          double best = -std::numeric_limits<double>::infinity(), sum = 0;
+          for (idx u = 0; u < k; ++u)
+            for (idx v = 0; v < k; ++v) {
+              const idx r = i * s - p + u, q = j * s - p + v;
+              if (r < 0 || r >= h || q < 0 || q >= w) continue;
+              best = std::max(best, x(a, b, r, q));
+              sum += x(a, b, r, q);
+            }
+          y(a, b, i, j) = max ? best : sum / double(k * k);
+        }
+  return y;
+}
+
+/// PyTorch's adaptive average pooling bins, written out: rows floor(i*H/oh) .. ceil((i+1)*H/oh).
+tensor<double> reference_adaptive(const tensor<double>& x, idx oh, idx ow) {
+  const idx n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3);
+  tensor<double> y({n, c, oh, ow});
+  for (idx a = 0; a < n; ++a)
+    for (idx b = 0; b < c; ++b)
+      for (idx i = 0; i < oh; ++i)
+        for (idx j = 0; j < ow; ++j) {
+          const idx r0 = idx(std::floor(double(i * h) / double(oh))),
+                    r1 = idx(std::ceil(double((i + 1) * h) / double(oh))),
+                    c0 = idx(std::floor(double(j * w) / double(ow))),
+                    c1 = idx(std::ceil(double((j + 1) * w) / double(ow)));
+          double sum = 0;
+          for (idx r = r0; r < r1; ++r)
+            for (idx q = c0; q < c1; ++q)
+              sum += x(a, b, r, q);
+          y(a, b, i, j) = sum / double((r1 - r0) * (c1 - c0));
+        }
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("padded and adaptive pooling match their definitions on random shapes",
+          "[nn][pool]") {
+  auto rng = nmtest::make_rng(112);
+  for (int trial = 0; trial < 40; ++trial) {
+    const idx k = draw(rng, 1, 4), s = draw(rng, 1, 3), p = draw(rng, 0, k / 2),
+              h = draw(rng, std::max<idx>(1, k - 2 * p), 9),
+              w = draw(rng, std::max<idx>(1, k - 2 * p), 9), oh = draw(rng, 1, 8),
+              ow = draw(rng, 1, 8);
+    const bool max = trial % 2 == 0;
+    CAPTURE(trial, k, s, p, h, w, oh, ow, max);
+    const tensor<double> x = nmtest::randn<double>({2, 3, h, w}, rng);
+    nn::pool2d<double> pool(max ? nn::pool_mode::max : nn::pool_mode::average, k, s, p);
+    REQUIRE(pool.padding() == p);
+    REQUIRE(netmorph::relative_error(pool.forward(x, trial % 3 == 0),
+                                     reference_pool(x, max, k, s, p)) <=
+            nmtest::reorder_tolerance());
+    nn::adaptive_pool2d<double> ap(oh, ow);
+    REQUIRE(ap.output_shape({3, h, w}) == netmorph::shape_type{3, oh, ow});
+    REQUIRE(netmorph::relative_error(ap.forward(x, trial % 3 == 1), reference_adaptive(x, oh, ow)) <=
+            nmtest::reorder_tolerance());
+  }
+  // Adaptive pooling to the input's own size is the identity.
+  const tensor<double> x = nmtest::randn<double>({1, 2, 4, 5}, rng);
+  nn::adaptive_pool2d<double> same(4, 5);
+  REQUIRE(same.forward(x, false) == x);
+}
+
 TEST_CASE("layers reject bad configurations with named messages", "[nn][error]") {
   NM_REQUIRE_THROWS_WITH(nn::dropout<double>(1.0), netmorph::value_error,
                          "nn::dropout: p must be in [0, 1), got 1");
   NM_REQUIRE_THROWS_WITH(nn::pool2d<double>(nn::pool_mode::max, 0, 1), netmorph::value_error,
                          "nn::pool2d: window and stride must be >= 1, got 0 and 1");
+  NM_REQUIRE_THROWS_WITH(nn::pool2d<double>(nn::pool_mode::max, 3, 2, 2), netmorph::value_error,
+                         "nn::pool2d: padding must be in [0, window / 2 = 1], got 2");
+  NM_REQUIRE_THROWS_WITH(nn::adaptive_pool2d<double>(0, 3), netmorph::value_error,
+                         "nn::adaptive_pool2d: output size must be >= 1, got 0 x 3");
+  {
+    nn::adaptive_pool2d<double> a(2, 2);
+    NM_REQUIRE_THROWS_WITH(a.backward(tensor<double>({1, 1, 2, 2})), netmorph::error,
+                           "nn::adaptive_pool2d::backward: no cached input");
+    a.forward(tensor<double>({1, 1, 5, 5}), true);
+    NM_REQUIRE_THROWS_WITH(a.backward(tensor<double>({1, 1, 3, 2})), netmorph::shape_error,
+                           "nn::adaptive_pool2d::backward: gradient has shape (1, 1, 3, 2), the "
+                           "output has (1, 1, 2, 2)");
+  }
   NM_REQUIRE_THROWS_WITH(nn::conv2d<double>(tensor<double>({2, 3, 3, 3}), tensor<double>({3}), {}),
                          netmorph::shape_error, "nn::conv2d: bias must have shape (2), got (3)");
   NM_REQUIRE_THROWS_WITH(nn::p_activation<double>(netmorph::p_activation_fn{activation_fn{}, 2.0}),
@@ -227,6 +328,8 @@ TEST_CASE("every layer reports its kind, a description, and is found by layer_ca
                                                     nmtest::randn<double>({3}, rng)));
   all.push_back(std::make_unique<nn::pool2d<double>>(nn::pool_mode::average, 3, 2));
   all.push_back(std::make_unique<nn::flatten<double>>());
+  all.push_back(std::make_unique<nn::pool2d<double>>(nn::pool_mode::max, 3, 2, 1));
+  all.push_back(std::make_unique<nn::adaptive_pool2d<double>>(7, 6));
   all.push_back(
       std::make_unique<nn::batch_norm<double>>(netmorph::batch_norm_weights<double>::identity(4)));
   all.push_back(std::make_unique<nn::dropout<double>>(0.25));
@@ -235,13 +338,15 @@ TEST_CASE("every layer reports its kind, a description, and is found by layer_ca
   all.push_back(std::make_unique<nn::p_activation<double>>(
       netmorph::make_p_activation(activation_fn{activation_kind::tanh}, 0.5)));
   all.push_back(std::make_unique<nn::parallel<double>>());
-  const std::vector<std::string> kinds{"conv2d",     "dense",        "pool2d",
-                                       "flatten",    "batch_norm",   "dropout",
-                                       "activation", "p_activation", "parallel"};
+  const std::vector<std::string> kinds{
+      "conv2d",          "dense",      "pool2d",  "flatten",    "pool2d",      "adaptive_pool2d",
+      "batch_norm",      "dropout",    "activation", "p_activation", "parallel"};
   const std::vector<std::string> described{"conv2d 2->4 3x3 stride 2 padding 1 no bias",
                                            "dense 5->3",
                                            "pool2d average 3x3 stride 2",
                                            "flatten",
+                                           "pool2d max 3x3 stride 2 padding 1",
+                                           "adaptive_pool2d average to 7x6",
                                            "batch_norm 4 eps 1e-05 momentum 0.1",
                                            "dropout 0.25",
                                            "activation leaky_relu 0.2",
@@ -253,7 +358,7 @@ TEST_CASE("every layer reports its kind, a description, and is found by layer_ca
     REQUIRE(nn::to_string(l->kind()) == kinds[i]);
     REQUIRE(l->describe() == described[i]);
     REQUIRE((nn::layer_cast<nn::conv2d>(l) != nullptr) == (i == 0));
-    REQUIRE((nn::layer_cast<nn::parallel>(l) != nullptr) == (i == 8));
+    REQUIRE((nn::layer_cast<nn::parallel>(l) != nullptr) == (i == all.size() - 1));
     // visit hands over the concrete class, const or not.
     const std::string via = nn::visit(*l, [](auto& concrete) {
       return std::string(nn::to_string(std::decay_t<decltype(concrete)>::static_kind));

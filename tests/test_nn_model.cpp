@@ -187,6 +187,23 @@ TEST_CASE("layers have unique state_dict-style names, also inside parallel block
   // A copy keeps the names.
   auto copy = m;
   REQUIRE(copy.names() == m.names());
+  // Layers inside a block keep names that start with the block's (a ResNet block 'layer1.0'
+  // holds 'layer1.0.conv1'); others get the path rule, and names inside a block are distinct.
+  auto named_block = [&](const std::string& first, const std::string& second) {
+    nn::parallel<double> b = residual(3, rng);
+    b.paths()[0][0]->set_name(first);
+    b.paths()[0][1]->set_name(second);
+    return b;
+  };
+  nn::model<double> r({3, 6, 6});
+  r.add(named_block("layer1.0.conv1", "elsewhere.relu"), "layer1.0");
+  REQUIRE(r.names() == std::vector<std::string>{"layer1.0", "layer1.0.conv1", "layer1.0.path0.1"});
+  NM_REQUIRE_THROWS_WITH(r.add(named_block("layer1.1.a", "layer1.1.a"), "layer1.1"),
+                         netmorph::value_error,
+                         "model::add: the layer name 'layer1.1.a' is given twice");
+  NM_REQUIRE_THROWS_WITH(r.add(named_block("layer1.1.a:b", "x"), "layer1.1"),
+                         netmorph::value_error, "layer name 'layer1.1.a:b' must be");
+  REQUIRE(r.names().size() == 3);
 }
 
 TEST_CASE("model::replace names the new layers by one rule and keeps the model on failure",

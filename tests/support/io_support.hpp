@@ -117,14 +117,16 @@ netmorph::nn::model<Scalar> every_kind_model(std::mt19937_64& rng) {
   paths[0].push_back(
       std::make_unique<nn::activation<Scalar>>(activation_fn{activation_kind::elu, 0.7}));
   paths[1].push_back(std::make_unique<nn::conv2d<Scalar>>(nn::conv2d<Scalar>::he(c, c, 1, rng)));
+  paths[1].back()->set_name("block.shortcut");  // a name of its own, kept inside the block
   paths[1].push_back(std::make_unique<nn::p_activation<Scalar>>(
       netmorph::make_p_activation({activation_kind::leaky_relu, 0.2}, 0.6)));
   m.add(nn::parallel<Scalar>(std::move(paths)), "block");
-  m.add(nn::pool2d<Scalar>(nn::pool_mode::max, 2, 2));
-  m.add(nn::pool2d<Scalar>(nn::pool_mode::average, 2, 1));
+  m.add(nn::pool2d<Scalar>(nn::pool_mode::max, 3, 2, 1));  // 8 x 8 -> 4 x 4, padded
+  m.add(nn::pool2d<Scalar>(nn::pool_mode::average, 2, 1));  // -> 3 x 3
+  m.add(nn::adaptive_pool2d<Scalar>(2, 3));                  // -> 2 x 3, overlapping rows
   m.add(nn::dropout<Scalar>(0.25));
   m.add(nn::flatten<Scalar>());
-  m.add(nn::dense<Scalar>::he(c * 3 * 3, hidden, rng), "classifier.0");
+  m.add(nn::dense<Scalar>::he(c * 2 * 3, hidden, rng), "classifier.0");
   m.add(nn::activation<Scalar>(activation_fn{activation_kind::gelu, 0}));
   m.add(nn::dense<Scalar>(tensor<Scalar>({3, hidden}), tensor<Scalar>()), "head");
   randomise(m, rng);

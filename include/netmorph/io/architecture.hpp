@@ -9,22 +9,26 @@
 ///                  "kernel": 3, "stride": 1, "padding": 1, "bias": true}, ...]}
 ///
 /// with one entry per top-level layer, in order. Every entry has `name` and `kind`
-/// (`nn::to_string(layer_kind)`) and the kind's hyper-parameters, and nothing else:
+/// (`nn::to_string(layer_kind)`) and the kind's hyper-parameters, and nothing else; the tensors
+/// each kind stores follow the arrow:
 ///
-/// | kind         | fields                                                          | tensors |
-/// |--------------|-----------------------------------------------------------------|---------|
-/// | conv2d       | in_channels, out_channels, kernel (K or [Kh, Kw]), stride, padding, bias |
-/// weight (out, in, Kh, Kw), bias (out) | | dense        | in_features, out_features, bias | weight
-/// (out, in), bias (out) | | pool2d       | mode ("max" or "average"), window, stride | | | flatten
-/// |                                                                 | | | batch_norm   | channels,
-/// eps, momentum                                         | weight (gamma), bias (beta),
-/// running_mean, running_var, all (C) | | dropout      | p | | | activation   | fn
-/// (`to_string(activation_kind)`), param                        | | | p_activation | fn, param (of
-/// phi)                                              | a (1) | | parallel     | paths: an array of
-/// arrays of entries (outputs summed)           | |
+/// - conv2d: in_channels, out_channels, kernel (K or [Kh, Kw]), stride, padding, bias
+///   -> weight (out, in, Kh, Kw), bias (out)
+/// - dense: in_features, out_features, bias -> weight (out, in), bias (out)
+/// - pool2d: mode ("max" or "average"), window, stride, padding (optional, default 0)
+/// - adaptive_pool2d: output_size ([height, width]; average pooling)
+/// - flatten: nothing
+/// - batch_norm: channels, eps, momentum -> weight (gamma), bias (beta), running_mean,
+///   running_var, all (C)
+/// - dropout: p
+/// - activation: fn (`to_string(activation_kind)`), param
+/// - p_activation: fn, param (of phi) -> a (1)
+/// - parallel: paths, an array of arrays of entries (the paths' outputs are summed; an empty
+///   path is the identity, a residual shortcut)
 ///
 /// Tensors carry PyTorch state_dict names `<layer name>.<tensor>`; a layer inside a parallel block
-/// `N` is named `N.path<i>.<j>` (the model's rule), and its entry must say so. SGD velocities, when
+/// `N` has a name starting with `N.` (the model names them `N.path<i>.<j>` unless told otherwise:
+/// a ResNet block `layer1.0` holds `layer1.0.conv1`). SGD velocities, when
 /// stored, are the tensors `__netmorph_velocity__.<parameter tensor name>` (`velocity_prefix`);
 /// layer names starting with `__` are reserved.
 
@@ -130,6 +134,9 @@ nlohmann::ordered_json layer_json(const nn::layer<Scalar>& l, const std::string&
       j["mode"] = nn::to_string(c.mode());
       j["window"] = c.window();
       j["stride"] = c.stride();
+      j["padding"] = c.padding();
+    } else if constexpr (std::is_same<L, nn::adaptive_pool2d<Scalar>>::value) {
+      j["output_size"] = {c.output_height(), c.output_width()};
     } else if constexpr (std::is_same<L, nn::batch_norm<Scalar>>::value) {
       j["channels"] = c.gamma().value.size();
       j["eps"] = c.eps();
@@ -294,19 +301,19 @@ class architecture_builder {
   }
 
   /// Builds the layer of entry `j` on per-sample input `shape` (updated to its output). A layer
-  /// inside a parallel block must be called `expected_name`.
-  std::unique_ptr<nn::layer<Scalar>> build_layer(const nlohmann::json& j,
-                                                 const std::string& expected_name,
+  /// inside the parallel block `block` must have a name starting with `block.`.
+  std::unique_ptr<nn::layer<Scalar>> build_layer(const nlohmann::json& j, const std::string& block,
                                                  const std::string& where_, shape_type& shape) {
     require_object(j, where_);
     const std::string name = string(j, "name", where_);
     const std::string ctx = cat(where_, " ('", name, "')");
     if (name.empty() || reserved_name(name))
       fail(ctx, "the layer name must be non-empty and not start with the reserved '__'");
-    if (!expected_name.empty() && name != expected_name)
-      fail(ctx, "a layer inside a parallel block must be named '", expected_name, "'");
-    if (expected_name.empty() && !names_.insert(name).second)
-      fail(ctx, "the layer name '", name, "' is used twice");
+    if (!block.empty() &&
+        (name.size() <= block.size() + 1 || name.compare(0, block.size() + 1, block + ".") != 0))
+      fail(ctx, "a layer inside the parallel block '", block, "' must have a name starting with '",
+           block, ".'");
+    if (!names_.insert(name).second) fail(ctx, "the layer name '", name, "' is used twice");
     const std::string kind = string(j, "kind", ctx);
     std::unique_ptr<nn::layer<Scalar>> l;
     if (kind == "conv2d") {
@@ -338,15 +345,25 @@ class architecture_builder {
       tensor<Scalar> b = bias ? get(name + ".bias", {out}, ctx) : tensor<Scalar>();
       guarded(ctx, [&] { l = std::make_unique<nn::dense<Scalar>>(std::move(w), std::move(b)); });
     } else if (kind == "pool2d") {
-      only(j, {"name", "kind", "mode", "window", "stride"}, ctx);
+      only(j, {"name", "kind", "mode", "window", "stride", "padding"}, ctx);
       const std::string mode = string(j, "mode", ctx);
       if (mode != "max" && mode != "average")
         fail(ctx + ".mode", "must be \"max\" or \"average\", got \"", mode, "\"");
       const index_type k = integer(j, "window", ctx, 1), s = integer(j, "stride", ctx, 1);
+      // padding may be left out (files written before it existed): no padding.
+      const index_type pad = j.contains("padding") ? integer(j, "padding", ctx, 0) : 0;
       guarded(ctx, [&] {
         l = std::make_unique<nn::pool2d<Scalar>>(
-            mode == "max" ? nn::pool_mode::max : nn::pool_mode::average, k, s);
+            mode == "max" ? nn::pool_mode::max : nn::pool_mode::average, k, s, pad);
       });
+    } else if (kind == "adaptive_pool2d") {
+      only(j, {"name", "kind", "output_size"}, ctx);
+      const nlohmann::json& o = field(j, "output_size", ctx);
+      if (!o.is_array() || o.size() != 2)
+        fail(ctx + ".output_size", "must be an array [height, width], got ", o.dump());
+      const index_type oh = integer_value(o[0], ctx + ".output_size[0]", 1),
+                       ow = integer_value(o[1], ctx + ".output_size[1]", 1);
+      l = std::make_unique<nn::adaptive_pool2d<Scalar>>(oh, ow);
     } else if (kind == "flatten") {
       only(j, {"name", "kind"}, ctx);
       l = std::make_unique<nn::flatten<Scalar>>();
@@ -389,15 +406,14 @@ class architecture_builder {
         nn::layer_list<Scalar> list;
         shape_type s = shape;
         for (std::size_t k = 0; k < paths[i].size(); ++k)
-          list.push_back(
-              build_layer(paths[i][k], cat(name, ".path", i, ".", k), cat(pctx, "[", k, "]"), s));
+          list.push_back(build_layer(paths[i][k], name, cat(pctx, "[", k, "]"), s));
         lists.push_back(std::move(list));
       }
       l = std::make_unique<nn::parallel<Scalar>>(std::move(lists));
     } else {
       fail(ctx + ".kind", "unknown layer kind '", kind,
-           "' (conv2d, dense, pool2d, flatten, batch_norm, dropout, activation, p_activation, "
-           "parallel)");
+           "' (conv2d, dense, pool2d, adaptive_pool2d, flatten, batch_norm, dropout, activation, "
+           "p_activation, parallel)");
     }
     l->set_name(name);
     guarded(ctx, [&] { shape = l->output_shape(shape); });

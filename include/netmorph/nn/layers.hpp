@@ -5,7 +5,9 @@
 /// Every layer of the network model (one per file under `nn/layers/`) and `visit`, the one
 /// dispatch on layer kinds: `visit(l, f)` calls `f` with `l` as its concrete layer class.
 
+#include <netmorph/detail/message.hpp>
 #include <netmorph/nn/layers/activation.hpp>
+#include <netmorph/nn/layers/adaptive_pool2d.hpp>
 #include <netmorph/nn/layers/batch_norm.hpp>
 #include <netmorph/nn/layers/conv2d.hpp>
 #include <netmorph/nn/layers/dense.hpp>
@@ -46,6 +48,8 @@ decltype(auto) visit(Base& l, F&& f) {
       return detail::visit_as<dense<Scalar>>(l, std::forward<F>(f));
     case layer_kind::pool2d:
       return detail::visit_as<pool2d<Scalar>>(l, std::forward<F>(f));
+    case layer_kind::adaptive_pool2d:
+      return detail::visit_as<adaptive_pool2d<Scalar>>(l, std::forward<F>(f));
     case layer_kind::flatten:
       return detail::visit_as<flatten<Scalar>>(l, std::forward<F>(f));
     case layer_kind::batch_norm:
@@ -56,9 +60,11 @@ decltype(auto) visit(Base& l, F&& f) {
       return detail::visit_as<activation<Scalar>>(l, std::forward<F>(f));
     case layer_kind::p_activation:
       return detail::visit_as<p_activation<Scalar>>(l, std::forward<F>(f));
-    default:
-      return detail::visit_as<parallel<Scalar>>(l, std::forward<F>(f));
+    case layer_kind::parallel:
+      break;
   }
+  NETMORPH_ASSERT(l.kind() == layer_kind::parallel);
+  return detail::visit_as<parallel<Scalar>>(l, std::forward<F>(f));
 }
 
 }  // namespace nn

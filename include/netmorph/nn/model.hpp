@@ -29,15 +29,32 @@ namespace nn {
 
 namespace detail {
 
-/// Gives `l` the name `name` and, when it is a parallel block, its paths' layers the names
-/// `name.path<i>.<j>` (recursively).
+inline void require_valid_name(const std::string& name, const char* who);
+
+/// Gives `l` the name `name` and, when it is a parallel block, names its paths' layers
+/// (recursively): a layer that already has a name starting with `name.` keeps it (PyTorch's
+/// `layer1.0.conv1` inside the block `layer1.0`), any other is named `name.path<i>.<j>`.
 template <typename Scalar>
 void assign_names(layer<Scalar>& l, const std::string& name) {
   l.set_name(name);
   if (auto* p = layer_cast<parallel>(&l))
     for (std::size_t i = 0; i < p->paths().size(); ++i)
-      for (std::size_t j = 0; j < p->paths()[i].size(); ++j)
-        assign_names(*p->paths()[i][j], netmorph::detail::cat(name, ".path", i, ".", j));
+      for (std::size_t j = 0; j < p->paths()[i].size(); ++j) {
+        layer<Scalar>& q = *p->paths()[i][j];
+        const bool keep = q.name().size() > name.size() + 1 &&
+                          q.name().compare(0, name.size() + 1, name + ".") == 0;
+        if (keep) require_valid_name(q.name(), "model");
+        assign_names(q, keep ? q.name() : netmorph::detail::cat(name, ".path", i, ".", j));
+      }
+}
+
+/// Throws value_error naming `what` when `names` holds a name twice.
+inline void require_distinct(std::vector<std::string> names, const char* what) {
+  std::sort(names.begin(), names.end());
+  const auto twice = std::adjacent_find(names.begin(), names.end());
+  netmorph::detail::require<value_error>(twice == names.end(), what, ": the layer name '",
+                                         twice == names.end() ? std::string() : *twice,
+                                         "' is given twice");
 }
 
 /// Throws value_error naming `who` unless `name` is dot-separated segments of letters, digits,
@@ -83,8 +100,8 @@ struct layer_slot {
 ///
 /// Layer names: every layer has a unique name, state_dict style, which morphs, reports and files
 /// use. `add` names a top-level layer by the number of layers added before it ("0", "1", ...)
-/// unless given a name; the layers of a parallel block `N` are `N.path<i>.<j>` (layer `j` of path
-/// `i`). `replace` keeps names predictable: replacing `k` layers by `k` layers keeps their names,
+/// unless given a name; the layers of a parallel block `N` keep names of the form `N.<rest>` given
+/// to them (`set_name`) and are otherwise `N.path<i>.<j>` (layer `j` of path `i`). `replace` keeps names predictable: replacing `k` layers by `k` layers keeps their names,
 /// replacing one layer `N` by several names them `N.0`, `N.1`, ... (as an `nn.Sequential` at
 /// `N`); nothing else is renamed.
 template <typename Scalar>
@@ -129,6 +146,7 @@ class model {
     detail::assign_names(*p, name);
     std::vector<std::string> added;  // the layer's name and those inside it (a parallel block)
     detail::collect_names(*p, added);
+    detail::require_distinct(added, "model::add");
     for (const std::string& n : added)
       netmorph::detail::require<value_error>(!is_taken(n), "model::add: a layer named '", n,
                                              "' exists already");
@@ -219,6 +237,7 @@ class model {
     std::vector<std::string> kept = names(), added;
     for (const auto& l : replacement)
       detail::collect_names(*l, added);
+    detail::require_distinct(added, "model::replace");
     for (const std::string& a : added) {
       const bool removed =
           std::find(removed_names.begin(), removed_names.end(), a) != removed_names.end();

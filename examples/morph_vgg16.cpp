@@ -45,8 +45,8 @@ int main(int argc, char** argv) try {
   model child = parent;
   double total = 0;
   bool exact = true;
-  std::printf("%-8s %-10s %-10s %8s %12s %12s\n", "group", "layer", "new", "seconds",
-              "rel. error", "max error");
+  std::printf("%-8s %-10s %-10s %8s %12s %12s\n", "group", "layer", "new", "seconds", "rel. error",
+              "max error");
   for (int g = 0; g < 3; ++g) {
     // The group's convolutions: the top-level conv2d layers between pooling g-1 and g.
     auto group = [&] {
@@ -81,10 +81,11 @@ int main(int argc, char** argv) try {
   const auto x = netmorph::tensor<Scalar>::random_normal({inputs, 3, size, size}, rng);
   const auto yp = parent.forward(x, false), yc = child.forward(x, false);
   const double err = netmorph::relative_error(yc, yp);
-  std::printf("morphs %.1f s in all; whole child vs parent on %lld fresh inputs: relative error "
-              "%.2e (float32); %.1f s wall in all\n",
-              total, (long long)inputs, err,
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::printf(
+      "morphs %.1f s in all; whole child vs parent on %lld fresh inputs: relative error "
+      "%.2e (float32); %.1f s wall in all\n",
+      total, (long long)inputs, err,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   if (!exact || !(err <= 1e-4)) {
     std::printf("FAILED: a morph is not exact within 1e-4\n");
     return 1;

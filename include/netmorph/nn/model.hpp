@@ -101,9 +101,10 @@ struct layer_slot {
 /// Layer names: every layer has a unique name, state_dict style, which morphs, reports and files
 /// use. `add` names a top-level layer by the number of layers added before it ("0", "1", ...)
 /// unless given a name; the layers of a parallel block `N` keep names of the form `N.<rest>` given
-/// to them (`set_name`) and are otherwise `N.path<i>.<j>` (layer `j` of path `i`). `replace` keeps names predictable: replacing `k` layers by `k` layers keeps their names,
-/// replacing one layer `N` by several names them `N.0`, `N.1`, ... (as an `nn.Sequential` at
-/// `N`); nothing else is renamed.
+/// to them (`set_name`) and are otherwise `N.path<i>.<j>` (layer `j` of path `i`). `replace`
+/// keeps names predictable: replacing `k` layers by `k` layers keeps their names, replacing one
+/// layer `N` by several names them `N.0`, `N.1`, ... (as an `nn.Sequential` at `N`); nothing
+/// else is renamed.
 template <typename Scalar>
 class model {
  public:

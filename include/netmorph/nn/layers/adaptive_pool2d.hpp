@@ -27,9 +27,9 @@ template <typename Scalar>
 class adaptive_pool2d : public layer<Scalar> {
  public:
   adaptive_pool2d(index_type out_h, index_type out_w) : out_h_(out_h), out_w_(out_w) {
-    netmorph::detail::require<value_error>(
-        out_h >= 1 && out_w >= 1, "nn::adaptive_pool2d: output size must be >= 1, got ", out_h,
-        " x ", out_w);
+    netmorph::detail::require<value_error>(out_h >= 1 && out_w >= 1,
+                                           "nn::adaptive_pool2d: output size must be >= 1, got ",
+                                           out_h, " x ", out_w);
   }
   static constexpr layer_kind static_kind = layer_kind::adaptive_pool2d;
   layer_kind kind() const override { return static_kind; }
@@ -104,7 +104,9 @@ class adaptive_pool2d : public layer<Scalar> {
   }
 
  private:
-  static index_type begin(index_type i, index_type in, index_type out) { return i * in / out; }
+  static index_type begin(index_type i, index_type in, index_type out) {
+    return i * in / out;
+  }
   static index_type end(index_type i, index_type in, index_type out) {
     return ((i + 1) * in + out - 1) / out;
   }

@@ -178,8 +178,8 @@ TEST_CASE("model_from_architecture refuses malformed descriptions with a message
     CHECK_THAT(build_error(a, s.tensors()), Contains("the layer name 'res.y' is used twice"));
   }
   SECTION("pooling fields") {
-    a["layers"][2] = {{"name", "pool"}, {"kind", "pool2d"}, {"mode", "max"}, {"window", 2},
-                      {"stride", 2},    {"padding", 2}};
+    a["layers"][2] = {{"name", "pool"}, {"kind", "pool2d"}, {"mode", "max"},
+                      {"window", 2},    {"stride", 2},      {"padding", 2}};
     CHECK_THAT(build_error(a, s.tensors()),
                Contains("layers[2] ('pool'): nn::pool2d: padding must be in [0, window / 2 = 1], "
                         "got 2"));

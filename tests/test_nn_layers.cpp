@@ -6,8 +6,8 @@
 #include <cmath>
 #include <limits>
 #include <string>
-#include <utility>
 #include <type_traits>
+#include <utility>
 
 using netmorph::activation_fn;
 using netmorph::activation_kind;
@@ -238,8 +238,7 @@ tensor<double> reference_adaptive(const tensor<double>& x, idx oh, idx ow) {
 
 }  // namespace
 
-TEST_CASE("padded and adaptive pooling match their definitions on random shapes",
-          "[nn][pool]") {
+TEST_CASE("padded and adaptive pooling match their definitions on random shapes", "[nn][pool]") {
   auto rng = nmtest::make_rng(112);
   for (int trial = 0; trial < 40; ++trial) {
     const idx k = draw(rng, 1, 4), s = draw(rng, 1, 3), p = draw(rng, 0, k / 2),
@@ -256,8 +255,8 @@ TEST_CASE("padded and adaptive pooling match their definitions on random shapes"
             nmtest::reorder_tolerance());
     nn::adaptive_pool2d<double> ap(oh, ow);
     REQUIRE(ap.output_shape({3, h, w}) == netmorph::shape_type{3, oh, ow});
-    REQUIRE(netmorph::relative_error(ap.forward(x, trial % 3 == 1), reference_adaptive(x, oh, ow)) <=
-            nmtest::reorder_tolerance());
+    REQUIRE(netmorph::relative_error(ap.forward(x, trial % 3 == 1),
+                                     reference_adaptive(x, oh, ow)) <= nmtest::reorder_tolerance());
   }
   // Adaptive pooling to the input's own size is the identity.
   const tensor<double> x = nmtest::randn<double>({1, 2, 4, 5}, rng);
@@ -338,9 +337,9 @@ TEST_CASE("every layer reports its kind, a description, and is found by layer_ca
   all.push_back(std::make_unique<nn::p_activation<double>>(
       netmorph::make_p_activation(activation_fn{activation_kind::tanh}, 0.5)));
   all.push_back(std::make_unique<nn::parallel<double>>());
-  const std::vector<std::string> kinds{
-      "conv2d",          "dense",      "pool2d",  "flatten",    "pool2d",      "adaptive_pool2d",
-      "batch_norm",      "dropout",    "activation", "p_activation", "parallel"};
+  const std::vector<std::string> kinds{"conv2d",     "dense",           "pool2d",     "flatten",
+                                       "pool2d",     "adaptive_pool2d", "batch_norm", "dropout",
+                                       "activation", "p_activation",    "parallel"};
   const std::vector<std::string> described{"conv2d 2->4 3x3 stride 2 padding 1 no bias",
                                            "dense 5->3",
                                            "pool2d average 3x3 stride 2",

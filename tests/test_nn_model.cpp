@@ -201,8 +201,8 @@ TEST_CASE("layers have unique state_dict-style names, also inside parallel block
   NM_REQUIRE_THROWS_WITH(r.add(named_block("layer1.1.a", "layer1.1.a"), "layer1.1"),
                          netmorph::value_error,
                          "model::add: the layer name 'layer1.1.a' is given twice");
-  NM_REQUIRE_THROWS_WITH(r.add(named_block("layer1.1.a:b", "x"), "layer1.1"),
-                         netmorph::value_error, "layer name 'layer1.1.a:b' must be");
+  NM_REQUIRE_THROWS_WITH(r.add(named_block("layer1.1.a:b", "x"), "layer1.1"), netmorph::value_error,
+                         "layer name 'layer1.1.a:b' must be");
   REQUIRE(r.names().size() == 3);
 }
 

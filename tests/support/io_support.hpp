@@ -121,9 +121,9 @@ netmorph::nn::model<Scalar> every_kind_model(std::mt19937_64& rng) {
   paths[1].push_back(std::make_unique<nn::p_activation<Scalar>>(
       netmorph::make_p_activation({activation_kind::leaky_relu, 0.2}, 0.6)));
   m.add(nn::parallel<Scalar>(std::move(paths)), "block");
-  m.add(nn::pool2d<Scalar>(nn::pool_mode::max, 3, 2, 1));  // 8 x 8 -> 4 x 4, padded
+  m.add(nn::pool2d<Scalar>(nn::pool_mode::max, 3, 2, 1));   // 8 x 8 -> 4 x 4, padded
   m.add(nn::pool2d<Scalar>(nn::pool_mode::average, 2, 1));  // -> 3 x 3
-  m.add(nn::adaptive_pool2d<Scalar>(2, 3));                  // -> 2 x 3, overlapping rows
+  m.add(nn::adaptive_pool2d<Scalar>(2, 3));                 // -> 2 x 3, overlapping rows
   m.add(nn::dropout<Scalar>(0.25));
   m.add(nn::flatten<Scalar>());
   m.add(nn::dense<Scalar>::he(c * 2 * 3, hidden, rng), "classifier.0");

@@ -251,7 +251,9 @@ struct morph_report {
        << ") -> F2 (" << d.c2 << ", " << d.c1 << ", " << d.k2 << ", " << d.k2 << ")\n";
     if (algorithm == "idmorph") {
       os << "  construction     F1 = G, F2 = identity filter (" << d.c2 << ", " << d.c2 << ", "
-         << d.k2 << ", " << d.k2 << "); exact for any activation with the P-activation at a = 1 between them (Net2Net inserts the identity behind the activation instead, exact for ReLU only)\n";
+         << d.k2 << ", " << d.k2
+         << "); exact for any activation with the P-activation at a = 1 between them (Net2Net "
+            "inserts the identity behind the activation instead, exact for ReLU only)\n";
       return;
     }
     os << "  solved at        K1 = " << d.solved_k1 << ", K2 = " << d.solved_k2 << "\n"

@@ -42,16 +42,16 @@ class pool2d : public layer<Scalar> {
     netmorph::detail::require<value_error>(k >= 1 && stride >= 1,
                                            "nn::pool2d: window and stride must be >= 1, got ", k,
                                            " and ", stride);
-    netmorph::detail::require<value_error>(padding >= 0 && padding <= k / 2,
-                                           "nn::pool2d: padding must be in [0, window / 2 = ",
-                                           k / 2, "], got ", padding);
+    netmorph::detail::require<value_error>(
+        padding >= 0 && padding <= k / 2, "nn::pool2d: padding must be in [0, window / 2 = ", k / 2,
+        "], got ", padding);
   }
   static constexpr layer_kind static_kind = layer_kind::pool2d;
   layer_kind kind() const override { return static_kind; }
   std::string describe() const override {
-    return netmorph::detail::cat("pool2d ", to_string(mode_), " ", k_, "x", k_, " stride ",
-                                 stride_, padding_ ? netmorph::detail::cat(" padding ", padding_)
-                                                   : std::string());
+    return netmorph::detail::cat(
+        "pool2d ", to_string(mode_), " ", k_, "x", k_, " stride ", stride_,
+        padding_ ? netmorph::detail::cat(" padding ", padding_) : std::string());
   }
   index_type window() const { return k_; }
   index_type stride() const { return stride_; }

@@ -127,6 +127,55 @@ TEMPLATE_TEST_CASE("require_finite names the function and the first bad index", 
                          "-inf at index (1)");
 }
 
+TEMPLATE_TEST_CASE("require_finite finds the first bad value in any block, of any kind", "[tensor]",
+                   float, double) {
+  // The test runs in blocks of 4096: a value at either edge of a block, in the last partial
+  // block, or two bad values in one block, is found at the right index.
+  using lim = std::numeric_limits<TestType>;
+  const TestType bad[] = {lim::quiet_NaN(), lim::signaling_NaN(), lim::infinity(), -lim::infinity(),
+                          -lim::quiet_NaN()};
+  for (idx at : {idx(0), idx(4095), idx(4096), idx(8191), idx(10000)}) {
+    for (TestType b : bad) {
+      netmorph::tensor<TestType> t({10001}, TestType(1));
+      t(0) = lim::max();  // finite extremes are not flagged
+      t(1) = lim::denorm_min();
+      t(2) = -lim::max();
+      t(at) = b;
+      if (at + 3 < t.size()) t(at + 3) = b;
+      REQUIRE(netmorph::detail::first_non_finite(t.data(), t.size()) == at);
+      NM_REQUIRE_THROWS_WITH(netmorph::require_finite(t, "f", "w"), value_error,
+                             "at index (" + std::to_string(at) + ")");
+    }
+  }
+  netmorph::tensor<TestType> fine({10001}, lim::max());
+  REQUIRE(netmorph::detail::first_non_finite(fine.data(), fine.size()) == -1);
+  REQUIRE(netmorph::detail::first_non_finite(fine.data(), 0) == -1);
+}
+
+TEMPLATE_TEST_CASE("a new tensor is zero even where freed storage held values", "[tensor]", float,
+                   double) {
+  // Storage is calloc'd (a zero tensor costs no clearing pass); value-initialisation is skipped,
+  // so this checks that reused memory is zero too, for small blocks (from the heap's free lists)
+  // and large ones (mapped pages).
+  for (idx n : {idx(7), idx(1000), idx(1) << 20}) {
+    for (int round = 0; round < 3; ++round) {
+      { netmorph::tensor<TestType> dirty({n}, TestType(-3.5)); }
+      netmorph::tensor<TestType> t({n});
+      idx nonzero = 0;
+      for (TestType v : t)
+        nonzero += v != TestType(0) || std::signbit(v);
+      REQUIRE(nonzero == 0);
+    }
+  }
+  netmorph::tensor<TestType> a({3}, {1, 2, 3});
+  netmorph::tensor<TestType> b = a;  // copies hold the values, not zeros
+  REQUIRE(b == a);
+  b = netmorph::tensor<TestType>({2, 2});
+  REQUIRE(b.size() == 4);
+  REQUIRE(b(1, 1) == TestType(0));
+  REQUIRE(a.template cast<double>()(2) == 3.0);
+}
+
 TEST_CASE("a zero extent does not let the other extents overflow the strides", "[tensor][error]") {
   NM_REQUIRE_THROWS_WITH(netmorph::tensor<float>({0, idx(1) << 34, idx(1) << 34}),
                          netmorph::value_error,

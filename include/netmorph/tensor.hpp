@@ -13,8 +13,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <new>
 #include <random>
 #include <sstream>
 #include <string>
@@ -35,6 +39,62 @@ using shape_type = std::vector<index_type>;
 inline constexpr index_type max_tensor_elements = index_type(1) << 34;
 
 namespace detail {
+
+/// The allocator of tensor storage: zero-filled memory from `std::calloc`. The C library takes a
+/// large block straight from the kernel as zero pages, so a zero tensor costs neither a clearing
+/// pass nor a page until it is written (a loaded model's gradients and velocities are never
+/// touched before training). Value-initialising an element is therefore a no-op; `tensor` only
+/// ever value-initialises freshly allocated storage (it never shrinks and regrows a buffer).
+template <typename T>
+struct zeroed_allocator {
+  static_assert(std::numeric_limits<T>::is_iec559,
+                "zeroed_allocator relies on all-zero bytes being the value 0 (IEEE 754).");
+  using value_type = T;
+  zeroed_allocator() = default;
+  template <typename U>
+  zeroed_allocator(const zeroed_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
+    void* p = std::calloc(n == 0 ? 1 : n, sizeof(T));
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) noexcept { std::free(p); }
+  /// Value-initialisation: the bytes are already zero.
+  template <typename U>
+  void construct(U*) noexcept {}
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  friend bool operator==(const zeroed_allocator&, const zeroed_allocator&) { return true; }
+  friend bool operator!=(const zeroed_allocator&, const zeroed_allocator&) { return false; }
+};
+
+/// The index of the first non-finite value of `p[0, n)`, or -1. A value is non-finite when its
+/// exponent bits are all set (IEEE 754); blocks of 4096 are tested with a branch-free loop the
+/// compiler vectorises, and only a failing block is searched element by element.
+template <typename Scalar>
+index_type first_non_finite(const Scalar* p, index_type n) {
+  static_assert(std::numeric_limits<Scalar>::is_iec559, "first_non_finite assumes IEEE 754");
+  using bits = std::conditional_t<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>;
+  static_assert(sizeof(bits) == sizeof(Scalar), "float or double");
+  constexpr bits exponent = sizeof(Scalar) == 4 ? bits(0x7f800000u) : bits(0x7ff0000000000000ull);
+  const index_type block = 4096;
+  for (index_type b = 0; b < n; b += block) {
+    const index_type e = std::min(n, b + block);
+    bits bad = 0;
+    for (index_type i = b; i < e; ++i) {
+      bits u;
+      std::memcpy(&u, p + i, sizeof u);
+      bad |= bits((u & exponent) == exponent);
+    }
+    if (bad)
+      for (index_type i = b; i < e; ++i)
+        if (!std::isfinite(p[i])) return i;
+  }
+  return -1;
+}
 
 /// The element count of `shape` in double (no overflow; exact below 2^53).
 inline double element_count(const shape_type& shape) {
@@ -91,7 +151,7 @@ class tensor {
   /// A zero-filled tensor of the given shape. Throws `shape_error` on a negative extent and
   /// `value_error` (naming the shape) when it has more than `max_tensor_elements` elements.
   explicit tensor(shape_type shape) : shape_(std::move(shape)) {
-    data_.assign(static_cast<std::size_t>(checked_size(shape_, "tensor")), Scalar(0));
+    data_.resize(static_cast<std::size_t>(checked_size(shape_, "tensor")));
     compute_strides();
   }
 
@@ -102,12 +162,12 @@ class tensor {
 
   /// A tensor of the given shape holding `values` in row-major order.
   /// Throws `shape_error` when the number of values differs from the shape's size.
-  tensor(shape_type shape, std::vector<Scalar> values) : shape_(std::move(shape)) {
+  tensor(shape_type shape, const std::vector<Scalar>& values) : shape_(std::move(shape)) {
     const index_type n = checked_size(shape_, "tensor");
     detail::require<shape_error>(static_cast<index_type>(values.size()) == n, "tensor: shape ",
                                  detail::shape_string(shape_), " holds ", n, " values, got ",
                                  values.size());
-    data_ = std::move(values);
+    data_.assign(values.begin(), values.end());
     compute_strides();
   }
 
@@ -209,8 +269,9 @@ class tensor {
   /// Element-wise conversion to another scalar type.
   template <typename Other>
   tensor<Other> cast() const {
-    std::vector<Other> v(data_.begin(), data_.end());
-    return tensor<Other>(shape_, std::move(v));
+    tensor<Other> out(shape_);
+    std::copy(data_.begin(), data_.end(), out.data());
+    return out;
   }
 
   /// Exact equality of shape and values.
@@ -295,7 +356,7 @@ class tensor {
 
   shape_type shape_;
   shape_type strides_;
-  std::vector<Scalar> data_;
+  std::vector<Scalar, detail::zeroed_allocator<Scalar>> data_;
 };
 
 namespace detail {
@@ -378,19 +439,17 @@ double stddev(const tensor<Scalar>& t) {
 /// or an infinity.
 template <typename Scalar>
 void require_finite(const tensor<Scalar>& t, const char* who, const char* what) {
-  for (index_type i = 0; i < t.size(); ++i) {
-    if (!std::isfinite(t.data()[i])) {
-      shape_type pos(t.shape().size());
-      index_type rem = i;
-      for (std::size_t d = 0; d < pos.size(); ++d) {
-        pos[d] = rem / t.strides()[d];
-        rem %= t.strides()[d];
-      }
-      throw value_error(detail::cat(who, ": ", what, " holds ", double(t.data()[i]), " at index ",
-                                    detail::shape_string(pos), " (shape ",
-                                    detail::shape_string(t.shape()), ")"));
-    }
+  const index_type i = detail::first_non_finite(t.data(), t.size());
+  if (i < 0) return;
+  shape_type pos(t.shape().size());
+  index_type rem = i;
+  for (std::size_t d = 0; d < pos.size(); ++d) {
+    pos[d] = rem / t.strides()[d];
+    rem %= t.strides()[d];
   }
+  throw value_error(detail::cat(who, ": ", what, " holds ", double(t.data()[i]), " at index ",
+                                detail::shape_string(pos), " (shape ",
+                                detail::shape_string(t.shape()), ")"));
 }
 
 }  // namespace netmorph

@@ -43,7 +43,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <cstdint>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -68,6 +67,7 @@ inline constexpr const char* velocity_prefix = "__netmorph_velocity__.";
 namespace detail {
 
 using netmorph::detail::cat;
+using netmorph::detail::first_non_finite;
 
 /// Calls `f(tensor_name, value, parameter_or_null)` for every tensor a layer stores, in file
 /// order (running statistics have no parameter, hence no velocity).
@@ -293,11 +293,10 @@ class architecture_builder {
     if (t.shape() != expected)
       fail(ctx, "tensor '", name, "' has shape ", netmorph::detail::shape_string(t.shape()),
            ", the architecture needs ", netmorph::detail::shape_string(expected));
-    if (!t.vector().allFinite())  // vectorised; the loop below only finds where
-      for (index_type i = 0; i < t.size(); ++i)
-        if (!std::isfinite(t.data()[i]))
-          fail(ctx, "tensor '", name, "' holds ", double(t.data()[i]), " at flat index ", i,
-               " (weights must be finite)");
+    const index_type i = detail::first_non_finite(t.data(), t.size());
+    if (i >= 0)
+      fail(ctx, "tensor '", name, "' holds ", double(t.data()[i]), " at flat index ", i,
+           " (weights must be finite)");
     return t;
   }
 

@@ -52,11 +52,11 @@ void save(const nn::model<Scalar>& m, const std::string& path, const save_option
   std::vector<tensor_ref<Scalar>> refs, velocities;
   detail::for_each_tensor(
       m, [&](const std::string& name, const tensor<Scalar>& value, const nn::parameter<Scalar>* p) {
-        for (index_type i = 0; i < value.size(); ++i)
-          if (!std::isfinite(value.data()[i]))
-            throw io_error(netmorph::detail::cat(prefix, "tensor '", name, "' holds ",
-                                                 double(value.data()[i]), " at flat index ", i,
-                                                 " (weights must be finite)"));
+        const index_type i = detail::first_non_finite(value.data(), value.size());
+        if (i >= 0)
+          throw io_error(netmorph::detail::cat(prefix, "tensor '", name, "' holds ",
+                                               double(value.data()[i]), " at flat index ", i,
+                                               " (weights must be finite)"));
         refs.push_back({name, &value});
         if (opt.velocities && p) velocities.push_back({velocity_prefix + name, &p->velocity});
       });
@@ -133,11 +133,11 @@ nn::model<Scalar> load(const std::string& path, const load_options& opt = {}) {
     for (auto& f : found) {
       r.read_into(*f.first, f.second->velocity.data());
       const tensor<Scalar>& v = f.second->velocity;
-      for (index_type i = 0; i < v.size(); ++i)
-        if (!std::isfinite(v.data()[i]))
-          throw io_error(netmorph::detail::cat(prefix, "tensor '", f.first->name, "' holds ",
-                                               double(v.data()[i]), " at flat index ", i,
-                                               " (velocities must be finite)"));
+      const index_type i = detail::first_non_finite(v.data(), v.size());
+      if (i >= 0)
+        throw io_error(netmorph::detail::cat(prefix, "tensor '", f.first->name, "' holds ",
+                                             double(v.data()[i]), " at flat index ", i,
+                                             " (velocities must be finite)"));
     }
   return m;
 }

@@ -467,31 +467,68 @@ def _write_safetensors(path, tensors, metadata, dtype):
         raise
 
 
+_SIZES = {"F32": 4, "F64": 8, "F16": 2, "BF16": 2}
+
+
 def _read_safetensors(path):
+    """The metadata and the tensors of a safetensors file, every field checked against the
+    format's rules before it is used (as netmorph::io's reader does)."""
+    def bad(what):
+        return NetmorphError(f"netmorph_torch.load: '{path}': {what}")
+
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 8:
-        raise NetmorphError(f"netmorph_torch.load: '{path}' is too short for a safetensors file")
+        raise bad(f"truncated: {len(data)} bytes, shorter than the 8-byte header length")
     (n,) = struct.unpack("<Q", data[:8])
     if n > len(data) - 8:
-        raise NetmorphError(f"netmorph_torch.load: '{path}': header of {n} bytes past the end")
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", {}) or {}
-    base = 8 + n
-    tensors = {}
+        raise bad(f"the header length {n} runs past the end of the file ({len(data)} bytes)")
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError as e:
+        raise bad(f"the header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise bad("__metadata__ must map strings to strings")
+    base, size = 8 + n, len(data) - 8 - n
+    tensors, spans = {}, []
     for name, info in header.items():
-        lo, hi = info["data_offsets"]
+        try:
+            code, shape, (lo, hi) = info["dtype"], info["shape"], info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise bad(f"tensor '{name}' needs dtype, shape and two data_offsets") from None
+        if code not in _SIZES:
+            raise bad(f"tensor '{name}' has dtype {code!r} (F16, BF16, F32, F64)")
+        if not (isinstance(shape, list)
+                and all(isinstance(e, int) and not isinstance(e, bool) and e >= 0
+                        for e in shape)):
+            raise bad(f"tensor '{name}' has shape {shape!r} (a list of non-negative integers)")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or \
+                not 0 <= lo <= hi <= size:
+            raise bad(f"tensor '{name}' has data_offsets [{lo}, {hi}] outside the {size} "
+                      "data bytes")
+        want = int(np.prod(shape, dtype=object)) * _SIZES[code]
+        if hi - lo != want:
+            raise bad(f"tensor '{name}' of shape {shape} and dtype {code} needs {want} bytes, "
+                      f"its offsets span {hi - lo}")
+        spans.append((lo, hi, name))
         raw = data[base + lo:base + hi]
-        code = info["dtype"]
         if code == "BF16":
             u = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
             a = u.view(np.float32)
-        elif code in _DTYPES:
-            a = np.frombuffer(raw, dtype=np.dtype(_DTYPES[code]).newbyteorder("<"))
         else:
-            raise NetmorphError(f"netmorph_torch.load: '{path}': tensor '{name}' has dtype "
-                                f"{code}")
-        tensors[name] = (code, a.reshape(info["shape"]))
+            a = np.frombuffer(raw, dtype=np.dtype(_DTYPES[code]).newbyteorder("<"))
+        tensors[name] = (code, a.reshape(shape))
+    end = 0
+    for lo, hi, name in sorted(spans):
+        if lo != end:
+            raise bad(f"tensor '{name}' starts at byte {lo}, not at {end} where the previous "
+                      "one ends (offsets must be contiguous from 0)")
+        end = hi
+    if end != size:
+        raise bad(f"the tensors end at byte {end} of {size} data bytes")
     return meta, tensors
 
 
@@ -515,7 +552,12 @@ def _build(e, tensors, dtype):
     name = e["name"]
 
     def t(suffix):
-        return torch.from_numpy(np.array(tensors[name + "." + suffix][1])).to(dtype)
+        a = np.array(tensors[name + "." + suffix][1])
+        if not np.isfinite(a).all():
+            i = int(np.flatnonzero(~np.isfinite(a.reshape(-1)))[0])
+            raise NetmorphError(f"netmorph_torch.load: tensor '{name}.{suffix}' holds "
+                                f"{a.reshape(-1)[i]} at flat index {i} (weights must be finite)")
+        return torch.from_numpy(a).to(dtype)
 
     if kind == "conv2d":
         k = e["kernel"] if isinstance(e["kernel"], list) else [e["kernel"]] * 2
@@ -565,7 +607,6 @@ def load(path):
     meta, tensors = _read_safetensors(str(path))
     if _ARCH_KEY not in meta:
         raise NetmorphError(f"netmorph_torch.load: '{path}' has no '{_ARCH_KEY}' metadata")
-    arch = json.loads(meta[_ARCH_KEY])
     codes = {c for c, _ in tensors.values()}
     dtype = torch.float64 if "F64" in codes else torch.float32
     modules = {}
@@ -578,8 +619,13 @@ def load(path):
             else:
                 modules[e["name"]] = _build(e, tensors, dtype)
 
-    collect(arch["layers"])
-    return Network(arch, modules)
+    try:
+        arch = json.loads(meta[_ARCH_KEY])
+        collect(arch["layers"])
+        return Network(arch, modules)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise NetmorphError(f"netmorph_torch.load: '{path}': malformed architecture "
+                            f"({type(e).__name__}: {e})") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,6 +52,14 @@ def cnn(dtype):
     return randomise(m.to(dtype), 1)
 
 
+def cnn_adaptive(dtype):
+    """Input (3, 7, 7): torchvision's heads, uneven adaptive bins before a dense layer and a conv."""
+    m = nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((3, 2)),
+        nn.Conv2d(5, 6, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 4))
+    return randomise(m.to(dtype), 3)
+
+
 def mlp(dtype):
     """Input (12,): every activation, PReLU, a P-activation, batch norm 1d, a residual add."""
     m = nn.Sequential(
@@ -108,13 +116,18 @@ class Bridge(unittest.TestCase):
             ["stacked:6:paths=2"],
             ["deepen:3", "widen:3.0:to=8", "stacked:6:paths=2", "widen:6.path1.0:to=10"],
         ]
+        adaptive = [["widen:0:to=8"],                 # conv -> relu -> adaptive pool -> conv
+                    ["widen:3:to=9,rule=net2net"],    # conv -> relu -> adaptive -> flatten -> dense
+                    ["deepen:3", "widen:0:to=7"]]
+        runs = [(cnn, (3, 8, 8), ops) for ops in cases] + \
+            [(cnn_adaptive, (3, 7, 7), ops) for ops in adaptive]
         for dtype in (torch.float32, torch.float64):
-            for ops in cases:
-                with self.subTest(dtype=dtype, ops=ops):
-                    parent = cnn(dtype)
+            for build, shape, ops in runs:
+                with self.subTest(dtype=dtype, ops=ops, model=build.__name__):
+                    parent = build(dtype)
                     before = {k: v.clone() for k, v in parent.state_dict().items()}
-                    child, reports = nmt.morph(parent, ops, (3, 8, 8), seed=3)
-                    self.check_child(parent, child, (3, 8, 8), dtype, reports, len(ops))
+                    child, reports = nmt.morph(parent, ops, shape, seed=3)
+                    self.check_child(parent, child, shape, dtype, reports, len(ops))
                     for k, v in parent.state_dict().items():  # the parent is untouched
                         self.assertTrue(torch.equal(v, before[k]), k)
                     for r in reports:
@@ -222,6 +235,57 @@ class Bridge(unittest.TestCase):
         nmt.morph(m, ["deepen:3"], (3, 8, 8), dtype=torch.float64)
         self.assertTrue(m.training)
         self.assertEqual(next(m.parameters()).dtype, torch.float32)
+
+    def test_load_refuses_malformed_files_by_name(self):
+        import json
+        import struct
+        with tempfile.TemporaryDirectory() as d:
+            good = os.path.join(d, "m.safetensors")
+            nmt.save(cnn(torch.float32), good, (3, 8, 8))
+            with open(good, "rb") as f:
+                blob = f.read()
+            (n,) = struct.unpack("<Q", blob[:8])
+            header = json.loads(blob[8:8 + n])
+
+            def with_header(h, tail=None):
+                text = json.dumps(h).encode()
+                return struct.pack("<Q", len(text)) + text + (blob[8 + n:] if tail is None
+                                                              else tail)
+
+            first = next(k for k in header if k != "__metadata__")
+            lo, hi = header[first]["data_offsets"]
+
+            def edit(**kw):
+                h = json.loads(json.dumps(header))
+                h[first].update(kw)
+                return with_header(h)
+
+            nan = bytearray(blob)
+            nan[8 + n + lo:8 + n + lo + 4] = struct.pack("<f", float("nan"))
+            arch_meta = dict(header["__metadata__"])
+            arch_meta["netmorph.architecture"] = '{"layers": [{"kind": "dense"}]}'
+            cases = [
+                (blob[:5], r"truncated: 5 bytes"),
+                (struct.pack("<Q", 10 ** 9) + blob[8:], r"header length 1000000000 runs past"),
+                (struct.pack("<Q", 3) + b"{[}" + blob[11:], r"header is not JSON"),
+                (blob[:-4], r"data_offsets \[\d+, \d+\] outside the \d+ data bytes"),
+                (edit(dtype="I8"), r"dtype 'I8'"),
+                (edit(shape=[-1]), r"shape \[-1\]"),
+                (edit(data_offsets=[lo, hi + 4]), r"needs \d+ bytes, its offsets span"),
+                (edit(data_offsets=[lo + 4, hi + 4]), r"starts at byte 4, not at 0"),
+                (edit(shape=[1]), r"needs 4 bytes, its offsets span"),
+                (with_header(dict(header, __metadata__={"k": 1})), r"strings to strings"),
+                (with_header(dict(header, __metadata__=arch_meta)), r"malformed architecture"),
+                (bytes(nan), r"holds nan at flat index 0 \(weights must be finite\)"),
+            ]
+            for i, (data, pattern) in enumerate(cases):
+                with self.subTest(case=i, pattern=pattern):
+                    f = os.path.join(d, f"bad{i}.safetensors")
+                    with open(f, "wb") as out:
+                        out.write(data)
+                    with self.assertRaisesRegex(nmt.NetmorphError, pattern) as e:
+                        nmt.load(f)
+                    self.assertIn("netmorph_torch.load", str(e.exception))
 
 
 if __name__ == "__main__":

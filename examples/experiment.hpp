@@ -84,11 +84,6 @@ inline options parse_options(int argc, char** argv, const char* usage) {
   return o;
 }
 
-/// Rows `rows` of `d`.
-inline dataset take(const dataset& d, const std::vector<index_type>& rows) {
-  return nn::gather(d, rows);
-}
-
 /// A seeded stratified split of `d`: `fraction` of every class goes to the second set.
 inline std::pair<dataset, dataset> split(const dataset& d, double fraction, std::uint64_t seed) {
   std::map<int, std::vector<index_type>> by_class;
@@ -104,7 +99,7 @@ inline std::pair<dataset, dataset> split(const dataset& d, double fraction, std:
   }
   std::sort(a.begin(), a.end());
   std::sort(b.begin(), b.end());
-  return {take(d, a), take(d, b)};
+  return {nn::gather(d, a), nn::gather(d, b)};
 }
 
 /// The first `n` rows of a seeded stratified subset (for quick runs and reduced full runs).

@@ -112,11 +112,9 @@ struct step_result {
   std::map<std::string, std::vector<double>> kept;  // method -> fraction of predictions kept
 };
 
+/// Checks and records each step's children on the test set.
 struct runner {
-  const options& o;
   const data_sets& d;
-  recorder& rec;
-  schedule fresh, after_morph;
   bool all_preserved = true;
 
   /// Checks and records what the morph did to the test predictions.
@@ -127,8 +125,8 @@ struct runner {
     r.kept[method].push_back(1.0 - double(changed) / double(d.test.size()));
     if (must && changed != 0) all_preserved = false;
   }
-  void record(const std::string& step, const std::string& method, model& m, step_result& r) {
-    (void)step;
+  /// Records `m`'s final test accuracy for `method`.
+  void record(const std::string& method, model& m, step_result& r) {
     r.test[method].push_back(nn::evaluate(m, d.test).accuracy);
   }
 };
@@ -173,7 +171,7 @@ int main(int argc, char** argv) try {
 
   auto run_chain = [&](const std::string& name) {
     recorder rec(o.out + "/grow_fashion_" + name + ".csv");
-    runner run{o, d, rec, fresh, after};
+    runner run{d};
     std::map<std::string, step_result> steps;
     std::vector<std::string> order;
     std::map<std::string, std::vector<curve>> curves;  // the last architecture's cost view
@@ -213,9 +211,9 @@ int main(int argc, char** argv) try {
                                                      template_for(next.groups[3], 1000 + s));
           progress pr;
           train(raw, d, fresh, "raw-" + next.digits(), seed, pr, rec);
-          run.record(next.digits(), "netmorph", nm, r);
-          run.record(next.digits(), "net2net", n2, r);
-          run.record(next.digits(), "raw", raw, r);
+          run.record("netmorph", nm, r);
+          run.record("net2net", n2, r);
+          run.record("raw", raw, r);
           if (last) {
             curves["netmorph"].push_back(cn);
             curves["net2net"].push_back(c2);
@@ -258,8 +256,8 @@ int main(int argc, char** argv) try {
             nn::parse_architecture<Scalar>(ksize_n, {1, 28, 28}, template_for(1, 1000 + s));
         progress pr;
         train(raw_k, d, fresh, "raw-ksize", seed, pr, rec);
-        run.record("ksize", "netmorph", nm, rk);
-        run.record("ksize", "raw", raw_k, rk);
+        run.record("netmorph", nm, rk);
+        run.record("raw", raw_k, rk);
         // ksize -> width: every convolution 1.5x wider (NetMorph's rule, Net2Net's replicas).
         model n2 = nm;
         progress p2 = pn;
@@ -285,9 +283,9 @@ int main(int argc, char** argv) try {
             nn::parse_architecture<Scalar>(width_n, {1, 28, 28}, template_for(1, 1000 + s));
         progress pw;
         train(raw_w, d, fresh, "raw-width", seed, pw, rec);
-        run.record("width", "netmorph", nm, rw);
-        run.record("width", "net2net", n2, rw);
-        run.record("width", "raw", raw_w, rw);
+        run.record("netmorph", nm, rw);
+        run.record("net2net", n2, rw);
+        run.record("raw", raw_w, rw);
         schedule long_s = fresh;
         long_s.epochs = epochs * 3;
         model raw_long =

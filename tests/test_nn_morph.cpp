@@ -522,6 +522,45 @@ TEST_CASE("Net2Net through batch norm, pooling and a flatten carries and divides
   }
 }
 
+TEMPLATE_TEST_CASE("nn::widen through adaptive pooling keeps the function on random shapes",
+                   "[nn][morph][width]", float, double) {
+  // torchvision's VGG and ResNet heads: conv -> act -> adaptive_pool2d -> flatten -> dense, the
+  // bins uneven (H not a multiple of the output size) and padded convolutions with biases; and
+  // conv -> adaptive_pool2d -> conv. Both rules, checked on fresh inputs against the parent.
+  auto rng = nmtest::make_rng(139);
+  for (int trial = 0; trial < 6; ++trial) {
+    const idx c_in = draw(rng, 1, 3), c = draw(rng, 2, 5), h = draw(rng, 5, 9), w = draw(rng, 5, 9);
+    const idx oh = draw(rng, 1, 4), ow = draw(rng, 1, 4), classes = draw(rng, 2, 5);
+    const bool conv_next = trial % 2 == 1;
+    CAPTURE(trial, c_in, c, h, w, oh, ow, conv_next);
+    nn::model<TestType> m({c_in, h, w}, rng());
+    m.add(nn::conv2d<TestType>(nmtest::randn<TestType>({c, c_in, 3, 3}, rng),
+                               nmtest::randn<TestType>({c}, rng), netmorph::conv2d_options{1, 1}));
+    m.add(nn::activation<TestType>(activation_fn{activation_kind::relu}));
+    m.add(nn::adaptive_pool2d<TestType>(oh, ow), "pool");
+    if (conv_next) {
+      m.add(nn::conv2d<TestType>(nmtest::randn<TestType>({classes, c, 3, 3}, rng),
+                                 nmtest::randn<TestType>({classes}, rng),
+                                 netmorph::conv2d_options{1, 1}));
+    } else {
+      m.add(nn::flatten<TestType>());
+      m.add(nn::dense<TestType>(nmtest::randn<TestType>({classes, c * oh * ow}, rng),
+                                nmtest::randn<TestType>({classes}, rng)));
+    }
+    const tensor<TestType> x = nmtest::randn<TestType>({4, c_in, h, w}, rng);
+    const tensor<TestType> y = m.forward(x, false);
+    netmorph::widen_options o;
+    o.new_channels = c + draw(rng, 1, 4);
+    o.rule = trial % 3 == 2 ? netmorph::width_rule::net2net : netmorph::width_rule::netmorph;
+    o.seed = rng();
+    const auto rep = nn::widen(m, "0", o);
+    REQUIRE(*rep.relative_output_error <= nmtest::exact_tolerance<TestType>());
+    REQUIRE(netmorph::relative_error(m.forward(x, false), y) <=
+            nmtest::exact_tolerance<TestType>());
+    REQUIRE(nn::layer_cast<nn::conv2d>(&m.find("0"))->weight().value.dim(0) == o.new_channels);
+  }
+}
+
 TEST_CASE("a model moved or copied between forward and backward back-propagates the same",
           "[nn][train]") {
   auto rng = nmtest::make_rng(139);

@@ -53,7 +53,9 @@ const char* const help_text =
 
 Reads the model in IN, applies the ops in order, checks that the child computes the parent's
 function, and writes it to OUT (only when every op succeeded; an existing OUT is otherwise left
-as it was). Each op names its layer by its name at that point: see --list.
+as it was). Each op names its layer by its name at that point: see --list. When IN holds SGD
+velocities (netmorph::io::save_options::velocities), OUT holds them too, morphed with the weights
+(new units start at zero), so training resumes where it stopped.
 
 Ops:
   deepen:NAME[:k1=K1,k2=K2,width=C1,act=ACT]
@@ -559,8 +561,27 @@ constexpr double output_tolerance() {
   return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
 }
 
+/// What `main` needs to know of IN before loading it: the dtype OUT gets without --dtype
+/// (float64 when IN holds an F64 weight, else float32) and whether IN holds SGD velocities.
+struct input_facts {
+  netmorph::io::dtype type = netmorph::io::dtype::float32;
+  bool velocities = false;
+};
+
+input_facts inspect(const std::string& in) {
+  netmorph::io::safetensors_reader r(in, "netmorph::io::load");
+  input_facts f;
+  const std::string prefix = netmorph::io::velocity_prefix;
+  for (const auto& t : r.tensors()) {
+    const bool velocity = t.name.compare(0, prefix.size(), prefix) == 0;
+    f.velocities = f.velocities || velocity;
+    if (!velocity && t.type == netmorph::io::dtype::float64) f.type = netmorph::io::dtype::float64;
+  }
+  return f;
+}
+
 template <typename Scalar>
-int run(const config& c) {
+int run(const config& c, const input_facts& in) {
   nn::model<Scalar> m = netmorph::io::load<Scalar>(c.in);
   if (c.list) {
     std::cout << "input  " << shape_text(m.input_shape()) << "\n";
@@ -606,6 +627,7 @@ int run(const config& c) {
   }
   netmorph::io::save_options so;
   so.dtype = netmorph::io::native_dtype<Scalar>();
+  so.velocities = in.velocities;
   netmorph::io::save(m, c.out, so);
   if (c.json) {
     nlohmann::ordered_json a = nlohmann::ordered_json::array();
@@ -618,14 +640,6 @@ int run(const config& c) {
   return ok;
 }
 
-/// The dtype OUT gets without --dtype: float64 when IN holds an F64 tensor, else float32.
-netmorph::io::dtype default_dtype(const std::string& in) {
-  netmorph::io::safetensors_reader r(in, "netmorph::io::load");
-  for (const auto& t : r.tensors())
-    if (t.type == netmorph::io::dtype::float64) return netmorph::io::dtype::float64;
-  return netmorph::io::dtype::float32;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -635,8 +649,9 @@ int main(int argc, char** argv) {
       std::cout << help_text;
       return ok;
     }
-    const netmorph::io::dtype t = c.dtype ? *c.dtype : default_dtype(c.in);
-    return t == netmorph::io::dtype::float64 ? run<double>(c) : run<float>(c);
+    const input_facts in = inspect(c.in);
+    const netmorph::io::dtype t = c.dtype ? *c.dtype : in.type;
+    return t == netmorph::io::dtype::float64 ? run<double>(c, in) : run<float>(c, in);
   } catch (const failure& f) {
     std::cerr << program << ": " << f.message << "\n";
     if (f.code == bad_usage && f.message.find("--help") == std::string::npos)

@@ -1,6 +1,12 @@
 // Helper of the netmorph-morph tests.
 //
-//   make_model write PATH [float32|float64]   writes the known test model to PATH
+//   make_model write PATH [float32|float64] [velocities]
+//                                             writes the known test model to PATH; with
+//                                             `velocities`, after two SGD steps, with its
+//                                             velocities
+//   make_model velocities A B                 exit 0 when B holds velocities, not all zero, and
+//                                             the tensors B shares with A (same name, shape and
+//                                             values; at least one) have A's velocities
 //   make_model compare A B TOLERANCE          exit 0 when the models in A and B compute the same
 //                                             function on a fixed input: ||y_B - y_A|| / ||y_A||
 //                                             <= TOLERANCE (both evaluated in double)
@@ -20,6 +26,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <random>
 #include <string>
 
@@ -48,8 +55,21 @@ nn::model<double> test_model() {
   return m;
 }
 
+/// Tensor name -> (value, velocity) of every parameter of `m`.
+std::map<std::string, std::pair<netmorph::tensor<double>, netmorph::tensor<double>>> params_of(
+    const nn::model<double>& m) {
+  std::map<std::string, std::pair<netmorph::tensor<double>, netmorph::tensor<double>>> out;
+  netmorph::io::detail::for_each_tensor(
+      m, [&](const std::string& name, const netmorph::tensor<double>& value,
+             const nn::parameter<double>* p) {
+        if (p) out[name] = {value, p->velocity};
+      });
+  return out;
+}
+
 int usage() {
-  std::cerr << "usage: make_model write PATH [float32|float64]\n"
+  std::cerr << "usage: make_model write PATH [float32|float64] [velocities]\n"
+               "       make_model velocities A B\n"
                "       make_model compare A B TOLERANCE\n"
                "       make_model truncate SRC DST BYTES\n";
   return 1;
@@ -60,12 +80,47 @@ int usage() {
 int main(int argc, char** argv) {
   try {
     const std::string mode = argc > 1 ? argv[1] : "";
-    if (mode == "write" && (argc == 3 || argc == 4)) {
-      const std::string dt = argc == 4 ? argv[3] : "float32";
-      if (dt != "float32" && dt != "float64") return usage();
+    if (mode == "write" && argc >= 3 && argc <= 5) {
+      const std::string dt = argc >= 4 ? argv[3] : "float32";
+      const bool velocities = argc == 5 && std::string(argv[4]) == "velocities";
+      if ((dt != "float32" && dt != "float64") || (argc == 5 && !velocities)) return usage();
       netmorph::io::save_options so;
       so.dtype = dt == "float64" ? netmorph::io::dtype::float64 : netmorph::io::dtype::float32;
-      netmorph::io::save(test_model(), argv[2], so);
+      so.velocities = velocities;
+      nn::model<double> m = test_model();
+      if (velocities) {  // two SGD steps with momentum: non-zero velocities everywhere
+        std::mt19937_64 rng(5);
+        const nn::dataset<double> d{netmorph::tensor<double>::random_normal({8, 2, 8, 8}, rng),
+                                    {0, 1, 2, 3, 4, 0, 1, 2}};
+        nn::train_epoch(m, d, nn::sgd{0.01, 0.9, 0.0}, 4);
+      }
+      netmorph::io::save(m, argv[2], so);
+      return 0;
+    }
+    if (mode == "velocities" && argc == 4) {
+      const auto a = params_of(netmorph::io::load<double>(argv[2]));
+      const auto b = params_of(netmorph::io::load<double>(argv[3]));
+      double norm = 0;
+      int shared = 0;
+      for (const auto& kv : b) {
+        for (double v : kv.second.second)
+          norm += v * v;
+        const auto it = a.find(kv.first);
+        if (it == a.end() || it->second.first != kv.second.first) continue;
+        ++shared;
+        if (it->second.second != kv.second.second) {
+          std::cerr << "make_model velocities: '" << kv.first << "' has the same value in '"
+                    << argv[2] << "' and '" << argv[3] << "' but another velocity\n";
+          return 1;
+        }
+      }
+      std::cout << shared << " tensors kept with their velocities, velocity norm^2 " << norm
+                << "\n";
+      if (!(norm > 0) || shared == 0) {
+        std::cerr << "make_model velocities: '" << argv[3] << "' holds no velocities or shares "
+                  << "no tensor with '" << argv[2] << "'\n";
+        return 1;
+      }
       return 0;
     }
     if (mode == "compare" && argc == 5) {

@@ -76,7 +76,10 @@ struct outcome {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  const options o = parse_options(argc, argv, usage);
+  const options o =
+      parse_options(argc, argv, usage,
+                    {"parent_epochs", "child_epochs", "hidden", "lr", "child_lr", "warmup",
+                     "decay_last", "weight_decay", "shrink", "perturb", "parent_stop", "tag"});
   const int parent_epochs = int(o.number("parent_epochs", o.quick ? 3 : 30));
   const int child_epochs = int(o.number("child_epochs", o.quick ? 2 : 30));
   const index_type hidden = index_type(o.number("hidden", 50));
@@ -85,6 +88,8 @@ int main(int argc, char** argv) try {
   // The paper's setting is --parent_stop=converged --child_lr=1.
   const double lr = o.number("lr", 0.05), child_lr = o.number("child_lr", 3.0);
   const std::string parent_stop = o.text("parent_stop", "best");
+  if (parent_stop != "best" && parent_stop != "converged")
+    throw std::runtime_error("--parent_stop=" + parent_stop + ": best or converged");
   const std::string tag = o.text("tag", "deepen_mnist");
   data_sets d = mnist(o);
   if (o.quick) {

@@ -50,7 +50,10 @@ struct options {
   }
 };
 
-inline options parse_options(int argc, char** argv, const char* usage) {
+/// Parses the common options and `--key=value` settings; a key not in `keys` is refused (a
+/// misspelt setting must not silently run the defaults).
+inline options parse_options(int argc, char** argv, const char* usage,
+                             const std::vector<std::string>& keys = {}) {
   options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -71,7 +74,10 @@ inline options parse_options(int argc, char** argv, const char* usage) {
       std::cout << usage;
       std::exit(0);
     } else if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {
-      o.extra[a.substr(2, a.find('=') - 2)] = a.substr(a.find('=') + 1);
+      const std::string key = a.substr(2, a.find('=') - 2);
+      if (std::find(keys.begin(), keys.end(), key) == keys.end())
+        throw std::runtime_error("unknown setting '--" + key + "' (--help lists the keys)");
+      o.extra[key] = a.substr(a.find('=') + 1);
     } else {
       throw std::runtime_error("unknown argument '" + a + "' (--help)");
     }

@@ -36,7 +36,8 @@ using netmorph::activation_kind;
 
 const char* const usage =
     "usage: grow_fashion [--quick] [--seeds N] [--out DIR] [--key=value ...]\n"
-    "  keys: chain=depth|kernel-width|all epochs train validation test lr child_lr weight_decay\n";
+    "  keys: chain=depth|kernel-width|all epochs train validation test lr child_lr weight_decay\n"
+    "        tag (the CSVs are TAG_<chain>.csv, default grow_fashion)\n";
 
 /// Group layer counts (three conv groups, then hidden dense layers) as the paper's notation.
 struct depth_arch {
@@ -151,8 +152,13 @@ void print_step(const std::string& step, const step_result& r) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  const options o = parse_options(argc, argv, usage);
+  const options o = parse_options(
+      argc, argv, usage,
+      {"chain", "epochs", "train", "validation", "test", "lr", "child_lr", "weight_decay", "tag"});
+  const std::string tag = o.text("tag", "grow_fashion");
   const std::string chain = o.text("chain", "all");
+  if (chain != "depth" && chain != "kernel-width" && chain != "all")
+    throw std::runtime_error("--chain=" + chain + ": depth, kernel-width or all");
   const int epochs = int(o.number("epochs", o.quick ? 1 : 3));
   const data_sets d = fashion_mnist(index_type(o.number("train", o.quick ? 400 : 5000)),
                                     index_type(o.number("validation", o.quick ? 200 : 1000)),
@@ -170,7 +176,7 @@ int main(int argc, char** argv) try {
   bool all_preserved = true;
 
   auto run_chain = [&](const std::string& name) {
-    recorder rec(o.out + "/grow_fashion_" + name + ".csv");
+    recorder rec(o.out + "/" + tag + "_" + name + ".csv");
     runner run{d};
     std::map<std::string, step_result> steps;
     std::vector<std::string> order;
@@ -298,7 +304,7 @@ int main(int argc, char** argv) try {
         curves["raw-long"].push_back(cl);
       }
     }
-    write_means(rec.path(), o.out + "/grow_fashion_" + name + "_mean.csv");
+    write_means(rec.path(), o.out + "/" + tag + "_" + name + "_mean.csv");
     std::printf("\nchain %s, test accuracy after each step's training (%d seed(s), mean +- std):\n",
                 name.c_str(), o.seeds);
     for (const std::string& st : order)

@@ -23,7 +23,7 @@ const char* const usage = "usage: morph_vgg16 [--quick] [--inputs=N]\n";
 }  // namespace
 
 int main(int argc, char** argv) try {
-  const options o = parse_options(argc, argv, usage);
+  const options o = parse_options(argc, argv, usage, {"inputs"});
   const int div = o.quick ? 8 : 1;
   const index_type size = o.quick ? 32 : 224;
   auto c = [&](int ch) { return std::to_string(ch / div); };

@@ -468,6 +468,17 @@ def _write_safetensors(path, tensors, metadata, dtype):
 
 
 _SIZES = {"F32": 4, "F64": 8, "F16": 2, "BF16": 2}
+_MAX_HEADER = 100_000_000  # the format's limit, as netmorph::io's
+
+
+def _unique_keys(pairs):
+    """json object hook: a key twice is an error (the C++ reader refuses it too)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"the key '{k}' appears twice")
+        out[k] = v
+    return out
 
 
 def _read_safetensors(path):
@@ -483,13 +494,15 @@ def _read_safetensors(path):
     (n,) = struct.unpack("<Q", data[:8])
     if n > len(data) - 8:
         raise bad(f"the header length {n} runs past the end of the file ({len(data)} bytes)")
+    if n > _MAX_HEADER:
+        raise bad(f"the header length {n} exceeds the limit of {_MAX_HEADER} bytes")
     try:
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8:8 + n], object_pairs_hook=_unique_keys)
     except ValueError as e:
         raise bad(f"the header is not JSON ({e})") from None
     if not isinstance(header, dict):
         raise bad("the header is not a JSON object")
-    meta = header.pop("__metadata__", None) or {}
+    meta = header.pop("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise bad("__metadata__ must map strings to strings")
     base, size = 8 + n, len(data) - 8 - n
@@ -499,7 +512,7 @@ def _read_safetensors(path):
             code, shape, (lo, hi) = info["dtype"], info["shape"], info["data_offsets"]
         except (TypeError, KeyError, ValueError):
             raise bad(f"tensor '{name}' needs dtype, shape and two data_offsets") from None
-        if code not in _SIZES:
+        if not isinstance(code, str) or code not in _SIZES:
             raise bad(f"tensor '{name}' has dtype {code!r} (F16, BF16, F32, F64)")
         if not (isinstance(shape, list)
                 and all(isinstance(e, int) and not isinstance(e, bool) and e >= 0
@@ -547,7 +560,7 @@ def save(module, path, input_shape, dtype=None):
     _write_safetensors(str(path), tensors, meta, dtype)
 
 
-def _build(e, tensors, dtype):
+def _build(e, tensors, dtype, path):
     kind = e["kind"]
     name = e["name"]
 
@@ -555,7 +568,7 @@ def _build(e, tensors, dtype):
         a = np.array(tensors[name + "." + suffix][1])
         if not np.isfinite(a).all():
             i = int(np.flatnonzero(~np.isfinite(a.reshape(-1)))[0])
-            raise NetmorphError(f"netmorph_torch.load: tensor '{name}.{suffix}' holds "
+            raise NetmorphError(f"netmorph_torch.load: '{path}': tensor '{name}.{suffix}' holds "
                                 f"{a.reshape(-1)[i]} at flat index {i} (weights must be finite)")
         return torch.from_numpy(a).to(dtype)
 
@@ -584,7 +597,8 @@ def _build(e, tensors, dtype):
     elif kind == "dropout":
         m = nn.Dropout(e["p"])
     else:
-        raise NetmorphError(f"netmorph_torch.load: layer '{name}' has unknown kind '{kind}'")
+        raise NetmorphError(f"netmorph_torch.load: '{path}': layer '{name}' has unknown kind "
+                            f"'{kind}'")
     m = m.to(dtype)
     with torch.no_grad():
         for pname, p in list(m.named_parameters()) + list(m.named_buffers()):
@@ -592,10 +606,10 @@ def _build(e, tensors, dtype):
             if pname == "num_batches_tracked":
                 continue
             if key not in tensors:
-                raise NetmorphError(f"netmorph_torch.load: tensor '{key}' is missing")
+                raise NetmorphError(f"netmorph_torch.load: '{path}': tensor '{key}' is missing")
             src = t(pname)
             if tuple(src.shape) != tuple(p.shape):
-                raise NetmorphError(f"netmorph_torch.load: tensor '{key}' has shape "
+                raise NetmorphError(f"netmorph_torch.load: '{path}': tensor '{key}' has shape "
                                     f"{tuple(src.shape)}, the layer needs {tuple(p.shape)}")
             p.copy_(src)
     return m
@@ -611,20 +625,24 @@ def load(path):
     dtype = torch.float64 if "F64" in codes else torch.float32
     modules = {}
 
+    where = []  # the layer being built, for messages
+
     def collect(entries):
         for e in entries:
+            where[:] = [e.get("name", "?") if isinstance(e, dict) else "?"]
             if e["kind"] == "parallel":
                 for p in e["paths"]:
                     collect(p)
             else:
-                modules[e["name"]] = _build(e, tensors, dtype)
+                modules[e["name"]] = _build(e, tensors, dtype, path)
 
     try:
-        arch = json.loads(meta[_ARCH_KEY])
+        arch = json.loads(meta[_ARCH_KEY], object_pairs_hook=_unique_keys)
         collect(arch["layers"])
         return Network(arch, modules)
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise NetmorphError(f"netmorph_torch.load: '{path}': malformed architecture "
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+        at = f" at layer '{where[0]}'" if where else ""
+        raise NetmorphError(f"netmorph_torch.load: '{path}': malformed architecture{at} "
                             f"({type(e).__name__}: {e})") from None
 
 

@@ -81,7 +81,7 @@ Options:
                     subnet and stacked
   --dtype T         float32 or float64: the dtype of OUT, and the precision of the computation
                     (double for float64, float for float32). Default: float64 if IN holds F64
-                    tensors, else float32.
+                    weights, else float32.
   --json            print the reports as a JSON array (one object of report fields per op)
   --allow-approx    keep a morph that is not exact within tolerance (exit 0, report says so)
   --list            print IN's layers (name, description, output shape) and exit

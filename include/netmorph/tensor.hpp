@@ -47,8 +47,6 @@ namespace detail {
 /// ever value-initialises freshly allocated storage (it never shrinks and regrows a buffer).
 template <typename T>
 struct zeroed_allocator {
-  static_assert(std::numeric_limits<T>::is_iec559,
-                "zeroed_allocator relies on all-zero bytes being the value 0 (IEEE 754).");
   using value_type = T;
   zeroed_allocator() = default;
   template <typename U>
@@ -60,16 +58,26 @@ struct zeroed_allocator {
     return static_cast<T*>(p);
   }
   void deallocate(T* p, std::size_t) noexcept { std::free(p); }
-  /// Value-initialisation: the bytes are already zero.
+  /// Value-initialisation of an IEEE 754 scalar: the bytes are already zero. Any other type
+  /// (a rebound allocator's) is constructed as usual.
   template <typename U>
-  void construct(U*) noexcept {}
+  void construct(U* p) {
+    if constexpr (!(std::is_floating_point<U>::value && std::numeric_limits<U>::is_iec559))
+      ::new (static_cast<void*>(p)) U();
+  }
   template <typename U, typename... Args>
   void construct(U* p, Args&&... args) {
     ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
   }
-  friend bool operator==(const zeroed_allocator&, const zeroed_allocator&) { return true; }
-  friend bool operator!=(const zeroed_allocator&, const zeroed_allocator&) { return false; }
 };
+template <typename T, typename U>
+bool operator==(const zeroed_allocator<T>&, const zeroed_allocator<U>&) noexcept {
+  return true;
+}
+template <typename T, typename U>
+bool operator!=(const zeroed_allocator<T>&, const zeroed_allocator<U>&) noexcept {
+  return false;
+}
 
 /// The index of the first non-finite value of `p[0, n)`, or -1. A value is non-finite when its
 /// exponent bits are all set (IEEE 754); blocks of 4096 are tested with a branch-free loop the
@@ -90,8 +98,11 @@ index_type first_non_finite(const Scalar* p, index_type n) {
       bad |= bits((u & exponent) == exponent);
     }
     if (bad)
-      for (index_type i = b; i < e; ++i)
-        if (!std::isfinite(p[i])) return i;
+      for (index_type i = b; i < e; ++i) {
+        bits u;
+        std::memcpy(&u, p + i, sizeof u);
+        if ((u & exponent) == exponent) return i;
+      }
   }
   return -1;
 }
@@ -356,6 +367,8 @@ class tensor {
 
   shape_type shape_;
   shape_type strides_;
+  // Zero-initialised by the allocator, not by the vector: only ever `resize`d while empty
+  // (never shrunk and regrown, never `emplace_back`ed), or stale values would show through.
   std::vector<Scalar, detail::zeroed_allocator<Scalar>> data_;
 };
 

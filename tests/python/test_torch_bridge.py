@@ -260,6 +260,11 @@ class Bridge(unittest.TestCase):
                 h[first].update(kw)
                 return with_header(h)
 
+            # The first tensor's entry written twice (a JSON object with a repeated key).
+            text = json.dumps(header)
+            entry = f'"{first}": ' + json.dumps(header[first])
+            text = text.replace(entry, entry + ", " + entry, 1)
+            dup = struct.pack("<Q", len(text)) + text.encode() + blob[8 + n:]
             nan = bytearray(blob)
             nan[8 + n + lo:8 + n + lo + 4] = struct.pack("<f", float("nan"))
             arch_meta = dict(header["__metadata__"])
@@ -270,11 +275,14 @@ class Bridge(unittest.TestCase):
                 (struct.pack("<Q", 3) + b"{[}" + blob[11:], r"header is not JSON"),
                 (blob[:-4], r"data_offsets \[\d+, \d+\] outside the \d+ data bytes"),
                 (edit(dtype="I8"), r"dtype 'I8'"),
+                (edit(dtype=[]), r"dtype \[\]"),
                 (edit(shape=[-1]), r"shape \[-1\]"),
                 (edit(data_offsets=[lo, hi + 4]), r"needs \d+ bytes, its offsets span"),
                 (edit(data_offsets=[lo + 4, hi + 4]), r"starts at byte 4, not at 0"),
                 (edit(shape=[1]), r"needs 4 bytes, its offsets span"),
                 (with_header(dict(header, __metadata__={"k": 1})), r"strings to strings"),
+                (with_header(dict(header, __metadata__=[])), r"strings to strings"),
+                (dup, r"the key '0\.weight' appears twice"),
                 (with_header(dict(header, __metadata__=arch_meta)), r"malformed architecture"),
                 (bytes(nan), r"holds nan at flat index 0 \(weights must be finite\)"),
             ]

@@ -639,6 +639,7 @@ def load(path):
     try:
         arch = json.loads(meta[_ARCH_KEY], object_pairs_hook=_unique_keys)
         collect(arch["layers"])
+        where.clear()
         return Network(arch, modules)
     except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
         at = f" at layer '{where[0]}'" if where else ""

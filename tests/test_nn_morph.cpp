@@ -215,7 +215,7 @@ TEMPLATE_TEST_CASE("nn::to_subnet replaces a conv by a P-activated chain", "[nn]
 }
 
 TEMPLATE_TEST_CASE("nn::to_stacked_subnet makes a parallel block whose paths differ",
-                   "[nn][morph][subnet]", float, double) {
+                   "[nn][morph][subnet][heavy]", float, double) {
   auto rng = nmtest::make_rng(136);
   fixture<TestType> f(rng);
   const std::string conv = named(f.m, nn::layer_kind::conv2d)[2];
@@ -248,7 +248,7 @@ TEMPLATE_TEST_CASE("nn::to_stacked_subnet makes a parallel block whose paths dif
 }
 
 TEMPLATE_TEST_CASE("model morphs compose: every morph on the children of the others",
-                   "[nn][morph][property]", float, double) {
+                   "[nn][morph][property][heavy]", float, double) {
   auto rng = nmtest::make_rng(137);
   fixture<TestType> f(rng);
   const auto convs = named(f.m, nn::layer_kind::conv2d);

@@ -7,6 +7,7 @@
 // is the figure bench/README.md reports (the issue asks for at least 0.5).
 
 #include <netmorph/io.hpp>
+#include <netmorph/nn/layers.hpp>
 #include <netmorph/nn/model.hpp>
 
 #include <benchmark/benchmark.h>
@@ -106,8 +107,54 @@ void BM_io_load_reference_fread(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * tensor_bytes()));
 }
 
+// Many small layers: building a model and loading it must cost O(layers). A chain of
+// `dense 4 -> 4` and `tanh` layers, state.range(0) layers in all. The reference is building the
+// same model in memory with model::add; its time per layer must not grow with the layer count,
+// and load / build is the ratio bench/README.md reports.
+nn::model<float> chain_model(index_type layers) {
+  std::mt19937_64 rng(3);
+  nn::model<float> m({4});
+  for (index_type i = 0; i < layers; ++i) {
+    if (i % 2 == 0)
+      m.add(nn::dense<float>::he(4, 4, rng));
+    else
+      m.add(nn::activation<float>(netmorph::activation_fn{netmorph::activation_kind::tanh}));
+  }
+  return m;
+}
+
+void BM_model_build_layers(benchmark::State& state) {
+  for (auto _ : state) {
+    nn::model<float> m = chain_model(state.range(0));
+    benchmark::DoNotOptimize(m.layers().data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
+void BM_io_load_layers(benchmark::State& state) {
+  const std::string path = scratch("netmorph_bench_io_layers.safetensors");
+  netmorph::io::save(chain_model(state.range(0)), path);
+  for (auto _ : state) {
+    nn::model<float> m = netmorph::io::load<float>(path);
+    benchmark::DoNotOptimize(m.layers().data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
 }  // namespace
 
+BENCHMARK(BM_model_build_layers)
+    ->Arg(10000)
+    ->Arg(100000)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(3);
+BENCHMARK(BM_io_load_layers)
+    ->Arg(10000)
+    ->Arg(100000)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(3);
 BENCHMARK(BM_io_save_reference_fwrite_fsync)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()

@@ -155,7 +155,6 @@ TEST_CASE("a widen report carries the width details", "[report][width]") {
   REQUIRE(get<std::string>(m, "algorithm") == "net2net");
   REQUIRE(get<std::int64_t>(m, "width.old_channels") == 3);
   REQUIRE(get<std::int64_t>(m, "width.new_channels") == 5);
-  REQUIRE_FALSE(get<bool>(m, "width.zeroed_incoming"));
   REQUIRE(get<std::string>(m, "tensor.next.shape") == "(2, 5)");
   REQUIRE(not_measured(m, "relative_residual"));
   REQUIRE(get<double>(m, "relative_output_error") <= nmtest::exact_tolerance<double>());
@@ -195,4 +194,41 @@ TEST_CASE("subnet reports flatten their steps recursively", "[report][subnet]") 
   REQUIRE(get<std::string>(m, "tensor.path 1 layer 0.shape") == "(3, 2, 3, 3)");
   REQUIRE(get<std::int64_t>(m, "probes") == 4);
   require_finite_fields(s.report);
+}
+
+TEST_CASE("an output error that cannot be measured is never exact, and the report says why",
+          "[report][width]") {
+  // A finite weight of 3e38 overflows float in the forward pass: the probes' outputs are
+  // infinite, their difference NaN. The report used to print "-nan" and call the morph exact.
+  using netmorph::tensor;
+  std::mt19937_64 rng(9);
+  netmorph::dense_weights<float> layer{nmtest::randn<float>({3, 4}, rng),
+                                       nmtest::randn<float>({3}, rng)};
+  netmorph::dense_weights<float> next{nmtest::randn<float>({2, 3}, rng), {}};
+  layer.weight(0, 0) = 3e38f;
+  layer.weight(0, 1) = 3e38f;
+  netmorph::widen_options opt;
+  opt.new_channels = 5;
+  opt.phi = netmorph::activation_fn{netmorph::activation_kind::identity};
+  const auto r = netmorph::widen(layer, next, opt);
+  REQUIRE_FALSE(r.report.exact);
+  REQUIRE_FALSE(r.report.relative_output_error);
+  REQUIRE_FALSE(r.report.max_output_error);
+  REQUIRE_THAT(r.report.notes.at(0), Catch::Matchers::Contains("infinity or a NaN"));
+  const auto m = by_key(r.report);
+  REQUIRE_FALSE(get<bool>(m, "exact"));
+  REQUIRE(std::holds_alternative<std::monostate>(m.at("relative_output_error")));
+  REQUIRE_THAT(r.report.summary(), !Catch::Matchers::Contains("nan"));
+  const auto verdict = netmorph::judge_exactness<float>(r.report);
+  REQUIRE_FALSE(verdict.exact);
+  REQUIRE_THAT(verdict.why, Catch::Matchers::Contains("not exact by construction") &&
+                                Catch::Matchers::Contains("cannot be measured"));
+  // The same morph on ordinary weights is exact; an error above the tolerance is not, in words.
+  layer.weight(0, 0) = layer.weight(0, 1) = 0.5f;
+  auto ok = netmorph::widen(layer, next, opt).report;
+  REQUIRE(netmorph::judge_exactness<float>(ok).exact);
+  ok.relative_output_error = 2e-4;
+  REQUIRE_THAT(netmorph::judge_exactness<float>(ok).why,
+               Catch::Matchers::Contains("above the tolerance 0.0001"));
+  REQUIRE_FALSE(netmorph::judge_exactness<double>(ok).exact);
 }

@@ -142,34 +142,33 @@ TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", floa
   }
 }
 
-TEST_CASE("NetMorph's width rule zeroes the smaller side only where that is exact", "[width]") {
+TEST_CASE("NetMorph's width rule fills the incoming side and zeroes the outgoing for every phi",
+          "[width]") {
   std::mt19937_64 rng(3);
-  // Incoming side (1 x 1 x 1 + bias = 2 values) is smaller than the outgoing (8 x 3 x 3).
+  // Incoming side (1 x 1 x 1 + bias = 2 values) is smaller than the outgoing (8 x 3 x 3): the
+  // rule used to zero the incoming side here when phi(0) = 0, which leaves ReLU units dead.
   conv2d_weights<double> layer{
       nmtest::randn<double>({2, 1, 1, 1}, rng), nmtest::randn<double>({2}, rng), {}};
   conv2d_weights<double> next{nmtest::randn<double>({8, 2, 3, 3}, rng), {}, conv2d_options{1, 1}};
   widen_options opt;
   opt.new_channels = 4;
   opt.permute = false;
-  opt.phi = activation_fn{activation_kind::tanh};
-  auto r = netmorph::widen(layer, next, opt);
-  REQUIRE(r.report.width->zeroed_incoming);
-  // two of four incoming filters are zero
-  REQUIRE(nmtest::new_tensor(r.report, "layer").nonzero_fraction == Approx(0.5));
-  REQUIRE(nmtest::new_tensor(r.report, "next").nonzero_fraction == Approx(1.0));
-  REQUIRE(r.layer.weight(3, 0, 0, 0) == 0.0);
-  REQUIRE(r.next.weight(0, 3, 1, 1) != 0.0);
-  // sigmoid(0) = 1/2: a zero incoming side would leak into the next layer, so zero the outgoing.
-  opt.phi = activation_fn{activation_kind::sigmoid};
-  auto s = netmorph::widen(layer, next, opt);
-  REQUIRE_FALSE(s.report.width->zeroed_incoming);
-  REQUIRE(s.layer.weight(3, 0, 0, 0) != 0.0);
-  REQUIRE(s.next.weight(0, 3, 1, 1) == 0.0);
-  REQUIRE(nmtest::measured_error(s.report) <= nmtest::exact_tolerance<double>());
-  // An unknown activation: the outgoing side is zeroed (exact for any phi), and a note says so.
+  for (const auto kind : {activation_kind::relu, activation_kind::tanh, activation_kind::sigmoid,
+                          activation_kind::gelu}) {
+    CAPTURE(to_string(kind));
+    opt.phi = activation_fn{kind};
+    auto r = netmorph::widen(layer, next, opt);
+    REQUIRE(nmtest::new_tensor(r.report, "layer").nonzero_fraction == Approx(1.0));
+    REQUIRE(nmtest::new_tensor(r.report, "next").nonzero_fraction == Approx(0.5));
+    REQUIRE(r.layer.weight(3, 0, 0, 0) != 0.0);
+    REQUIRE(r.layer.bias(3) != 0.0);
+    REQUIRE(r.next.weight(0, 3, 1, 1) == 0.0);
+    REQUIRE(nmtest::measured_error(r.report) <= nmtest::exact_tolerance<double>());
+    REQUIRE_THAT(r.report.summary(), Catch::Matchers::Contains("new outgoing side zero"));
+  }
+  // An unknown activation: the same rule, and a note says the probes used the identity.
   opt.phi.reset();
   auto u = netmorph::widen(layer, next, opt);
-  REQUIRE_FALSE(u.report.width->zeroed_incoming);
   REQUIRE(u.next.weight(0, 3, 1, 1) == 0.0);
   REQUIRE_THAT(u.report.notes.at(0), Catch::Matchers::Contains("is not given"));
 }

@@ -3,6 +3,7 @@
 #include <netmorph/nn.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -175,6 +176,110 @@ TEMPLATE_TEST_CASE("nn::widen of the last convolution gives each channel its H*W
   REQUIRE(*nn::widen(f.m, named(f.m, nn::layer_kind::dense)[0], wd).relative_output_error <=
           nmtest::exact_tolerance<TestType>());
   REQUIRE(f.error() <= nmtest::exact_tolerance<TestType>());
+}
+
+namespace {
+
+/// Adam (Kingma and Ba) on every parameter of a model, kept here until nn has its own: enough to
+/// see which parameters receive gradient.
+struct test_adam {
+  double lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::vector<tensor<double>> m1, m2;
+  int t = 0;
+  void step(nn::model<double>& m) {
+    const auto ps = m.parameters();
+    if (m1.empty())
+      for (auto* p : ps) {
+        m1.emplace_back(p->value.shape());
+        m2.emplace_back(p->value.shape());
+      }
+    ++t;
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      for (idx j = 0; j < ps[i]->value.size(); ++j) {
+        const double g = ps[i]->grad.data()[j];
+        double& a = m1[i].data()[j];
+        double& b = m2[i].data()[j];
+        a = beta1 * a + (1 - beta1) * g;
+        b = beta2 * b + (1 - beta2) * g * g;
+        const double ah = a / (1 - std::pow(beta1, t)), bh = b / (1 - std::pow(beta2, t));
+        ps[i]->value.data()[j] -= lr * ah / (std::sqrt(bh) + eps);
+      }
+    m.after_step();
+  }
+};
+
+/// Whether any of the `count` consecutive values from `first` differs between `a` and `b`.
+bool moved(const tensor<double>& a, const tensor<double>& b, idx first, idx count) {
+  for (idx j = first; j < first + count; ++j)
+    if (a.data()[j] != b.data()[j]) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("every unit nn::widen adds trains: its incoming and outgoing weights move",
+          "[nn][morph][width]") {
+  // A unit whose incoming side is zero sits at phi'(0), which is 0 for ReLU: it, its batch-norm
+  // parameters and its outgoing weights would never move. Every activation, with and without
+  // batch norm, both rules, SGD and Adam: after three steps every new unit has moved both ways.
+  auto rng = nmtest::make_rng(171);
+  const auto x = nmtest::randn<double>({16, 2, 6, 6}, rng);
+  std::vector<int> labels;
+  for (int s = 0; s < 16; ++s)
+    labels.push_back(s % 3);
+  for (const auto kind :
+       {activation_kind::identity, activation_kind::relu, activation_kind::leaky_relu,
+        activation_kind::tanh, activation_kind::sigmoid, activation_kind::elu,
+        activation_kind::softplus, activation_kind::gelu})
+    for (const bool bn : {false, true})
+      for (const auto rule : {netmorph::width_rule::netmorph, netmorph::width_rule::net2net}) {
+        CAPTURE(netmorph::to_string(kind), bn, netmorph::to_string(rule));
+        nn::architecture_options t;
+        t.act = activation_fn{kind, 0.1};
+        t.batch_norm = bn;
+        t.pool = 0;
+        t.classes = 3;
+        t.seed = rng();
+        auto parent = nn::parse_architecture<double>("(3:3)(3:4)", {2, 6, 6}, t);
+        netmorph::widen_options w;
+        w.new_channels = 6;
+        w.permute = false;  // the new units are channels 3, 4 and 5
+        w.rule = rule;
+        w.seed = rng();
+        nn::widen(parent, "0", w);
+        const std::string next = named(parent, nn::layer_kind::conv2d)[1];
+        auto in_of = [](nn::model<double>& m) {
+          return nn::layer_cast<nn::conv2d>(&m.find("0"))->weight().value;
+        };
+        auto out_of = [&](nn::model<double>& m) {
+          return nn::layer_cast<nn::conv2d>(&m.find(next))->weight().value;
+        };
+        const tensor<double> in0 = in_of(parent), out0 = out_of(parent);
+        for (const bool adam : {false, true}) {
+          CAPTURE(adam);
+          auto child = parent;
+          test_adam a;
+          for (int step = 0; step < 3; ++step) {
+            child.zero_grad();
+            const auto l = nn::softmax_cross_entropy(child.forward(x, true), labels);
+            child.backward(l.grad);
+            if (adam)
+              a.step(child);
+            else
+              nn::sgd{0.1, 0.9, 0.0}.step(child);
+          }
+          const tensor<double> in1 = in_of(child), out1 = out_of(child);
+          const idx row = in0.size() / 6, taps = out0.dim(2) * out0.dim(3);
+          for (idx q = 3; q < 6; ++q) {
+            CAPTURE(q);
+            REQUIRE(moved(in0, in1, q * row, row));
+            bool out_moved = false;
+            for (idx o = 0; o < out0.dim(0); ++o)
+              out_moved = out_moved || moved(out0, out1, (o * 6 + q) * taps, taps);
+            REQUIRE(out_moved);
+          }
+        }
+      }
 }
 
 TEMPLATE_TEST_CASE("nn::grow_kernel keeps the function and the name", "[nn][morph][kernel]", float,

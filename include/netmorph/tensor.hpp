@@ -40,6 +40,20 @@ inline constexpr index_type max_tensor_elements = index_type(1) << 34;
 
 namespace detail {
 
+/// A testing hook for the strong exception guarantee: when set to `k >= 0`, the `k`-th tensor
+/// allocation of this thread from now on (0: the next one) throws `std::bad_alloc` as if memory
+/// had run out, and the hook disarms itself; -1 (the default) never fails. Tests sweep `k` over
+/// every allocation of an operation and check that each failure leaves its inputs as they were.
+/// Never set it around code that allocates inside an OpenMP parallel region.
+inline thread_local std::int64_t allocation_failure_countdown = -1;
+
+/// Counts one allocation against `allocation_failure_countdown`. \throws std::bad_alloc when it
+/// runs out.
+inline void count_allocation() {
+  if (allocation_failure_countdown >= 0 && allocation_failure_countdown-- == 0)
+    throw std::bad_alloc();
+}
+
 /// The allocator of tensor storage: zero-filled memory from `std::calloc`. The C library takes a
 /// large block straight from the kernel as zero pages, so a zero tensor costs neither a clearing
 /// pass nor a page until it is written (a loaded model's gradients and velocities are never
@@ -53,6 +67,7 @@ struct zeroed_allocator {
   zeroed_allocator(const zeroed_allocator<U>&) noexcept {}
   T* allocate(std::size_t n) {
     if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
+    count_allocation();
     void* p = std::calloc(n == 0 ? 1 : n, sizeof(T));
     if (!p) throw std::bad_alloc();
     return static_cast<T*>(p);

@@ -20,10 +20,11 @@ using netmorph::index_type;
 using idx = netmorph::index_type;
 using netmorph::tensor;
 
-/// The suite's tolerance for "exact": relative error 1e-9 in double, 1e-4 in float (DESIGN §7).
+/// The suite's "exact" is the library's: relative error at most 1e-9 in double, 1e-4 in float
+/// (docs/DESIGN.md §7).
 template <typename Scalar>
 constexpr double exact_tolerance() {
-  return sizeof(Scalar) >= sizeof(double) ? 1e-9 : 1e-4;
+  return netmorph::exact_tolerance<Scalar>();
 }
 
 /// The statistics of the new tensor `name` in a morph report (fails the test when it is absent).

@@ -14,12 +14,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -71,7 +73,6 @@ struct depth_details {
 /// Channel counts of a width morph.
 struct width_details {
   index_type old_channels = 0, new_channels = 0;
-  bool zeroed_incoming = false;  ///< NetMorph zeroed the new incoming side (else the outgoing)
 };
 
 /// Kernel sizes of a kernel-size morph.
@@ -117,10 +118,7 @@ struct morph_report {
     if (depth) depth_lines(os);
     if (width)
       os << "  channels         " << width->old_channels << " -> " << width->new_channels
-         << (algorithm == "netmorph" ? (width->zeroed_incoming ? ", new incoming side zero"
-                                                               : ", new outgoing side zero")
-                                     : "")
-         << "\n";
+         << (algorithm == "netmorph" ? ", new outgoing side zero" : "") << "\n";
     if (kernel)
       os << "  kernel           " << kernel->old_kernel << " -> " << kernel->new_kernel << "\n";
     if (subnet) {
@@ -146,7 +144,7 @@ struct morph_report {
     return os.str();
   }
 
-  /// Flat, stable keys (see API.md): the common facts, the details present, the tensors, the
+  /// Flat, stable keys: the common facts, the details present, the tensors, the
   /// notes, then `steps.<i>.<key>` for every field of every step, recursively.
   std::vector<report_field> fields() const {
     std::vector<report_field> f;
@@ -188,7 +186,6 @@ struct morph_report {
     if (width) {
       add("width.old_channels", i64(width->old_channels));
       add("width.new_channels", i64(width->new_channels));
-      add("width.zeroed_incoming", width->zeroed_incoming);
     }
     if (kernel) {
       add("kernel.old_kernel", i64(kernel->old_kernel));
@@ -265,6 +262,46 @@ struct morph_report {
   }
 };
 
+/// The largest relative output error on the probes at which a morph is still called exact:
+/// 1e-4 in float and 1e-9 in double (docs/DESIGN.md §7). The library, `netmorph-morph` and the
+/// tests use this one definition.
+template <typename Scalar>
+constexpr double exact_tolerance() {
+  static_assert(std::is_floating_point<Scalar>::value, "exact_tolerance: a floating-point type");
+  return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
+}
+
+/// Whether a morph is exact, and if not, why in words.
+struct exactness {
+  bool exact = false;
+  std::string why;  ///< empty when exact
+};
+
+/// The one rule that decides whether the morph `r` (on weights stored as `Scalar`) is exact: it
+/// is exact by construction (`r.exact`: its solver met its tolerance, its borders are exact,
+/// its output error could be measured) and, where it was measured, its relative output error
+/// is at most `exact_tolerance<Scalar>()`.
+template <typename Scalar>
+exactness judge_exactness(const morph_report& r) {
+  exactness e;
+  if (!r.exact) {
+    e.why = "not exact by construction";
+    for (const std::string& n : r.notes)
+      e.why += "; " + n;
+    return e;
+  }
+  if (r.relative_output_error && !(*r.relative_output_error <= exact_tolerance<Scalar>())) {
+    std::ostringstream os;
+    os.precision(3);
+    os << "relative output error " << *r.relative_output_error << " on " << r.probes
+       << " probe inputs is above the tolerance " << exact_tolerance<Scalar>();
+    e.why = os.str();
+    return e;
+  }
+  e.exact = true;
+  return e;
+}
+
 /// Random inputs on which a morph's child is compared with its parent.
 struct probe_options {
   index_type count = 4;  ///< random inputs on which the child is compared with the parent; 0: none
@@ -303,6 +340,42 @@ std::optional<tensor<Scalar>> probe_input(const probe_options& p, shape_type res
   return tensor<Scalar>::random_normal(std::move(rest), rng);
 }
 
+/// Fills the output errors of `rep` from the child's and the parent's outputs on the probes.
+/// Where either holds an infinity or a NaN (weights whose products overflow `Scalar`, say) the
+/// error cannot be measured: it stays unset, `rep.exact` becomes false (an unmeasurable error is
+/// never exact), and a note says why.
+template <typename Scalar>
+void record_output_error(morph_report& rep, const tensor<Scalar>& child,
+                         const tensor<Scalar>& parent) {
+  rep.probes = child.rank() ? child.dim(0) : 0;
+  rep.max_output_error.reset();
+  rep.relative_output_error.reset();
+  const bool parent_finite = first_non_finite(parent.data(), parent.size()) < 0;
+  const bool child_finite = first_non_finite(child.data(), child.size()) < 0;
+  if (!parent_finite || !child_finite) {
+    rep.exact = false;
+    rep.notes.push_back(cat(
+        "The ",
+        parent_finite  ? "child's"
+        : child_finite ? "parent's"
+                       : "parent's and the child's",
+        " output on the ", rep.probes,
+        " probe inputs holds an infinity or a NaN (values beyond the range of the scalar type), so "
+        "the output error cannot be measured and the morph is not called exact."));
+    return;
+  }
+  rep.max_output_error = max_abs_error(child, parent);
+  rep.relative_output_error = relative_error(child, parent);
+  if (!std::isfinite(*rep.relative_output_error)) {  // finite outputs whose squares overflow
+    rep.exact = false;
+    rep.max_output_error.reset();
+    rep.relative_output_error.reset();
+    rep.notes.push_back(cat("The outputs on the ", rep.probes,
+                            " probe inputs are too large to compare (their squared norm "
+                            "overflows a double), so the morph is not called exact."));
+  }
+}
+
 /// Fills the output errors of `rep` from `parent(x)` and `child(x)`. No input: not measured.
 /// Outputs of different shapes: not measured, not exact, and a note says why.
 template <typename Scalar, typename Parent, typename Child>
@@ -318,9 +391,7 @@ void measure_probes(morph_report& rep, const std::optional<tensor<Scalar>>& x, P
                             ": the output error is not measured."));
     return;
   }
-  rep.probes = x->dim(0);
-  rep.max_output_error = max_abs_error(z, y);
-  rep.relative_output_error = relative_error(z, y);
+  record_output_error(rep, z, y);
 }
 
 /// One layer's forward pass, conv2d or dense by the weight type.

@@ -2,7 +2,7 @@
 #define NETMORPH_MORPH_WIDTH_HPP
 
 /// \file width.hpp
-/// Width morphing (paper §3.4.1, DESIGN §4): grow a layer from `C` to `C' >= C` output channels
+/// Width morphing (paper §3.4.1, docs/DESIGN.md §4.1): grow a layer from `C` to `C' >= C` channels
 /// while the next layer's input grows to match, preserving the function for any activation.
 
 #include <netmorph/activations.hpp>
@@ -28,7 +28,7 @@ namespace netmorph {
 
 /// How the new channels are filled.
 enum class width_rule {
-  netmorph,  ///< new channels: noise on one side, zeros on the other (exact for any activation)
+  netmorph,  ///< new channels: random incoming filters, zero outgoing weights (exact for any phi)
   net2net    ///< replicate random existing channels and divide their outgoing weights
 };
 
@@ -41,9 +41,8 @@ inline const char* to_string(width_rule r) {
 struct widen_options {
   index_type new_channels = 0;  ///< C', at least the current C
   width_rule rule = width_rule::netmorph;
-  /// The activation between the layer and the next one. Unset: unknown, so the NetMorph rule
-  /// zeroes the outgoing side (exact for any activation) and the probes go through the identity.
-  /// Set: the incoming side is zeroed when it is the smaller one and phi(0) = 0.
+  /// The activation between the layer and the next one, used by the probes (unset: the
+  /// identity). Neither rule depends on it: both are exact for any activation.
   std::optional<activation_fn> phi;
   std::uint64_t seed = 0;
   double noise = 1.0;   ///< std of the new non-zero side, relative to the existing weights
@@ -271,28 +270,26 @@ struct channel_block {
   }
 };
 
-/// The NetMorph rule: old channels kept, new ones with noise on one side and zeros on the other.
+/// The NetMorph rule: old channels kept; a new channel gets a random incoming filter and bias
+/// and zero outgoing weights. Exact for any activation, and the new units train from the first
+/// step: their outputs are non-zero, so their outgoing weights receive gradient at once, and the
+/// incoming side follows as soon as those are non-zero. (Zeroing the incoming side instead would
+/// be exact only where phi(0) = 0, and leaves units that never train where phi'(0) = 0 too, as
+/// for ReLU: see docs/DESIGN.md §4.1.)
 template <typename Scalar>
-channel_block<Scalar> grow_netmorph(const channel_block<Scalar>& old, index_type cn,
-                                    bool zero_incoming, double noise, std::mt19937_64& rng) {
-  const index_type c = old.channels(), span = old.span;
+channel_block<Scalar> grow_netmorph(const channel_block<Scalar>& old, index_type cn, double noise,
+                                    std::mt19937_64& rng) {
+  const index_type c = old.channels();
   channel_block<Scalar> b = old.zeros(cn);
   for (index_type j = 0; j < c; ++j)
     b.copy_channel(j, old, j);
   std::normal_distribution<double> normal(0.0, 1.0);
-  if (zero_incoming) {
-    const double sd = noise * stddev(old.out_w);
-    for (index_type g = 0; g < b.groups(); ++g)
-      for (index_type j = c * span; j < cn * span; ++j)
-        b.out_w.data()[g * cn * span + j] = static_cast<Scalar>(sd * normal(rng));
-  } else {
-    const double sd = noise * stddev(old.in_w);
-    const double sb = old.in_b.empty() ? 0.0 : noise * stddev(old.in_b);
-    for (index_type j = c * b.row(); j < cn * b.row(); ++j)
-      b.in_w.data()[j] = static_cast<Scalar>(sd * normal(rng));
-    for (index_type ch = c; ch < cn && !b.in_b.empty(); ++ch)
-      b.in_b(ch) = static_cast<Scalar>(sb * normal(rng));
-  }
+  const double sd = noise * stddev(old.in_w);
+  const double sb = old.in_b.empty() ? 0.0 : noise * stddev(old.in_b);
+  for (index_type j = c * b.row(); j < cn * b.row(); ++j)
+    b.in_w.data()[j] = static_cast<Scalar>(sd * normal(rng));
+  for (index_type ch = c; ch < cn && !b.in_b.empty(); ++ch)
+    b.in_b(ch) = static_cast<Scalar>(sb * normal(rng));
   return b;
 }
 
@@ -402,16 +399,10 @@ widen_result<Layer, Next> widen(
                                     {}};
   old.source.resize(static_cast<std::size_t>(c));
   std::iota(old.source.begin(), old.source.end(), index_type(0));
-  // Zero the incoming side only where that is exact (phi(0) = 0 is known, and a zero channel
-  // through batch norm with mean 0 and beta 0 stays 0) and it is the smaller side.
-  const index_type incoming = row + (layer.bias.empty() ? 0 : 1), outgoing = groups * span;
-  const bool zero_incoming =
-      opt.rule == width_rule::netmorph && opt.phi && opt.phi->zero_at_zero() && incoming < outgoing;
   std::mt19937_64 rng(opt.seed);
-  detail::channel_block<Scalar> grown =
-      opt.rule == width_rule::netmorph
-          ? detail::grow_netmorph(old, cn, zero_incoming, opt.noise, rng)
-          : detail::grow_net2net(old, cn, rng);
+  detail::channel_block<Scalar> grown = opt.rule == width_rule::netmorph
+                                            ? detail::grow_netmorph(old, cn, opt.noise, rng)
+                                            : detail::grow_net2net(old, cn, rng);
   widen_result<Layer, Next> r;
   r.permutation = detail::channel_permutation(cn, opt.permute, rng);
   grown = detail::permute_channels(grown, r.permutation);
@@ -426,7 +417,7 @@ widen_result<Layer, Next> widen(
   rep.operation = "widen";
   rep.algorithm = to_string(opt.rule);
   rep.exact = true;  // both rules are exact by construction
-  rep.width = width_details{c, cn, zero_incoming};
+  rep.width = width_details{c, cn};
   rep.new_tensors.push_back(detail::summarize("layer", r.layer.weight));
   rep.new_tensors.push_back(detail::summarize("next", r.next.weight));
   const activation_fn phi = opt.phi.value_or(activation_fn{activation_kind::identity, 0.0});
@@ -447,8 +438,7 @@ widen_result<Layer, Next> widen(
       });
   if (!opt.phi)
     rep.notes.push_back(
-        "The activation between the layers is not given: the new outgoing side is zero (exact "
-        "for any activation) and the probes pass through the identity.");
+        "The activation between the layers is not given: the probes pass through the identity.");
   rep.seconds = detail::seconds_since(t0);
   return r;
 }

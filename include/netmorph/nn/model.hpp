@@ -21,6 +21,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -113,6 +114,8 @@ class model {
   model(const model& o)
       : input_shape_(o.input_shape_),
         layers_(detail::clone_all(o.layers_)),
+        names_(o.names_),
+        output_shape_(o.output_shape_),
         rng_(std::make_unique<std::mt19937_64>(*o.rng_)),
         added_(o.added_) {
     for (auto& l : layers_)
@@ -132,14 +135,11 @@ class model {
   template <typename Layer>
   model& add(Layer l, std::string name = "") {
     std::unique_ptr<layer<Scalar>> p = std::make_unique<Layer>(std::move(l));
-    p->output_shape(output_shape());
-    const std::vector<std::string> taken = names();
-    auto is_taken = [&](const std::string& n) {
-      return std::find(taken.begin(), taken.end(), n) != taken.end();
-    };
+    // The shape after the last layer is kept, so that building a model of n layers costs O(n).
+    const shape_type out = p->output_shape(output_shape());
     if (name.empty()) {
       index_type k = added_;
-      while (is_taken(std::to_string(k)))
+      while (names_.count(std::to_string(k)))
         ++k;
       name = std::to_string(k);
     }
@@ -149,10 +149,22 @@ class model {
     detail::collect_names(*p, added);
     detail::require_distinct(added, "model::add");
     for (const std::string& n : added)
-      netmorph::detail::require<value_error>(!is_taken(n), "model::add: a layer named '", n,
+      netmorph::detail::require<value_error>(names_.count(n) == 0, "model::add: a layer named '", n,
                                              "' exists already");
+    layers_.reserve(layers_.size() + 1);
+    std::size_t inserted = 0;
+    try {
+      for (; inserted < added.size(); ++inserted)
+        names_.insert(added[inserted]);
+    } catch (...) {
+      for (std::size_t k = 0; k < inserted; ++k)
+        names_.erase(added[k]);
+      throw;
+    }
+    // Nothing below allocates or throws.
     p->set_rng(rng_.get());
     layers_.push_back(std::move(p));
+    output_shape_ = out;
     ++added_;
     return *this;
   }
@@ -160,11 +172,8 @@ class model {
   const shape_type& input_shape() const { return input_shape_; }
   /// Per-sample output shape of the first `upto` top-level layers (all by default).
   shape_type output_shape(index_type upto = -1) const {
-    shape_type s = input_shape_;
-    const index_type n = upto < 0 ? size() : std::min(upto, size());
-    for (index_type i = 0; i < n; ++i)
-      s = layers_[static_cast<std::size_t>(i)]->output_shape(s);
-    return s;
+    if (upto < 0 || upto >= size()) return output_shape_;
+    return shape_through(upto);
   }
   /// Number of top-level layers.
   index_type size() const { return static_cast<index_type>(layers_.size()); }
@@ -206,14 +215,33 @@ class model {
     return const_cast<model*>(this)->find(name);
   }
 
+  /// What `replace` took out of the model, to put back with `restore`.
+  class replaced {
+   public:
+    replaced(replaced&&) noexcept = default;
+    replaced& operator=(replaced&&) noexcept = default;
+    /// The layers taken out, in order.
+    const layer_list<Scalar>& layers() const { return removed_; }
+
+   private:
+    friend class model;
+    replaced(layer_list<Scalar>* list, index_type pos, index_type inserted, layer_list<Scalar> r)
+        : list_(list), pos_(pos), inserted_(inserted), removed_(std::move(r)) {}
+    layer_list<Scalar>* list_;
+    index_type pos_, inserted_;
+    layer_list<Scalar> removed_;
+  };
+
   /// Replaces `count` consecutive layers starting with the one called `first` (in the same list:
   /// the top level or one path of a parallel block) by `replacement`, named by the rule above,
   /// and checks the new model's shapes. A replacement that does not fit leaves the model exactly
-  /// as it was (strong exception guarantee).
+  /// as it was (strong exception guarantee). Returns the removed layers; `restore` puts them back
+  /// without allocating, so a caller that finds the new model wanting later (a model morph whose
+  /// probe fails) can undo the replacement whatever the failure.
   /// \throws value_error on an unknown name, a range past the end of its list, a count the naming
   ///         rule does not cover, or a name that would collide; shape_error when the new model's
   ///         shapes do not fit.
-  void replace(const std::string& first, index_type count, layer_list<Scalar> replacement) {
+  replaced replace(const std::string& first, index_type count, layer_list<Scalar> replacement) {
     const layer_slot<Scalar> slot = locate(first);
     layer_list<Scalar>& list = *slot.list;
     const index_type pos = slot.position, n = static_cast<index_type>(replacement.size());
@@ -235,39 +263,60 @@ class model {
       detail::assign_names(*replacement[static_cast<std::size_t>(k)],
                            n == count ? list[static_cast<std::size_t>(pos + k)]->name()
                                       : netmorph::detail::cat(first, ".", k));
-    std::vector<std::string> kept = names(), added;
+    std::vector<std::string> added;
     for (const auto& l : replacement)
       detail::collect_names(*l, added);
     detail::require_distinct(added, "model::replace");
+    std::sort(removed_names.begin(), removed_names.end());
     for (const std::string& a : added) {
-      const bool removed =
-          std::find(removed_names.begin(), removed_names.end(), a) != removed_names.end();
+      const bool removed = std::binary_search(removed_names.begin(), removed_names.end(), a);
       netmorph::detail::require<value_error>(
-          removed || std::find(kept.begin(), kept.end(), a) == kept.end(),
-          "model::replace: the new layer name '", a, "' is taken");
+          removed || names_.count(a) == 0, "model::replace: the new layer name '", a, "' is taken");
     }
-    // Swap the layers in without reallocating (unique_ptr moves cannot throw), check the
-    // shapes, and swap the old ones back if they do not fit.
+    // Everything that allocates happens here, before the model changes: the removed list, room
+    // in `list` for both the new and the old layers (so that swapping either in or back moves
+    // pointers only), and the new name set.
     layer_list<Scalar> removed;
     removed.reserve(static_cast<std::size_t>(count));
     list.reserve(std::max(list.size(), list.size() - std::size_t(count) + std::size_t(n)));
+    name_set new_names = names_;
+    for (const std::string& r : removed_names)
+      new_names.erase(r);
+    new_names.insert(added.begin(), added.end());
+    // Swap the layers in (unique_ptr moves cannot throw), check the shapes, and swap the old ones
+    // back if they do not fit.
     const auto at = [&](index_type k) { return list.begin() + pos + k; };
     std::move(at(0), at(count), std::back_inserter(removed));
     list.erase(at(0), at(count));
     list.insert(at(0), std::make_move_iterator(replacement.begin()),
                 std::make_move_iterator(replacement.end()));
+    replaced undo(&list, pos, n, std::move(removed));
+    shape_type out;
     try {
-      output_shape();
+      out = shape_through(size());
     } catch (...) {
-      list.erase(at(0), at(n));
-      list.insert(at(0), std::make_move_iterator(removed.begin()),
-                  std::make_move_iterator(removed.end()));
+      swap_back(undo);
       throw;
     }
+    names_.swap(new_names);
+    output_shape_.swap(out);
+    undo_output_shape_.swap(out);
+    undo_names_.swap(new_names);  // the names before, for `restore`
     for (index_type k = 0; k < n; ++k)
       (*at(k))->set_rng(rng_.get());
     for (auto& l : layers_)
       l->set_input_grad(true);
+    return undo;
+  }
+
+  /// Undoes the last `replace`, whose result `r` is: the model is again exactly as it was before
+  /// it (the replacement's layers are destroyed). Allocates nothing and cannot fail; `r` must come
+  /// from the last `replace` of this model, with nothing else changed in between.
+  void restore(replaced&& r) noexcept {
+    swap_back(r);
+    names_.swap(undo_names_);
+    undo_names_.clear();
+    output_shape_.swap(undo_output_shape_);
   }
 
   /// Forward pass on a batch `(N, input_shape...)`; `training` selects batch-norm statistics,
@@ -329,8 +378,34 @@ class model {
     return false;
   }
 
+  using name_set = std::unordered_set<std::string>;
+
+  /// The per-sample shape after the first `n` top-level layers, computed layer by layer.
+  /// \throws shape_error when a layer does not accept its input.
+  shape_type shape_through(index_type n) const {
+    shape_type s = input_shape_;
+    for (index_type i = 0; i < n; ++i)
+      s = layers_[static_cast<std::size_t>(i)]->output_shape(s);
+    return s;
+  }
+
+  /// Puts the layers `r` took out back in place of the ones `replace` inserted.
+  static void swap_back(replaced& r) noexcept {
+    layer_list<Scalar>& list = *r.list_;
+    const auto at = [&](index_type k) { return list.begin() + r.pos_ + k; };
+    list.erase(at(0), at(r.inserted_));
+    // No reallocation: `replace` reserved room for the old layers.
+    list.insert(at(0), std::make_move_iterator(r.removed_.begin()),
+                std::make_move_iterator(r.removed_.end()));
+    r.removed_.clear();
+    r.inserted_ = 0;
+  }
+
   shape_type input_shape_;
   layer_list<Scalar> layers_;
+  name_set names_;       // every layer's name, those inside parallel blocks included
+  name_set undo_names_;  // the names before the last `replace`, for `restore`
+  shape_type output_shape_ = input_shape_, undo_output_shape_;  // after the last layer
   std::unique_ptr<std::mt19937_64> rng_;
   index_type added_ = 0;  // layers added so far, for default names
   // Training-mode scratch: the input copy and the layer outputs and gradients, which layers refer

@@ -6,16 +6,18 @@
 /// transaction: it probes the parent, builds the replacement layers on the side with the
 /// weight-level morph, swaps them in (`model::replace` checks the new model's shapes and
 /// restores the old layers when they do not fit), and only then measures the whole model's
-/// function preservation on probe inputs in inference mode. A morph that throws leaves the
-/// model, its SGD velocities and its buffers exactly as they were.
+/// function preservation on probe inputs in inference mode; when that measurement fails (an
+/// exception of any kind, `std::bad_alloc` included) `model::restore` puts the parent's layers
+/// back. A morph that throws leaves the model, its SGD velocities and its buffers exactly as they
+/// were (the strong guarantee, for every exception; docs/DESIGN.md §8.3).
 ///
 /// What the model determines is derived, never silently overwritten: the activation of the
 /// P-activations inserted between new layers (`phi`) is the one that follows the morphed layer
-/// (the first activation or P-activation before the next conv2d/dense layer; ReLU when there is
-/// none); a `phi` set by the caller must agree with it. Weight-level probing is skipped: the
-/// report's output errors are the whole model's on `probe.count` inputs seeded by the options'
-/// seed (`probe.size` must stay 0: the model's input shape fixes the probes'). `new_layers`
-/// names the layers the morph made or changed.
+/// (the first activation or P-activation before the next conv2d/dense layer; when none does, the
+/// caller's `phi`, else ReLU); a `phi` set by the caller must agree with it. Weight-level probing
+/// is skipped: the report's output errors are the whole model's on `probe.count` inputs seeded by
+/// the options' seed (`probe.size` must stay 0: the model's input shape fixes the probes').
+/// `new_layers` names the layers the morph made or changed.
 ///
 /// Neighbours are kept consistent: the next layer's inputs, a batch norm between (widened with
 /// its running statistics), a flatten followed by a dense layer (`H*W` columns per channel).
@@ -96,13 +98,11 @@ class model_probe {
     before_ = m.forward(x_, false);
   }
   void measure(model<Scalar>& m, morph_report& rep) const {
-    rep.probes = x_.empty() ? 0 : x_.dim(0);
+    rep.probes = 0;
     rep.max_output_error.reset();
     rep.relative_output_error.reset();
     if (x_.empty()) return;
-    const tensor<Scalar> after = m.forward(x_, false);
-    rep.max_output_error = max_abs_error(after, before_);
-    rep.relative_output_error = relative_error(after, before_);
+    netmorph::detail::record_output_error(rep, m.forward(x_, false), before_);
   }
 
  private:
@@ -131,13 +131,21 @@ morph_report transact(model<Scalar>& m, const std::string& name, const char* who
   for (std::size_t k = 0; k < r.layers.size(); ++k)
     if (r.changed.empty() || std::find(r.changed.begin(), r.changed.end(), k) != r.changed.end())
       added.push_back(r.layers[k].get());
-  m.replace(name, r.count, std::move(r.layers));
   morph_report rep = std::move(r.report);
   rep.layer = name;
   rep.new_layers.clear();
-  for (const auto* l : added)
-    rep.new_layers.push_back(l->name());
-  pr.measure(m, rep);
+  rep.new_layers.reserve(added.size());
+  auto undo = m.replace(name, r.count, std::move(r.layers));
+  // From here on the model is the child; whatever fails (the probe's forward pass, its
+  // allocations, the report's strings) puts the parent's layers back before it propagates.
+  try {
+    for (const auto* l : added)
+      rep.new_layers.push_back(l->name());
+    pr.measure(m, rep);
+  } catch (...) {
+    m.restore(std::move(undo));
+    throw;
+  }
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
 }
@@ -316,8 +324,8 @@ morph_report deepen(model<Scalar>& m, const layer_ref& target, const deepen_opti
 /// Width morph of layer `target` (conv2d or dense) to `opt.new_channels` outputs. The layers up to
 /// the next conv2d/dense layer in the same list may be activations, P-activations, one batch
 /// norm (widened with it), dropout, pooling and one flatten (the dense layer after it gets `H*W`
-/// columns per channel). `opt.phi` is derived from the activation in between (see the file
-/// comment; with several, a stand-in with the same value at zero).
+/// columns per channel). Neither width rule depends on the activation in between; a `phi` set by
+/// the caller is only checked against it (with several, against their value at zero).
 /// \throws value_error when the layer is not conv2d/dense, two batch norms or another kind of
 ///         layer sit in between, no conv2d/dense layer follows in the same list, `opt.phi`
 ///         disagrees with the model, or `opt.probe.size` is set; and everything `netmorph::widen`
@@ -365,9 +373,10 @@ morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_option
   // dense layer never feeds a conv2d, and a conv2d feeds a dense layer only through a flatten.
   NETMORPH_ASSERT(!(l.kind() == layer_kind::dense && nx.kind() == layer_kind::conv2d));
   NETMORPH_ASSERT(!(l.kind() == layer_kind::conv2d && nx.kind() == layer_kind::dense) || flattened);
-  // The weight-level rule needs the activation only to know whether a zero channel stays zero:
-  // the one activation in between, the identity when there is none, and with several (or a
-  // P-activation, whose a moves in training) a stand-in with the same value at zero.
+  // The weight-level rules do not depend on the activation, and the weight-level probes are off:
+  // phi is derived only to check a caller's phi against the model (the one activation in
+  // between, the identity when there is none, and with several, or a P-activation whose a moves
+  // in training, a stand-in with the same value at zero).
   std::optional<activation_fn> determined;
   if (acts == 0) determined = activation_fn{activation_kind::identity};
   if (acts == 1) determined = detail::following_activation(slot);

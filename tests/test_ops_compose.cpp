@@ -27,7 +27,7 @@ TEMPLATE_TEST_CASE("compose equals the naive eq. 6 loop on random shapes", "[com
   }
 }
 
-// The central identity of depth morphing (DESIGN §3): two stacked convolutions, the first with the
+// Depth morphing's key identity (docs/DESIGN.md §3.6): two stacked convolutions, the first with the
 // parent's padding grown by (K~-K)/2 and the second unpadded, equal one convolution with the
 // composed filter at every pixel, borders included, with biases and strides.
 TEMPLATE_TEST_CASE("stacked convolutions equal the composed convolution at every border pixel",

@@ -24,7 +24,7 @@ TEMPLATE_TEST_CASE("dense equals the naive loop on random shapes", "[dense][prop
         ref(s, o) = static_cast<TestType>(acc);
       }
     REQUIRE(netmorph::relative_error(y, ref) <= nmtest::exact_tolerance<TestType>());
-    // A dense layer is a 1x1 convolution on a 1x1 blob (DESIGN §2).
+    // A dense layer is a 1x1 convolution on a 1x1 blob (docs/DESIGN.md §2).
     auto yc = netmorph::conv2d(x.reshape({n, in, 1, 1}), w.reshape({out, in, 1, 1}), b);
     REQUIRE(netmorph::relative_error(yc.reshape({n, out}), ref) <=
             nmtest::exact_tolerance<TestType>());

@@ -2,7 +2,7 @@
 #define NETMORPH_ACTIVATIONS_HPP
 
 /// \file activations.hpp
-/// Activations `phi` and the parametric activations of the paper (§3.3, DESIGN §5):
+/// Activations `phi` and the parametric activations of the paper (§3.3, docs/DESIGN.md §5):
 /// \f$ P\phi_a(x) = (1 - a)\,\phi(x) + a\,x \f$, `a` in [0, 1]. At `a = 1` a P-activation is the
 /// identity, which is what makes a depth morph exact after any continuous activation.
 

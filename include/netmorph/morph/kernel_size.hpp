@@ -2,7 +2,7 @@
 #define NETMORPH_MORPH_KERNEL_SIZE_HPP
 
 /// \file kernel_size.hpp
-/// Kernel-size morphing (paper §3.4.2, DESIGN §4): zero-pad a filter centred from `K` to `K'`
+/// Kernel-size morph (paper §3.4.2, docs/DESIGN.md §4.2): zero-pad filters centred from `K` to `K'`
 /// and grow the padding by `(K' - K)/2`; the output is unchanged at every pixel.
 
 #include <netmorph/detail/message.hpp>

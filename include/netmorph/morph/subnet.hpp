@@ -2,7 +2,7 @@
 #define NETMORPH_MORPH_SUBNET_HPP
 
 /// \file subnet.hpp
-/// Subnet morphing (paper §3.5, DESIGN §4): one layer becomes a sequential subnet of `P+1`
+/// Subnet morphing (paper §3.5, docs/DESIGN.md §4.3): a layer becomes a sequential subnet of `P+1`
 /// layers (eq. 19), or `n` parallel paths whose outputs are summed, each a sequential subnet.
 
 #include <netmorph/activations.hpp>

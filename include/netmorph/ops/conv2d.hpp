@@ -485,7 +485,7 @@ void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weigh
 
 }  // namespace detail
 
-/// Convolution forward pass (cross-correlation with zero padding, DESIGN §2):
+/// Convolution forward pass (cross-correlation with zero padding, docs/DESIGN.md §2):
 /// \f$ y[n,o](p) = b[o] + \sum_i \sum_u W[o,i](u)\, x[n,i](s p + u - P) \f$.
 ///
 /// \param x      input `(N, C_in, H, W)`

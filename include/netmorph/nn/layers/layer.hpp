@@ -2,7 +2,7 @@
 #define NETMORPH_NN_LAYERS_LAYER_HPP
 
 /// \file layer.hpp
-/// The base of every layer of the network model (DESIGN §6 `nn`): the kinds of layer, a trainable
+/// The base of every layer of a model (docs/DESIGN.md §8.1): the kinds of layer, a trainable
 /// parameter, the layer interface, and the dispatch on kinds (`layer_cast`) that the model
 /// morphs, the notation printer and the file formats use instead of `dynamic_cast`.
 
@@ -20,7 +20,7 @@ namespace netmorph {
 namespace nn {
 
 /// Every kind of layer a model can hold; `layer::kind()` returns one, `to_string` names it (the
-/// names are those of the coming file format).
+/// names are those of the model files, docs/DESIGN.md §9).
 enum class layer_kind {
   conv2d,
   dense,

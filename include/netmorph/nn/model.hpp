@@ -151,7 +151,8 @@ class model {
     for (const std::string& n : added)
       netmorph::detail::require<value_error>(names_.count(n) == 0, "model::add: a layer named '", n,
                                              "' exists already");
-    layers_.reserve(layers_.size() + 1);
+    if (layers_.size() == layers_.capacity())  // geometric growth: reserve(size + 1) is O(n)
+      layers_.reserve(std::max<std::size_t>(8, 2 * layers_.capacity()));
     std::size_t inserted = 0;
     try {
       for (; inserted < added.size(); ++inserted)

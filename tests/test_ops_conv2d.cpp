@@ -1,5 +1,10 @@
 #include "support/test_support.hpp"
 
+#include <netmorph/detail/parallel.hpp>
+
+#include <atomic>
+#include <new>
+
 using netmorph::conv2d_options;
 using netmorph::shape_error;
 using netmorph::value_error;
@@ -241,3 +246,23 @@ TEMPLATE_TEST_CASE("conv2d's weight gradient is the same on every call, whatever
   }
 }
 #endif
+
+TEST_CASE("an exception inside a parallel region reaches the caller", "[conv2d][parallel]") {
+  // With OpenMP an exception may not leave a parallel region (the program would terminate); the
+  // kernels' regions catch it and rethrow it on the calling thread (detail::exception_trap). This
+  // test is built with OpenMP where CMake finds it, so both loops run on all threads.
+  std::atomic<int> calls{0};
+  auto failing = [&](netmorph::index_type first, netmorph::index_type) {
+    ++calls;
+    if (first == 0) throw std::bad_alloc();
+  };
+  REQUIRE_THROWS_AS(netmorph::detail::for_chunks(1000, 10, failing), std::bad_alloc);
+  REQUIRE(calls.load() >= 1);
+  REQUIRE_THROWS_AS(netmorph::detail::for_blocks(1000, 10, failing), std::bad_alloc);
+  auto ok = [&](netmorph::index_type, netmorph::index_type) {};
+  REQUIRE_NOTHROW(netmorph::detail::for_chunks(1000, 10, ok));
+  netmorph::detail::exception_trap trap;
+  trap.run([] { throw netmorph::value_error("first"); });
+  trap.run([] { throw netmorph::value_error("second"); });  // skipped: the trap has failed
+  NM_REQUIRE_THROWS_WITH(trap.rethrow(), netmorph::value_error, "first");
+}

@@ -12,6 +12,9 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -50,6 +53,34 @@ inline int solver_threads() {
 #endif
 }
 
+/// Carries the first exception thrown inside an OpenMP parallel region out of it. An exception
+/// must not cross the boundary of a region (the program would terminate), so every thread runs
+/// its work through `run`, which catches, and the calling thread calls `rethrow` once the region
+/// has ended. Work that starts after a failure is skipped. Without OpenMP it costs a flag test.
+class exception_trap {
+ public:
+  template <typename Fn>
+  void run(Fn&& fn) noexcept {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    try {
+      fn();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+      failed_.store(true, std::memory_order_relaxed);
+    }
+  }
+  /// Rethrows the first exception caught, if any.
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::atomic<bool> failed_{false};
+  std::mutex mutex_;
+  std::exception_ptr error_;
+};
+
 /// Calls `fn(first, count)` on contiguous blocks of `[0, n)`, one block per solver thread and
 /// none smaller than `min_block`. For the kernels Eigen does not parallelise itself (triangular
 /// solves, symmetric rank updates).
@@ -60,13 +91,15 @@ void for_blocks(index_type n, index_type min_block, Fn&& fn) {
     fn(index_type{0}, n);
     return;
   }
+  exception_trap trap;
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(t) schedule(static, 1)
 #endif
   for (int j = 0; j < t; ++j) {
     const index_type b0 = n * j / t, b1 = n * (j + 1) / t;
-    fn(b0, b1 - b0);
+    trap.run([&] { fn(b0, b1 - b0); });
   }
+  trap.rethrow();
 }
 
 /// Calls `fn(first, count)` on chunks of `chunk` values of `[0, n)` (the last one shorter),
@@ -74,11 +107,13 @@ void for_blocks(index_type n, index_type min_block, Fn&& fn) {
 template <typename Fn>
 void for_chunks(index_type n, index_type chunk, Fn&& fn) {
   const index_type chunks = (n + chunk - 1) / chunk;
+  exception_trap trap;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(int(max_threads())) if (chunks > 1)
 #endif
   for (index_type c = 0; c < chunks; ++c)
-    fn(c * chunk, std::min(chunk, n - c * chunk));
+    trap.run([&] { fn(c * chunk, std::min(chunk, n - c * chunk)); });
+  trap.rethrow();
 }
 
 }  // namespace detail

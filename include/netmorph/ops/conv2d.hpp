@@ -242,23 +242,26 @@ void for_each_shifted_sample(const tensor<Scalar>& x, index_type kh, index_type 
   const index_type n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
   const index_type r = c_in * kw, hp = h + 2 * pad, ho = hp - kh + 1, wo = w + 2 * pad - kw + 1;
   static_cast<void>(threads);  // only the OpenMP build spreads samples over threads
+  exception_trap trap;         // an allocation may fail inside the region
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(int(threads)) if (n > 1)
 #endif
   {
     auto& sl = ws.at(thread_num());
-    sl.col.resize(r, hp * wo);
+    trap.run([&] { sl.col.resize(r, hp * wo); });
     const auto row = [&](index_type ky) {
       return view(sl.col.data() + ky * wo, r, ho * wo, Eigen::OuterStride<>(hp * wo));
     };
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index_type s = 0; s < n; ++s) {
-      shifted_rows(x.data() + s * c_in * h * w, c_in, h, w, kw, pad, wo, sl.col.data());
-      fn(sl, s, row);
-    }
+    for (index_type s = 0; s < n; ++s)
+      trap.run([&] {
+        shifted_rows(x.data() + s * c_in * h * w, c_in, h, w, kw, pad, wo, sl.col.data());
+        fn(sl, s, row);
+      });
   }
+  trap.rethrow();
 }
 
 /// Forward convolution into `y` (reshaped to `(N, C_out, H_out, W_out)` when needed). With
@@ -314,43 +317,48 @@ void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const
   // Blocks are independent: with OpenMP enabled by the consumer they run on all cores, each
   // thread with its own buffers. Without OpenMP the pragmas are ignored and Eigen's GEMM runs as
   // configured.
+  exception_trap trap;  // an allocation may fail inside the region
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(int(threads)) if (blocks > 1)
 #endif
   {
     auto& sl = ws.at(thread_num());
-    sl.col.resize(patch, block * pix);
-    if (block > 1) sl.out.resize(c_out, block * pix);
+    trap.run([&] {
+      sl.col.resize(patch, block * pix);
+      if (block > 1) sl.out.resize(c_out, block * pix);
+    });
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index_type b = 0; b < blocks; ++b) {
-      const index_type s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
-      for (index_type j = 0; j < nb; ++j)
-        im2col(x.data() + (s0 + j) * in_size, c_in, h, w, kh, kw, p, ho, wo,
-               sl.col.data() + j * pix, cols);
-      const Eigen::Map<const mat> col(sl.col.data(), patch, cols);
-      if (nb == 1) {
-        Eigen::Map<mat> ys(y.data() + s0 * out_size, c_out, pix);
-        ys.noalias() = wmat * col;
-        if (bias)
-          for (index_type o = 0; o < c_out; ++o)
-            ys.row(o).array() += bias[o];
-        continue;
-      }
-      // The GEMM's columns are (sample, pixel); NCHW wants each sample's channels together.
-      Eigen::Map<mat> out(sl.out.data(), c_out, cols);
-      out.noalias() = wmat * col;
-      for (index_type j = 0; j < nb; ++j)
-        for (index_type o = 0; o < c_out; ++o) {
-          Scalar* dst = y.data() + (s0 + j) * out_size + o * pix;
-          const Scalar* src = out.data() + o * cols + j * pix;
-          const Scalar bo = bias ? bias[o] : Scalar(0);
-          for (index_type q = 0; q < pix; ++q)
-            dst[q] = src[q] + bo;
+    for (index_type b = 0; b < blocks; ++b)
+      trap.run([&] {
+        const index_type s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
+        for (index_type j = 0; j < nb; ++j)
+          im2col(x.data() + (s0 + j) * in_size, c_in, h, w, kh, kw, p, ho, wo,
+                 sl.col.data() + j * pix, cols);
+        const Eigen::Map<const mat> col(sl.col.data(), patch, cols);
+        if (nb == 1) {
+          Eigen::Map<mat> ys(y.data() + s0 * out_size, c_out, pix);
+          ys.noalias() = wmat * col;
+          if (bias)
+            for (index_type o = 0; o < c_out; ++o)
+              ys.row(o).array() += bias[o];
+          return;
         }
-    }
+        // The GEMM's columns are (sample, pixel); NCHW wants each sample's channels together.
+        Eigen::Map<mat> out(sl.out.data(), c_out, cols);
+        out.noalias() = wmat * col;
+        for (index_type j = 0; j < nb; ++j)
+          for (index_type o = 0; o < c_out; ++o) {
+            Scalar* dst = y.data() + (s0 + j) * out_size + o * pix;
+            const Scalar* src = out.data() + o * cols + j * pix;
+            const Scalar bo = bias ? bias[o] : Scalar(0);
+            for (index_type q = 0; q < pix; ++q)
+              dst[q] = src[q] + bo;
+          }
+      });
   }
+  trap.rethrow();
 }
 
 /// Weight (and bias) gradient of a convolution, accumulated:
@@ -400,34 +408,39 @@ void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, i
   block = conv2d_block_size(n, patch, pix, threads, block);
   const index_type blocks = (n + block - 1) / block;
   ws.zero_gradients(threads, c_out, patch, c_out);
+  exception_trap trap;  // an allocation may fail inside the region
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(int(threads)) if (blocks > 1)
 #endif
   {
     auto& sl = ws.at(thread_num());
-    sl.col.resize(patch, block * pix);
-    if (block > 1) sl.out.resize(c_out, block * pix);
+    trap.run([&] {
+      sl.col.resize(patch, block * pix);
+      if (block > 1) sl.out.resize(c_out, block * pix);
+    });
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index_type b = 0; b < blocks; ++b) {
-      const index_type s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
-      for (index_type j = 0; j < nb; ++j)
-        im2col(x.data() + (s0 + j) * in_size, c_in, h, w, kh, kw, p, ho, wo,
-               sl.col.data() + j * pix, cols);
-      const Scalar* g = dy.data() + s0 * out_size;
-      if (nb > 1) {  // gather the block's dy as (channel, (sample, pixel))
+    for (index_type b = 0; b < blocks; ++b)
+      trap.run([&] {
+        const index_type s0 = b * block, nb = std::min(block, n - s0), cols = nb * pix;
         for (index_type j = 0; j < nb; ++j)
-          for (index_type o = 0; o < c_out; ++o)
-            std::copy(g + j * out_size + o * pix, g + j * out_size + (o + 1) * pix,
-                      sl.out.data() + o * cols + j * pix);
-        g = sl.out.data();
-      }
-      const Eigen::Map<const mat> dys(g, c_out, cols), col(sl.col.data(), patch, cols);
-      sl.grad.noalias() += dys * col.transpose();
-      if (db) sl.bias_grad += dys.rowwise().sum();
-    }
+          im2col(x.data() + (s0 + j) * in_size, c_in, h, w, kh, kw, p, ho, wo,
+                 sl.col.data() + j * pix, cols);
+        const Scalar* g = dy.data() + s0 * out_size;
+        if (nb > 1) {  // gather the block's dy as (channel, (sample, pixel))
+          for (index_type j = 0; j < nb; ++j)
+            for (index_type o = 0; o < c_out; ++o)
+              std::copy(g + j * out_size + o * pix, g + j * out_size + (o + 1) * pix,
+                        sl.out.data() + o * cols + j * pix);
+          g = sl.out.data();
+        }
+        const Eigen::Map<const mat> dys(g, c_out, cols), col(sl.col.data(), patch, cols);
+        sl.grad.noalias() += dys * col.transpose();
+        if (db) sl.bias_grad += dys.rowwise().sum();
+      });
   }
+  trap.rethrow();
   for (index_type t = 0; t < threads; ++t) {  // in thread order, as above
     Eigen::Map<mat>(dw, c_out, patch) += ws.at(t).grad;
     if (db) Eigen::Map<vec>(db, c_out) += ws.at(t).bias_grad;
@@ -466,21 +479,24 @@ void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weigh
   const index_type threads = max_threads();
   const auto wm = weight.matrix(c_out, patch);
   ws.reserve(threads);
+  exception_trap trap;  // an allocation may fail inside the region
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(int(threads)) if (n > 1)
 #endif
   {
     auto& sl = ws.at(thread_num());
-    sl.col.resize(patch, pix);
+    trap.run([&] { sl.col.resize(patch, pix); });
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (index_type s = 0; s < n; ++s) {
-      const Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
-      sl.col.noalias() = wm.transpose() * dys;
-      col2im(sl.col.data(), c_in, h, w, kh, kw, p, ho, wo, dx.data() + s * in_size, pix);
-    }
+    for (index_type s = 0; s < n; ++s)
+      trap.run([&] {
+        const Eigen::Map<const mat> dys(dy.data() + s * c_out * pix, c_out, pix);
+        sl.col.noalias() = wm.transpose() * dys;
+        col2im(sl.col.data(), c_in, h, w, kh, kw, p, ho, wo, dx.data() + s * in_size, pix);
+      });
   }
+  trap.rethrow();
 }
 
 }  // namespace detail

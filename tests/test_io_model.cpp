@@ -249,7 +249,8 @@ TEST_CASE("a save that fails while writing leaves the existing file exactly as i
     msg = e.what();
   }
   ::setrlimit(RLIMIT_FSIZE, &old);
-  CHECK_THAT(msg, Contains("netmorph::io::save: '" + path + "': writing '") && Contains("failed"));
+  CHECK_THAT(msg, Contains("netmorph::io::save: '" + path + "': writing the new ") &&
+                      Contains("failed (File too large)"));
   CHECK(read_bytes(path) == before);
   std::vector<std::string> entries;
   if (DIR* d = ::opendir("io_atomic")) {

@@ -6,8 +6,10 @@
 // Ops run in order on the model read from IN, each addressing its layer by its name at that point
 // (a morphed layer's children are named by the model's rule: `N` becomes `N.0`, `N.1`, ...; a
 // stacked subnet makes `N` a parallel block `N.path<i>.<j>`; widen and kernel keep names). OUT is
-// written only when every op succeeded. Exit codes: 0 ok, 1 bad usage, 2 a file that cannot be
-// read or written or a layer name not in the model, 3 a morph that is not exact within tolerance.
+// written only when every op succeeded, by netmorph::io::save (its rules: a regular file or a new
+// path, a link's target, mode and owner kept, renamed over OUT at the end). Exit codes: 0 ok, 1 bad
+// usage, 2 a file that cannot be read or written or a layer name not in the model, 3 a morph that
+// is not exact within tolerance.
 
 #include <netmorph/io.hpp>
 #include <netmorph/nn.hpp>
@@ -60,10 +62,13 @@ velocities (netmorph::io::save_options::velocities), OUT holds them too, morphed
 Ops:
   deepen:NAME[:k1=K1,k2=K2,width=C1,act=ACT]
       NAME (conv2d or dense) becomes NAME.0 (K1 x K1, C1 outputs), NAME.1 (a P-activation at
-      a = 1 of the activation that follows NAME) and NAME.2 (K2 x K2). Defaults: K1 = NAME's
-      kernel, K2 = 1, C1 = NAME's outputs. ACT (identity, relu, leaky_relu, tanh, sigmoid, elu,
-      softplus, gelu; leaky_relu(0.2), elu(0.5) with a parameter, default 0.01 and 1) must be
-      the activation that follows NAME: the model determines it, ACT only checks it.
+      a = 1, where it is the identity) and NAME.2 (K2 x K2). Defaults: K1 = NAME's kernel,
+      K2 = 1, C1 = NAME's outputs. ACT is identity, relu, leaky_relu, tanh, sigmoid, elu,
+      softplus or gelu (leaky_relu(0.2), elu(0.5) with a parameter, default 0.01 and 1).
+      When an activation follows NAME (before the next conv2d/dense layer), NAME.1 is a
+      P-activation of it, and ACT, if given, must be that same activation (else exit 1).
+      When no activation follows NAME (the last layer, say), ACT chooses NAME.1's activation
+      (default relu).
   widen:NAME:to=C[,rule=netmorph|net2net]
       NAME (conv2d or dense) gets C >= its outputs channels; the next conv2d/dense layer's
       inputs grow with it. Names are kept.
@@ -87,8 +92,18 @@ Options:
   --list            print IN's layers (name, description, output shape) and exit
   --help            this text
 
+Files: IN must be a regular file (or a link to one); a directory, FIFO or device is refused.
+OUT must be a regular file or a new path: a directory, FIFO, device (/dev/null) or socket is
+refused, and so is a read-only OUT (no write permission, even for root). A symbolic link is
+followed: its target is replaced and the link stays; a dangling link is refused. A replaced OUT
+keeps its mode and owner. OUT is written unnamed (Linux O_TMPFILE; elsewhere as
+.netmorph-XXXXXX) in the directory of the file it replaces, synced, and renamed over it at the
+end, so a failed or killed run leaves an existing OUT as it was.
+
 Exactness: a morph is exact when its solver reaches its tolerance and the child's output on random
-probe inputs differs from the parent's by at most 1e-4 (float32) or 1e-9 (float64) relative.
+probe inputs differs from the parent's by at most 1e-4 (float32) or 1e-9 (float64) relative. An
+error that cannot be measured (outputs with an infinity or NaN) is never exact; --json says
+"exact": false and why under "not_exact_because".
 
 Exit codes: 0 ok; 1 bad usage (unknown option, malformed op, an op the layer does not allow);
 2 a file that cannot be read or written, or a layer name not in the model; 3 a morph that is not
@@ -527,7 +542,9 @@ void print_table(const std::vector<netmorph::morph_report>& reports, std::ostrea
          << "): " << n << "\n";
 }
 
-nlohmann::ordered_json to_json(const netmorph::morph_report& r) {
+/// The report's fields as JSON, with "exact" the verdict of `netmorph::judge_exactness` and,
+/// when it is false, "not_exact_because" saying why in words.
+nlohmann::ordered_json to_json(const netmorph::morph_report& r, const netmorph::exactness& v) {
   nlohmann::ordered_json o = nlohmann::ordered_json::object();
   for (const netmorph::report_field& f : r.fields()) {
     struct visitor {
@@ -539,6 +556,8 @@ nlohmann::ordered_json to_json(const netmorph::morph_report& r) {
     };
     o[f.key] = std::visit(visitor{}, f.value);
   }
+  o["exact"] = v.exact;
+  if (!v.exact) o["not_exact_because"] = v.why;
   return o;
 }
 
@@ -553,12 +572,6 @@ void list_layers(const nn::layer_list<Scalar>& layers, netmorph::shape_type shap
         list_layers(path, shape, os);
     shape = out;
   }
-}
-
-/// The relative output error a morph may show and still count as exact.
-template <typename Scalar>
-constexpr double output_tolerance() {
-  return std::is_same<Scalar, float>::value ? 1e-4 : 1e-9;
 }
 
 /// What `main` needs to know of IN before loading it: the dtype OUT gets without --dtype
@@ -589,6 +602,7 @@ int run(const config& c, const input_facts& in) {
     return ok;
   }
   std::vector<netmorph::morph_report> reports;
+  std::vector<netmorph::exactness> verdicts;
   for (std::size_t i = 0; i < c.ops.size(); ++i) {
     const op_spec& op = c.ops[i];
     const std::vector<std::string> names = m.names();
@@ -608,22 +622,18 @@ int run(const config& c, const input_facts& in) {
     } catch (const netmorph::error& e) {
       fail(bad_usage, op_message(op.text, std::string("cannot be applied: ") + e.what()));
     }
-    const bool within = r.relative_output_error.value_or(0.0) <= output_tolerance<Scalar>();
-    if ((!r.exact || !within) && !c.allow_approx)
+    // The library's one rule decides (netmorph::judge_exactness, docs/DESIGN.md §7).
+    const netmorph::exactness verdict = netmorph::judge_exactness<Scalar>(r);
+    if (!verdict.exact && !c.allow_approx)
       fail(not_exact,
-           op_message(op.text,
-                      "is not exact: " +
-                          (r.exact ? std::string("") : std::string("not exact by construction, ")) +
-                          "relative output error " + number(r.relative_output_error) +
-                          " (tolerance " + number(output_tolerance<Scalar>()) +
-                          "); --allow-approx keeps it"));
-    if (!r.exact || !within)
+           op_message(op.text, "is not exact: " + verdict.why + "; --allow-approx keeps it"));
+    if (!verdict.exact)
       std::cerr << program << ": warning: "
-                << op_message(op.text, "is not exact (relative output error " +
-                                           number(r.relative_output_error) +
-                                           "); kept because of --allow-approx")
+                << op_message(op.text,
+                              "is not exact (" + verdict.why + "); kept because of --allow-approx")
                 << "\n";
     reports.push_back(std::move(r));
+    verdicts.push_back(verdict);
   }
   netmorph::io::save_options so;
   so.dtype = netmorph::io::native_dtype<Scalar>();
@@ -631,8 +641,8 @@ int run(const config& c, const input_facts& in) {
   netmorph::io::save(m, c.out, so);
   if (c.json) {
     nlohmann::ordered_json a = nlohmann::ordered_json::array();
-    for (const auto& r : reports)
-      a.push_back(to_json(r));
+    for (std::size_t i = 0; i < reports.size(); ++i)
+      a.push_back(to_json(reports[i], verdicts[i]));
     std::cout << a.dump(2) << "\n";
   } else {
     print_table(reports, std::cout);

@@ -1,7 +1,9 @@
 // Helper of the netmorph-morph tests.
 //
-//   make_model write PATH [float32|float64] [velocities]
-//                                             writes the known test model to PATH; with
+//   make_model write PATH [float32|float64|float32-overflow] [velocities]
+//                                             writes the known test model to PATH (with
+//                                             float32-overflow: every weight of layer 0 is 3e38,
+//                                             finite, but its outputs overflow float); with
 //                                             `velocities`, after two SGD steps, with its
 //                                             velocities
 //   make_model velocities A B                 exit 0 when B holds velocities, not all zero, and
@@ -68,7 +70,7 @@ std::map<std::string, std::pair<netmorph::tensor<double>, netmorph::tensor<doubl
 }
 
 int usage() {
-  std::cerr << "usage: make_model write PATH [float32|float64] [velocities]\n"
+  std::cerr << "usage: make_model write PATH [float32|float64|float32-overflow] [velocities]\n"
                "       make_model velocities A B\n"
                "       make_model compare A B TOLERANCE\n"
                "       make_model truncate SRC DST BYTES\n";
@@ -83,11 +85,16 @@ int main(int argc, char** argv) {
     if (mode == "write" && argc >= 3 && argc <= 5) {
       const std::string dt = argc >= 4 ? argv[3] : "float32";
       const bool velocities = argc == 5 && std::string(argv[4]) == "velocities";
-      if ((dt != "float32" && dt != "float64") || (argc == 5 && !velocities)) return usage();
+      const bool overflow = dt == "float32-overflow";
+      if ((dt != "float32" && dt != "float64" && !overflow) || (argc == 5 && !velocities))
+        return usage();
       netmorph::io::save_options so;
       so.dtype = dt == "float64" ? netmorph::io::dtype::float64 : netmorph::io::dtype::float32;
       so.velocities = velocities;
       nn::model<double> m = test_model();
+      if (overflow)  // finite in float32, but the first layer's outputs overflow to infinity
+        for (double& v : m.parameters()[0]->value)
+          v = 3e38;
       if (velocities) {  // two SGD steps with momentum: non-zero velocities everywhere
         std::mt19937_64 rng(5);
         const nn::dataset<double> d{netmorph::tensor<double>::random_normal({8, 2, 8, 8}, rng),

@@ -11,6 +11,9 @@
 #   COMPARE_TOL       run `make_model compare in.safetensors out.safetensors COMPARE_TOL`
 #   JSON_KEYS         ','-separated keys every object of the JSON array on stdout must have
 #                     (checked with /usr/bin/python3 when it exists)
+#   SETUP             a /bin/sh command run in DIR before the tool (e.g. make OUT a FIFO)
+#   CHECK             a /bin/sh command run in DIR after the tool; it must exit 0
+#   LIST_REGEX        a regex `TOOL --list out.safetensors` must match (after a successful run)
 # Any mismatch is a FATAL_ERROR, so the test fails.
 
 foreach(v TOOL MAKE_MODEL DIR EXPECT_RC)
@@ -45,6 +48,19 @@ if(SENTINEL)
   file(WRITE "${DIR}/out.safetensors" "${sentinel}")
 endif()
 
+if(DEFINED SETUP)
+  execute_process(COMMAND /bin/sh -c "${SETUP}" WORKING_DIRECTORY "${DIR}" RESULT_VARIABLE rc
+                  ERROR_VARIABLE setup_err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "SETUP '${SETUP}' failed (${rc}): ${setup_err}")
+  endif()
+endif()
+# Whether OUT existed before the run (as anything: a FIFO, a link), for the checks of a failure.
+set(out_existed OFF)
+if(EXISTS "${DIR}/out.safetensors" OR IS_SYMLINK "${DIR}/out.safetensors")
+  set(out_existed ON)
+endif()
+
 string(REPLACE "|" ";" args "${ARGS}")
 execute_process(COMMAND "${TOOL}" ${args} WORKING_DIRECTORY "${DIR}" RESULT_VARIABLE rc
                 OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -66,8 +82,23 @@ if(NOT EXPECT_RC EQUAL 0)
     if(NOT now STREQUAL sentinel)
       message(FATAL_ERROR "a failed run changed the existing out.safetensors")
     endif()
-  elseif(EXISTS "${DIR}/out.safetensors")
+  elseif(NOT out_existed AND (EXISTS "${DIR}/out.safetensors" OR IS_SYMLINK "${DIR}/out.safetensors"))
     message(FATAL_ERROR "a failed run wrote out.safetensors")
+  endif()
+endif()
+if(DEFINED CHECK)
+  execute_process(COMMAND /bin/sh -c "${CHECK}" WORKING_DIRECTORY "${DIR}" RESULT_VARIABLE rc
+                  OUTPUT_VARIABLE check_out ERROR_VARIABLE check_out)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "CHECK '${CHECK}' failed (${rc}): ${check_out}")
+  endif()
+endif()
+if(DEFINED LIST_REGEX)
+  execute_process(COMMAND "${TOOL}" --list out.safetensors WORKING_DIRECTORY "${DIR}"
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE listed ERROR_VARIABLE list_err)
+  message(STATUS "netmorph-morph --list out.safetensors\n${listed}${list_err}")
+  if(NOT rc EQUAL 0 OR NOT listed MATCHES "${LIST_REGEX}")
+    message(FATAL_ERROR "--list out.safetensors (exit ${rc}) does not match '${LIST_REGEX}'")
   endif()
 endif()
 if(COMPARE_TOL)

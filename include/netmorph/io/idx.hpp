@@ -314,7 +314,9 @@ inline idx_data read_idx_bytes(const std::uint8_t* data, std::size_t size,
 }
 
 /// The content of the IDX file `path` (plain or gzip, see `read_idx_bytes`).
-/// \throws io_error naming the function, the file and the fault, also when it cannot be opened.
+/// \throws io_error naming the function, the file and the fault, also when it cannot be opened or
+///         is not a regular file (a directory, FIFO, device or socket is refused before a byte is
+///         read; a FIFO does not block). A symbolic link to a regular file is read.
 inline idx_data read_idx(const std::string& path, std::uint64_t max_bytes = max_idx_bytes) {
   const char* who = "netmorph::io::read_idx";
   detail::byte_source src(path, who);
@@ -360,10 +362,13 @@ nn::dataset<Scalar> read_idx_dataset(const std::string& images_path, const std::
   return d;
 }
 
-/// Writes `values` (C order) of `shape` to `path` as a plain IDX file of unsigned bytes. The file
-/// is written beside `path` and renamed over it at the end, so a failure leaves an existing file.
+/// Writes `values` (C order) of `shape` to `path` as a plain IDX file of unsigned bytes. `path` is
+/// replaced as `write_safetensors` documents (a regular file or a new path only, a symbolic link's
+/// target, mode and owner kept, written unnamed and renamed over it at the end), so a failure
+/// leaves an existing file as it was.
 /// \throws io_error naming the function, the file and the fault: ndim 0 or > 4, an extent of 0 or
-///         above 2^32 - 1, a number of values other than `prod(shape)`, a failed write.
+///         above 2^32 - 1, a number of values other than `prod(shape)`, a `path` those rules
+///         refuse, a failed write.
 inline void write_idx(const std::string& path, const shape_type& shape,
                       const std::vector<std::uint8_t>& values) {
   using netmorph::detail::cat;

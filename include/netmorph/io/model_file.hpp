@@ -35,10 +35,16 @@ struct load_options {
   bool velocities = true;
 };
 
-/// Writes `m` to `path` (see the file comment), streaming from the model's tensors. The file is
-/// written beside `path` and renamed over it, so a failed save leaves an existing file untouched.
+/// Writes `m` to `path` (see the file comment), streaming from the model's tensors. `path` is
+/// replaced as `write_safetensors` documents: only a regular file (or a new path) is written; a
+/// directory, FIFO, device or socket is refused by name, and so is a read-only file; a symbolic
+/// link's existing target is replaced and the link stays (a dangling link is refused); the
+/// replaced file's mode and owner are kept; the data is written to an unnamed file (Linux
+/// O_TMPFILE, elsewhere `.netmorph-XXXXXX`) in the same directory, synced, and renamed over `path`
+/// at the end, so a failed or killed save leaves an existing file untouched.
 /// \throws io_error naming `netmorph::io::save` and the file: a non-finite weight (named), an F16
-///         or BF16 dtype, a layer name that cannot be stored, a failed write.
+///         or BF16 dtype, a layer name that cannot be stored, a `path` those rules refuse, a failed
+///         write.
 template <typename Scalar>
 void save(const nn::model<Scalar>& m, const std::string& path, const save_options& opt = {}) {
   const std::string who = "netmorph::io::save", prefix = detail::where(who, path);
@@ -68,9 +74,10 @@ void save(const nn::model<Scalar>& m, const std::string& path, const save_option
 /// each tensor straight into the model's storage (F16/BF16/F32 widen exactly; F64 rounds to nearest
 /// for a float model), the velocities when present and asked for.
 /// \throws io_error "netmorph::io::load: 'path': ..." for every fault of the file (see
-///         `safetensors_reader` and `model_from_architecture`), a missing or unsupported format
-///         key, a tensor missing from or extra to the architecture, a non-finite weight, velocities
-///         present for only some parameters.
+///         `safetensors_reader` and `model_from_architecture`), a path that is not a regular file
+///         (a directory, FIFO, device or socket, refused before reading), a missing or unsupported
+///         format key, a tensor missing from or extra to the architecture, a non-finite weight,
+///         velocities present for only some parameters.
 template <typename Scalar>
 nn::model<Scalar> load(const std::string& path, const load_options& opt = {}) {
   safetensors_reader r(path, "netmorph::io::load");

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -36,6 +37,9 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 #endif
 
@@ -230,15 +234,81 @@ inline bool file_size(std::FILE* f, std::uint64_t& size) {
   return true;
 }
 
+#if defined(__unix__) || defined(__APPLE__)
+/// "a directory", "a FIFO", ...: what a path that is not a regular file is, for messages.
+inline const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "a special file";
+}
+
+/// "0644": permission bits as `ls -l` users know them from chmod.
+inline std::string octal_mode(mode_t mode) {
+  char text[8];
+  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+  return text;
+}
+
+/// A file descriptor, closed at the end of its scope.
+class unique_fd {
+ public:
+  explicit unique_fd(int fd = -1) : fd_(fd) {}
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_;
+};
+#endif
+
+/// Opens `path` for reading and stores its size. Only a regular file (or a symbolic link to one)
+/// is read: a directory, FIFO, device or socket is refused by name before a byte is read. It is
+/// opened with O_NONBLOCK, so that a FIFO without a writer does not block the open, and the flag
+/// is cleared once fstat has shown a regular file. `prefix` starts the messages.
+inline file_ptr open_for_reading(const std::string& path, const std::string& prefix,
+                                 std::uint64_t& size) {
+#if defined(__unix__) || defined(__APPLE__)
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (fd.get() < 0)
+    throw io_error(cat(prefix, "cannot open the file (", std::strerror(errno), ")"));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0)
+    throw io_error(cat(prefix, "cannot examine the file (", std::strerror(errno), ")"));
+  if (!S_ISREG(st.st_mode))
+    throw io_error(cat(prefix, "is ", file_kind(st.st_mode),
+                       ", not a regular file (netmorph reads regular files only)"));
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
+    throw io_error(cat(prefix, "cannot open the file (", std::strerror(errno), ")"));
+  file_ptr f(::fdopen(fd.get(), "rb"));
+  if (!f) throw io_error(cat(prefix, "cannot open the file (", std::strerror(errno), ")"));
+  fd.release();  // f owns it now
+  size = static_cast<std::uint64_t>(st.st_size);
+  return f;
+#else
+  file_ptr f(std::fopen(path.c_str(), "rb"));
+  if (!f) throw io_error(cat(prefix, "cannot open the file (", std::strerror(errno), ")"));
+  if (!file_size(f.get(), size)) throw io_error(cat(prefix, "cannot determine the file's size"));
+  return f;
+#endif
+}
+
 /// Bytes of a file or of a caller's buffer, read at offsets.
 class byte_source {
  public:
   byte_source(const std::string& path, const std::string& who) : source_(path) {
-    file_.reset(std::fopen(path.c_str(), "rb"));
-    if (!file_)
-      throw io_error(cat(where(who, path), "cannot open the file (", std::strerror(errno), ")"));
-    if (!file_size(file_.get(), size_))
-      throw io_error(cat(where(who, path), "cannot determine the file's size"));
+    file_ = open_for_reading(path, where(who, path), size_);
   }
   byte_source(const void* data, std::size_t size, std::string source)
       : source_(std::move(source)), data_(static_cast<const unsigned char*>(data)), size_(size) {}
@@ -438,59 +508,252 @@ inline std::pair<std::vector<tensor_info>, metadata_map> parse_header(const std:
   return {std::move(tensors), std::move(metadata)};
 }
 
-/// A temporary file beside `path` that replaces `path` on `commit()` (rename) and is removed
-/// otherwise, so a failed write leaves an existing file exactly as it was.
+/// ".netmorph-XXXXXX" (six random letters and digits): the name of a temporary file, short and
+/// independent of the name it replaces, so that any name up to NAME_MAX can be replaced.
+inline std::string temporary_name() {
+  static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device rd;
+  std::uint64_t v = (std::uint64_t(rd()) << 32) ^ rd();
+  std::string name = ".netmorph-";
+  for (int i = 0; i < 6; ++i, v /= 62)
+    name += digits[v % 62];
+  return name;
+}
+
+/// A new file that replaces `path` on `commit()` and vanishes otherwise, so a failed write leaves
+/// an existing file exactly as it was. The rules (see `write_safetensors`, which documents them
+/// for its callers):
+/// - `path` must be a regular file or not exist; a directory, FIFO, device or socket is refused by
+///   name, and so is a file without write permission (no `w` bit in its mode, or not writable by
+///   this process), root included.
+/// - A symbolic link is followed to its final target, which is replaced in its own directory; the
+///   link stays as it was. A link whose target does not exist is refused.
+/// - The new file gets the mode and owner of the file it replaces (fchown/fchmod before it is
+///   named; a failed fchown refuses the write); a new `path` gets 0666 minus the umask.
+/// - On POSIX systems the data goes to an unnamed file (Linux O_TMPFILE) in the target's directory
+///   and is synced; it is named only at the end: linked as `path` when `path` is new, else linked
+///   as `.netmorph-XXXXXX` and renamed over `path`, then the directory is synced. Without
+///   O_TMPFILE (other systems, file systems that refuse it, no /proc to name it through) it is a
+///   named `.netmorph-XXXXXX` from the start, which a crash or SIGKILL leaves behind.
+/// `named_temporary` forces the named form (for the tests of that path).
 class replacing_file {
  public:
-  replacing_file(std::string path, std::string prefix)
-      : path_(std::move(path)), prefix_(std::move(prefix)) {
-    std::random_device rd;
-    for (int attempt = 0; attempt < 16 && !file_; ++attempt) {
-      tmp_ = cat(path_, ".tmp", rd(), rd());
-      if (std::FILE* probe = std::fopen(tmp_.c_str(), "rb")) {  // taken: draw another name
+  replacing_file(const std::string& path, std::string prefix, bool named_temporary = false)
+      : prefix_(std::move(prefix)) {
+#if defined(__unix__) || defined(__APPLE__)
+    locate(path);
+    create(named_temporary);
+#else
+    (void)named_temporary;
+    const std::size_t slash = path.find_last_of("/\\");
+    dir_ = slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+    name_ = path;
+    for (int attempt = 0; attempt < 64 && !file_; ++attempt) {
+      const std::string name = temporary_name();
+      const std::string full = slash == std::string::npos ? name : dir_ + "/" + name;
+      if (std::FILE* probe = std::fopen(full.c_str(), "rb")) {  // taken: draw another name
         std::fclose(probe);
         continue;
       }
-      file_.reset(std::fopen(tmp_.c_str(), "wb"));
-      if (!file_ && attempt == 0) errno_ = errno;
+      file_.reset(std::fopen(full.c_str(), "wb"));
+      if (file_) tmp_ = full;
     }
-    if (!file_)
-      throw io_error(cat(prefix_, "cannot create the temporary file '", tmp_, "' beside it (",
-                         std::strerror(errno_ ? errno_ : errno), ")"));
+    if (!file_) fail_create(errno);
+#endif
   }
   replacing_file(const replacing_file&) = delete;
   replacing_file& operator=(const replacing_file&) = delete;
   ~replacing_file() {
-    if (!committed_) {
-      file_.reset();
+    file_.reset();  // an unnamed file vanishes with its descriptor
+    if (!tmp_.empty()) {
+#if defined(__unix__) || defined(__APPLE__)
+      ::unlinkat(dir_fd_.get(), tmp_.c_str(), 0);
+#else
       std::remove(tmp_.c_str());
+#endif
     }
   }
   void write(const void* data, std::size_t n) {
-    if (n && std::fwrite(data, 1, n, file_.get()) != n)
-      throw io_error(cat(prefix_, "writing '", tmp_, "' failed (", std::strerror(errno), ")"));
+    if (n && std::fwrite(data, 1, n, file_.get()) != n) fail_write(errno);
   }
+  /// Syncs the data, gives it the replaced file's mode and owner, and names it `path`.
   void commit() {
-    bool ok = std::fflush(file_.get()) == 0;
 #if defined(__unix__) || defined(__APPLE__)
-    ok = ok && ::fsync(fileno(file_.get())) == 0;
-#endif
+    const int fd = ::fileno(file_.get());
+    if (std::fflush(file_.get()) != 0) fail_write(errno);
+    if (replaces_) {
+      struct stat now {};
+      if (::fstat(fd, &now) != 0) fail_write(errno);
+      if ((now.st_uid != old_.st_uid || now.st_gid != old_.st_gid) &&
+          ::fchown(fd, old_.st_uid, old_.st_gid) != 0)
+        throw io_error(cat(prefix_, "cannot give the new file the owner ", old_.st_uid, ":",
+                           old_.st_gid, " of the file it replaces (", std::strerror(errno),
+                           "); the file was left as it was"));
+      if (::fchmod(fd, old_.st_mode & 07777) != 0)
+        throw io_error(cat(prefix_, "cannot give the new file the mode ", octal_mode(old_.st_mode),
+                           " of the file it replaces (", std::strerror(errno),
+                           "); the file was left as it was"));
+    }
+    if (::fsync(fd) != 0) fail_write(errno);  // data, mode and owner, before the file has a name
+    if (tmp_.empty()) {  // unnamed: a new path gets its name at once, else a temporary one
+      if (!replaces_ && link_unnamed(fd, name_)) return finish();
+      if (!replaces_ && errno != EEXIST) fail_name(errno);
+      for (int attempt = 0; tmp_.empty() && attempt < 64; ++attempt) {
+        const std::string name = temporary_name();
+        if (link_unnamed(fd, name))
+          tmp_ = name;
+        else if (errno != EEXIST)
+          fail_name(errno);
+      }
+      if (tmp_.empty()) fail_name(EEXIST);
+    }
+    if (::renameat(dir_fd_.get(), tmp_.c_str(), dir_fd_.get(), name_.c_str()) != 0)
+      throw io_error(cat(prefix_, "cannot rename the new file '", tmp_, "' over it (",
+                         std::strerror(errno), ")"));
+    tmp_.clear();
+    finish();
+#else
+    bool ok = std::fflush(file_.get()) == 0;
     const int err = errno;
     ok = (std::fclose(file_.release()) == 0) && ok;
-    if (!ok) throw io_error(cat(prefix_, "writing '", tmp_, "' failed (", std::strerror(err), ")"));
+    if (!ok) fail_write(err);
 #if defined(_WIN32)
-    std::remove(path_.c_str());  // rename does not replace on Windows
+    std::remove(name_.c_str());  // rename does not replace on Windows
 #endif
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
-      throw io_error(cat(prefix_, "cannot rename '", tmp_, "' to it (", std::strerror(errno), ")"));
-    committed_ = true;
+    if (std::rename(tmp_.c_str(), name_.c_str()) != 0)
+      throw io_error(cat(prefix_, "cannot rename the new file '", tmp_, "' over it (",
+                         std::strerror(errno), ")"));
+    tmp_.clear();
+#endif
   }
 
  private:
-  std::string path_, prefix_, tmp_;
+#if defined(__unix__) || defined(__APPLE__)
+  /// Checks `path` against the rules and sets the directory and name of the file to write: the
+  /// final target of a symbolic link, whose mode and owner `old_` keeps.
+  void locate(const std::string& path) {
+    std::string target = path;
+    struct stat lst {};
+    if (::lstat(path.c_str(), &lst) != 0) {
+      if (errno != ENOENT)
+        throw io_error(cat(prefix_, "cannot examine the path (", std::strerror(errno), ")"));
+    } else {
+      struct stat st = lst;
+      if (S_ISLNK(lst.st_mode) && ::stat(path.c_str(), &st) != 0) {
+        const int err = errno;
+        if (err == ENOENT)
+          throw io_error(cat(prefix_, "is a symbolic link to '", link_text(path),
+                             "', which does not exist (netmorph replaces the target of a link, "
+                             "it does not create it)"));
+        throw io_error(cat(prefix_, "cannot follow the symbolic link (", std::strerror(err), ")"));
+      }
+      if (!S_ISREG(st.st_mode))
+        throw io_error(cat(prefix_, "is ", file_kind(st.st_mode),
+                           ", not a regular file (netmorph replaces regular files only)"));
+      // Root may write any file, and a rename needs no permission on the file: a read-only file
+      // would be replaced silently without this check.
+      if ((st.st_mode & 0222) == 0)
+        throw io_error(cat(prefix_, "is read-only (mode ", octal_mode(st.st_mode),
+                           "); netmorph does not replace a file without write permission"));
+      if (::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0)
+        throw io_error(cat(prefix_, "is not writable by this process (mode ",
+                           octal_mode(st.st_mode), ", ", std::strerror(errno),
+                           "); netmorph does not replace a file it could not write"));
+      if (S_ISLNK(lst.st_mode)) {  // after the checks: realpath fails on /proc/self/fd/<pipe>
+        std::unique_ptr<char, void (*)(void*)> real(::realpath(path.c_str(), nullptr), std::free);
+        if (!real)
+          throw io_error(
+              cat(prefix_, "cannot resolve the symbolic link (", std::strerror(errno), ")"));
+        target = real.get();
+      }
+      old_ = st;
+      replaces_ = true;
+    }
+    const std::size_t slash = target.find_last_of('/');
+    dir_ = slash == std::string::npos ? std::string(".")
+           : slash == 0               ? std::string("/")
+                                      : target.substr(0, slash);
+    name_ = slash == std::string::npos ? target : target.substr(slash + 1);
+    if (name_.empty() || name_ == "." || name_ == "..")
+      throw io_error(cat(prefix_, "does not name a file"));
+  }
+  /// Opens the directory and the new file in it: unnamed (O_TMPFILE) where the system and the file
+  /// system allow it and `named` is false, else `.netmorph-XXXXXX`.
+  void create(bool named) {
+    dir_fd_.reset(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir_fd_.get() < 0) fail_create(errno);
+    // A file that replaces another stays private until it gets that file's mode.
+    const mode_t mode = replaces_ ? 0600 : 0666;
+    unique_fd fd;
+#if defined(O_TMPFILE)
+    // The unnamed file is named through /proc/self/fd/N at the end (linkat with AT_EMPTY_PATH
+    // would need CAP_DAC_READ_SEARCH): without /proc, the named form from the start.
+    if (!named && ::access("/proc/self/fd", X_OK) == 0) {
+      fd.reset(::openat(dir_fd_.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, mode));
+      if (fd.get() < 0 && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+        fail_create(errno);
+    }
+#else
+    (void)named;
+#endif
+    for (int attempt = 0; fd.get() < 0 && attempt < 64; ++attempt) {
+      const std::string name = temporary_name();
+      fd.reset(
+          ::openat(dir_fd_.get(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+      if (fd.get() >= 0) tmp_ = name;
+      if (fd.get() < 0 && errno != EEXIST) break;
+    }
+    if (fd.get() < 0) fail_create(errno);
+    file_.reset(::fdopen(fd.get(), "wb"));
+    if (!file_) {
+      const int err = errno;  // called by the constructor: no destructor removes a named file
+      if (!tmp_.empty()) ::unlinkat(dir_fd_.get(), tmp_.c_str(), 0);
+      fail_create(err);
+    }
+    fd.release();  // file_ owns it now
+  }
+  /// What the link `path` holds, for messages.
+  static std::string link_text(const std::string& path) {
+    std::vector<char> buf(4096);
+    const ssize_t n = ::readlink(path.c_str(), buf.data(), buf.size());
+    return n < 0 ? std::string("?") : std::string(buf.data(), static_cast<std::size_t>(n));
+  }
+  /// Gives the unnamed file `fd` the name `name` in the directory; false (errno set) on failure.
+  bool link_unnamed(int fd, const std::string& name) const {
+    const std::string proc = cat("/proc/self/fd/", fd);
+    return ::linkat(AT_FDCWD, proc.c_str(), dir_fd_.get(), name.c_str(), AT_SYMLINK_FOLLOW) == 0;
+  }
+  /// The file has its name: syncs the directory (best effort: the rename is done, and some file
+  /// systems refuse fsync on a directory) and closes the file.
+  void finish() {
+    ::fsync(dir_fd_.get());
+    file_.reset();
+  }
+  [[noreturn]] void fail_name(int err) const {
+    throw io_error(
+        cat(prefix_, "cannot give the new file a name in '", dir_, "' (", std::strerror(err), ")"));
+  }
+#endif
+  [[noreturn]] void fail_create(int err) const {
+    throw io_error(cat(prefix_, "cannot create the temporary file in '", dir_, "' (",
+                       std::strerror(err), ")"));
+  }
+  [[noreturn]] void fail_write(int err) const {
+    throw io_error(cat(prefix_, "writing ",
+                       tmp_.empty() ? cat("the new (unnamed) file in '", dir_, "'")
+                                    : cat("the new file '", tmp_, "' in '", dir_, "'"),
+                       " failed (", std::strerror(err), ")"));
+  }
+
+  std::string prefix_;
+  std::string dir_, name_;  // where the replaced file is: a link's target
+  std::string tmp_;         // the temporary name while the file has one
   file_ptr file_;
-  bool committed_ = false;
-  int errno_ = 0;
+#if defined(__unix__) || defined(__APPLE__)
+  unique_fd dir_fd_;
+  struct stat old_ {};
+  bool replaces_ = false;  // `name_` exists (old_ holds its mode and owner)
+#endif
 };
 
 }  // namespace detail
@@ -499,7 +762,9 @@ class replacing_file {
 /// their destination. Constructing it reads and checks the whole header; the data stays on disk.
 class safetensors_reader {
  public:
-  /// Opens and checks `path`; `who` names the caller in messages.
+  /// Opens and checks `path`; `who` names the caller in messages. Only a regular file (or a
+  /// symbolic link to one) is read: a directory, FIFO, device or socket is refused by name before a
+  /// byte is read, and a FIFO without a writer does not block.
   /// \throws io_error naming `who`, the file and the fault.
   explicit safetensors_reader(const std::string& path,
                               std::string who = "netmorph::io::read_safetensors")
@@ -609,10 +874,28 @@ safetensors_content<Scalar> read_safetensors(const std::string& path) {
 
 /// Writes `tensors` (in this order, contiguous from offset 0) and `metadata` to `path` as F32 or
 /// F64, streaming from the tensors' storage; the header is padded with spaces to a multiple of 8
-/// bytes. The file is written beside `path` and renamed over it at the end, so a failure leaves an
-/// existing file at `path` as it was. A rank-0 (empty) tensor is written with shape [0].
+/// bytes. A rank-0 (empty) tensor is written with shape [0].
+///
+/// How `path` is replaced (the same for `save` and `write_idx`):
+/// - `path` is a regular file or does not exist. A directory, FIFO, device (/dev/null) or socket
+///   is refused by name, and so is a read-only file (no `w` in its mode, for root too) or one this
+///   process may not write.
+/// - A symbolic link is followed (through any chain) and its final target is replaced, in the
+///   target's directory; the link itself stays. A link whose target does not exist is refused.
+/// - The new file gets the mode and owner of the file it replaces; a new file gets 0666 minus the
+///   umask. When the owner cannot be kept (not root, another owner) the write is refused.
+/// - The data goes to a new file in the same directory, which is synced and only then named:
+///   renamed over `path` in one step (linked as `path` when `path` is new), and the directory is
+///   synced. A failure leaves an existing file as it was. On Linux the new file is unnamed while
+///   it is written (O_TMPFILE) and gets a name in the last two system calls (a link as
+///   `.netmorph-XXXXXX`, the rename), so even SIGKILL leaves no temporary file behind; where the
+///   system or the file system has no O_TMPFILE it is `.netmorph-XXXXXX` from the start (removed
+///   after a failure, left behind by a crash or SIGKILL). The temporary name is short, so any
+///   name up to NAME_MAX works.
+/// - Other hard links to a replaced file keep its old content.
 /// \throws io_error naming `who`, the file and the fault: an F16/BF16 `type`, an empty, duplicate
-///         or reserved ("__metadata__") name, a value that does not fit F32, a failed write.
+///         or reserved ("__metadata__") name, a value that does not fit F32, a `path` the rules
+///         above refuse, a failed write.
 template <typename Scalar>
 void write_safetensors(const std::string& path, const std::vector<tensor_ref<Scalar>>& tensors,
                        const metadata_map& metadata, dtype type = native_dtype<Scalar>(),

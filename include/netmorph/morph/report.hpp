@@ -284,10 +284,16 @@ struct exactness {
 template <typename Scalar>
 exactness judge_exactness(const morph_report& r) {
   exactness e;
+  if (r.probes > 0 && !r.relative_output_error) {  // see detail::record_output_error
+    e.why = detail::cat("the output error on the ", r.probes,
+                        " probe inputs cannot be measured: an output holds an infinity or a NaN "
+                        "(values beyond the range of the scalar type)");
+    return e;
+  }
   if (!r.exact) {
     e.why = "not exact by construction";
-    for (const std::string& n : r.notes)
-      e.why += "; " + n;
+    for (std::size_t i = 0; i < r.notes.size(); ++i)
+      e.why += (i ? " " : " (") + r.notes[i] + (i + 1 == r.notes.size() ? ")" : "");
     return e;
   }
   if (r.relative_output_error && !(*r.relative_output_error <= exact_tolerance<Scalar>())) {

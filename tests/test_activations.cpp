@@ -1,6 +1,7 @@
 #include "support/test_support.hpp"
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 using netmorph::activation_fn;
@@ -77,4 +78,28 @@ TEST_CASE("make_p_activation rejects a outside [0, 1]", "[activations][error]") 
   NM_REQUIRE_THROWS_WITH(
       netmorph::make_p_activation(activation_fn{activation_kind::relu}, std::nan("")),
       netmorph::value_error, "make_p_activation: a must be in [0, 1]");
+}
+
+TEST_CASE("every activation kind has its own name, function and derivative", "[activations]") {
+  // The switches over activation_kind have no default branch, so -Wswitch (an error in the
+  // project's builds) names a kind a switch forgets; this checks that no two kinds share a branch.
+  using netmorph::activation_fn;
+  using netmorph::activation_kind;
+  const std::vector<activation_kind> kinds = {activation_kind::identity,   activation_kind::relu,
+                                              activation_kind::leaky_relu, activation_kind::tanh,
+                                              activation_kind::sigmoid,    activation_kind::elu,
+                                              activation_kind::softplus,   activation_kind::gelu};
+  for (std::size_t i = 0; i < kinds.size(); ++i)
+    for (std::size_t j = i + 1; j < kinds.size(); ++j) {
+      const activation_fn a{kinds[i], 0.3}, b{kinds[j], 0.3};
+      CAPTURE(netmorph::to_string(kinds[i]), netmorph::to_string(kinds[j]));
+      REQUIRE(std::string(netmorph::to_string(kinds[i])) != netmorph::to_string(kinds[j]));
+      bool differ = false;
+      for (const double x : {-1.5, -0.5, 0.5, 2.0})
+        differ = differ || a.value(x) != b.value(x) || a.derivative(x) != b.derivative(x);
+      REQUIRE(differ);
+    }
+  REQUIRE(activation_fn{activation_kind::elu, 1.0}.has_param());
+  REQUIRE(activation_fn{activation_kind::leaky_relu}.has_param());
+  REQUIRE_FALSE(activation_fn{activation_kind::gelu}.has_param());
 }

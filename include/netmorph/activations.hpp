@@ -34,9 +34,10 @@ inline const char* to_string(activation_kind k) {
       return "elu";
     case activation_kind::softplus:
       return "softplus";
-    default:
+    case activation_kind::gelu:
       return "gelu";
   }
+  return "unknown";  // not reached: every kind is listed, and -Wswitch names a forgotten one
 }
 
 /// An activation `phi` with its parameter (the negative slope of leaky ReLU, the alpha of ELU).
@@ -61,9 +62,10 @@ struct activation_fn {
         return x > 0 ? x : param * std::expm1(x);
       case activation_kind::softplus:
         return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
-      default:
+      case activation_kind::gelu:
         return 0.5 * x * std::erfc(-x / std::sqrt(2.0));  // exact (erf) GELU
     }
+    return std::nan("");  // not reached: every kind is listed (no default: -Wswitch checks)
   }
 
   /// \f$ \phi'(x) \f$ (the right derivative at a kink).
@@ -87,16 +89,34 @@ struct activation_fn {
         return x > 0 ? 1.0 : param * std::exp(x);
       case activation_kind::softplus:
         return 1.0 / (1.0 + std::exp(-x));
-      default: {
+      case activation_kind::gelu: {
         const double pi = 3.14159265358979323846;
         return 0.5 * std::erfc(-x / std::sqrt(2.0)) +
                x * std::exp(-0.5 * x * x) / std::sqrt(2.0 * pi);
       }
     }
+    return std::nan("");  // not reached: every kind is listed (no default: -Wswitch checks)
   }
 
   /// True when \f$ \phi(0) = 0 \f$ (a zero channel stays zero through the activation).
   bool zero_at_zero() const { return value(0.0) == 0.0; }
+
+  /// True for the kinds whose `param` matters: leaky ReLU's slope and ELU's alpha.
+  bool has_param() const {
+    switch (kind) {
+      case activation_kind::leaky_relu:
+      case activation_kind::elu:
+        return true;
+      case activation_kind::identity:
+      case activation_kind::relu:
+      case activation_kind::tanh:
+      case activation_kind::sigmoid:
+      case activation_kind::softplus:
+      case activation_kind::gelu:
+        return false;
+    }
+    return false;  // not reached: every kind is listed (no default: -Wswitch checks)
+  }
 };
 
 /// The parametric activation \f$ P\phi_a = (1 - a)\phi + a x \f$ (PReLU when phi is ReLU).

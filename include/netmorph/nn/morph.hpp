@@ -172,14 +172,12 @@ std::optional<activation_fn> following_activation(const layer_slot<Scalar>& slot
 
 /// Equal kinds, and equal parameters where the kind has one (leaky ReLU's slope, ELU's alpha).
 inline bool same_activation(const activation_fn& a, const activation_fn& b) {
-  const bool has_param = a.kind == activation_kind::leaky_relu || a.kind == activation_kind::elu;
-  return a.kind == b.kind && (!has_param || a.param == b.param);
+  return a.kind == b.kind && (!a.has_param() || a.param == b.param);
 }
 
 /// "tanh", or "elu(1)" for a kind with a parameter.
 inline std::string describe_activation(const activation_fn& a) {
-  const bool has_param = a.kind == activation_kind::leaky_relu || a.kind == activation_kind::elu;
-  return has_param ? cat(to_string(a.kind), "(", a.param, ")") : std::string(to_string(a.kind));
+  return a.has_param() ? cat(to_string(a.kind), "(", a.param, ")") : std::string(to_string(a.kind));
 }
 
 /// `derived` (or ReLU when the model determines none), after checking that a `phi` set by the

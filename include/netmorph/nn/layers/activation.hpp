@@ -31,10 +31,9 @@ class activation : public layer<Scalar> {
   static constexpr layer_kind static_kind = layer_kind::activation;
   layer_kind kind() const override { return static_kind; }
   std::string describe() const override {
-    const bool has_param =
-        phi_.kind == activation_kind::leaky_relu || phi_.kind == activation_kind::elu;
-    return has_param ? netmorph::detail::cat("activation ", to_string(phi_.kind), " ", phi_.param)
-                     : netmorph::detail::cat("activation ", to_string(phi_.kind));
+    return phi_.has_param()
+               ? netmorph::detail::cat("activation ", to_string(phi_.kind), " ", phi_.param)
+               : netmorph::detail::cat("activation ", to_string(phi_.kind));
   }
   /// The activation function.
   const activation_fn& fn() const { return phi_; }

@@ -148,6 +148,17 @@ nn::parallel<double> residual(idx c, std::mt19937_64& rng) {
   return nn::parallel<double>(std::move(paths));
 }
 
+/// conv 2->3 3x3, ReLU, a residual block "block", flatten, dense 108->2 on 2x6x6.
+nn::model<double> block_model(std::mt19937_64& rng) {
+  nn::model<double> m({2, 6, 6});
+  m.add(nn::conv2d<double>::he(2, 3, 3, rng));
+  m.add(nn::activation<double>(activation_fn{}));
+  m.add(residual(3, rng), "block");
+  m.add(nn::flatten<double>());
+  m.add(nn::dense<double>::he(3 * 36, 2, rng));
+  return m;
+}
+
 }  // namespace
 
 TEST_CASE("layers have unique state_dict-style names, also inside parallel blocks", "[nn][names]") {
@@ -209,12 +220,7 @@ TEST_CASE("layers have unique state_dict-style names, also inside parallel block
 TEST_CASE("model::replace names the new layers by one rule and keeps the model on failure",
           "[nn][names][error]") {
   std::mt19937_64 rng(42);
-  nn::model<double> m({2, 6, 6});
-  m.add(nn::conv2d<double>::he(2, 3, 3, rng));
-  m.add(nn::activation<double>(activation_fn{}));
-  m.add(residual(3, rng), "block");
-  m.add(nn::flatten<double>());
-  m.add(nn::dense<double>::he(3 * 36, 2, rng));
+  nn::model<double> m = block_model(rng);
   nn::train_epoch(m, nn::dataset<double>{nmtest::randn<double>({4, 2, 6, 6}, rng), {0, 1, 0, 1}},
                   nn::sgd{}, 2);  // non-zero velocities
   const auto x = nmtest::randn<double>({2, 2, 6, 6}, rng);
@@ -274,12 +280,7 @@ TEST_CASE("model::replace names the new layers by one rule and keeps the model o
 
 TEST_CASE("model::restore undoes a replace: layers, names and shapes", "[nn][names]") {
   std::mt19937_64 rng(43);
-  nn::model<double> m({2, 6, 6});
-  m.add(nn::conv2d<double>::he(2, 3, 3, rng));
-  m.add(nn::activation<double>(activation_fn{}));
-  m.add(residual(3, rng), "block");
-  m.add(nn::flatten<double>());
-  m.add(nn::dense<double>::he(3 * 36, 2, rng));
+  nn::model<double> m = block_model(rng);
   const auto x = nmtest::randn<double>({2, 2, 6, 6}, rng);
   const auto y = m.forward(x, false);
   const auto names = m.names();

@@ -60,23 +60,7 @@ template <typename Error, typename Morph>
 void require_untouched(const std::string& needle, Morph&& morph) {
   std::mt19937_64 rng(77);
   const auto data = synthetic<double>(12, rng);
-  nn::architecture_options t;
-  t.classes = 3;
-  t.batch_norm = true;
-  t.dense_head = {8};
-  t.act = activation_fn{activation_kind::elu, 1.0};
-  auto m = nn::parse_architecture<double>("(3:6)(3:6)", {1, 8, 8}, t);
-  std::vector<nn::layer_list<double>> paths(2);
-  paths[0].push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({6, 6, 3, 3}, rng),
-                                                          nmtest::randn<double>({6}, rng),
-                                                          netmorph::conv2d_options{1, 1}));
-  nn::model<double> withblock(m.input_shape(), 3);
-  for (const auto& l : m.layers()) {  // the same model with a residual block after layer 4
-    auto c = l->clone();
-    nn::visit(*c, [&](auto& concrete) { withblock.add(concrete, l->name()); });
-    if (l->name() == "4") withblock.add(nn::parallel<double>(std::move(paths)), "res");
-  }
-  nn::train_epoch(withblock, data, nn::sgd{0.01, 0.9, 1e-4}, 4);
+  auto withblock = nmtest::trained_block_model();
   auto twin = withblock;
   const auto names = withblock.names();
   const auto before = state_of(withblock);

@@ -66,35 +66,11 @@ struct snapshot {
   }
 };
 
-/// A trained model with batch norm, ELU, a dense head and a residual block `res` after layer 4.
-nn::model<double> trained_model() {
-  std::mt19937_64 rng(77);
-  const auto data = nmtest::synthetic<double>(12, rng);
-  nn::architecture_options t;
-  t.classes = 3;
-  t.batch_norm = true;
-  t.dense_head = {8};
-  t.act = activation_fn{activation_kind::elu, 1.0};
-  auto m = nn::parse_architecture<double>("(3:6)(3:6)", {1, 8, 8}, t);
-  std::vector<nn::layer_list<double>> paths(2);
-  paths[0].push_back(std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({6, 6, 3, 3}, rng),
-                                                          nmtest::randn<double>({6}, rng),
-                                                          netmorph::conv2d_options{1, 1}));
-  nn::model<double> out(m.input_shape(), 3);
-  for (const auto& l : m.layers()) {
-    auto c = l->clone();
-    nn::visit(*c, [&](auto& concrete) { out.add(concrete, l->name()); });
-    if (l->name() == "4") out.add(nn::parallel<double>(std::move(paths)), "res");
-  }
-  nn::train_epoch(out, data, nn::sgd{0.01, 0.9, 1e-4}, 4);
-  return out;
-}
-
 /// Runs `morph` with its k-th allocation failing, for k = 0, 1, 2, ... until it succeeds; after
 /// each failure the model must be exactly as before. Returns the failures seen.
 template <typename Morph>
 int fail_every_allocation(Morph&& morph) {
-  auto m = trained_model();
+  auto m = nmtest::trained_block_model();
   std::mt19937_64 rng(5);
   const tensor<double> x = nmtest::randn<double>({4, 1, 8, 8}, rng);
   const snapshot before(m, x);

@@ -5,7 +5,7 @@
 
 #include "support/test_support.hpp"
 
-#include <netmorph/nn/model.hpp>
+#include <netmorph/nn.hpp>
 
 #include <random>
 #include <vector>
@@ -39,6 +39,33 @@ std::vector<tensor<Scalar>> state_of(netmorph::nn::model<Scalar>& m) {
     out.push_back(p->grad);
     out.push_back(p->velocity);
   }
+  return out;
+}
+
+/// A model trained for one epoch of the synthetic task: `(3:6)(3:6)` on 1x8x8 with batch norm,
+/// ELU(1), a dense head of 8 and 3 classes, and a residual block `res` (a parallel block whose
+/// first path is one 3x3 convolution, the second the identity) after layer 4. Its velocities,
+/// batch-norm statistics and generator have all moved, so a morph that changes any of them shows.
+inline netmorph::nn::model<double> trained_block_model() {
+  namespace nn = netmorph::nn;
+  std::mt19937_64 rng(77);
+  const auto data = synthetic<double>(12, rng);
+  nn::architecture_options t;
+  t.classes = 3;
+  t.batch_norm = true;
+  t.dense_head = {8};
+  t.act = netmorph::activation_fn{netmorph::activation_kind::elu, 1.0};
+  auto m = nn::parse_architecture<double>("(3:6)(3:6)", {1, 8, 8}, t);
+  std::vector<nn::layer_list<double>> paths(2);
+  paths[0].push_back(std::make_unique<nn::conv2d<double>>(
+      randn<double>({6, 6, 3, 3}, rng), randn<double>({6}, rng), netmorph::conv2d_options{1, 1}));
+  nn::model<double> out(m.input_shape(), 3);
+  for (const auto& l : m.layers()) {
+    auto c = l->clone();
+    nn::visit(*c, [&](auto& concrete) { out.add(concrete, l->name()); });
+    if (l->name() == "4") out.add(nn::parallel<double>(std::move(paths)), "res");
+  }
+  nn::train_epoch(out, data, nn::sgd{0.01, 0.9, 1e-4}, 4);
   return out;
 }
 

@@ -16,9 +16,16 @@
 //              The numerator is the same for both, so the two rates compare like the times.
 //   threads    Eigen's OpenMP threads (OMP_NUM_THREADS caps them)
 //   cod        (ours) half-steps that took the rank-revealing COD fallback instead of Cholesky
+//
+// BM_deepen_square/d times the whole public call a user makes on a square dense layer,
+// netmorph::deepen(dense_weights{W (d, d), b (d)}) with default options (C1 = d, K1 = K2 = 1:
+// random start, half-step, exactness check, biases, report and probes), against
+// BM_dense_qr_square/d, Eigen's HouseholderQR of the same d x d matrix: the deepen costs a small
+// multiple of one dense factorisation. Their QR-FLOP/s counter is 4/3 d^3 per second for both.
 
 #include <netmorph/morph/depth.hpp>
 #include <netmorph/ops/compose.hpp>
+#include <netmorph/ops/dense.hpp>
 #include <netmorph/solve/factor_ls.hpp>
 #include <netmorph/tensor.hpp>
 
@@ -217,12 +224,65 @@ void depth_shapes(benchmark::internal::Benchmark* b) {
   b->UseRealTime();
 }
 
+// A random dense layer W (d, d) with std 1/sqrt(d) and a bias, the same data for ours and the
+// reference.
+template <typename Scalar>
+netmorph::dense_weights<Scalar> square_parent(index_type d) {
+  std::mt19937_64 rng(data_seed);
+  netmorph::dense_weights<Scalar> p;
+  p.weight = tensor<Scalar>::random_normal({d, d}, rng, 1.0 / std::sqrt(double(d)));
+  p.bias = tensor<Scalar>::random_normal({d}, rng);
+  return p;
+}
+
+template <typename Scalar>
+void BM_deepen_square(benchmark::State& state) {
+  const index_type d = state.range(0);
+  const netmorph::dense_weights<Scalar> parent = square_parent<Scalar>(d);
+  netmorph::deepen_result<netmorph::dense_weights<Scalar>> r;
+  for (auto _ : state) {
+    r = netmorph::deepen(parent, netmorph::deepen_options{});
+    benchmark::DoNotOptimize(r.first.weight.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["residual"] = r.report.relative_residual.value_or(-1.0);
+  state.counters["QR-FLOP/s"] =
+      benchmark::Counter(dense_qr_flops(d, d, 0), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = Eigen::nbThreads();
+  state.counters["cod"] = r.report.depth && r.report.depth->fallback;
+  if (!r.report.exact) state.SkipWithError("the square deepen is not exact");
+}
+
+void BM_dense_qr_square(benchmark::State& state) {
+  const index_type d = state.range(0);
+  const netmorph::dense_weights<double> parent = square_parent<double>(d);
+  const Eigen::MatrixXd a = parent.weight.matrix(d, d);
+  for (auto _ : state) {
+    Eigen::HouseholderQR<Eigen::MatrixXd> qr(a);
+    benchmark::DoNotOptimize(qr.matrixQR().data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["QR-FLOP/s"] =
+      benchmark::Counter(dense_qr_flops(d, d, 0), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = Eigen::nbThreads();
+}
+
+void square_shapes(benchmark::internal::Benchmark* b) {
+  for (index_type d : {1024, 2048, 4096})
+    b->Arg(d);
+  b->Unit(benchmark::kMillisecond);
+  b->UseRealTime();
+}
+
 }  // namespace
 
 BENCHMARK_TEMPLATE(BM_algo1_step, float)->Apply(depth_shapes);
 BENCHMARK_TEMPLATE(BM_dense_qr_step, float)->Apply(depth_shapes);
 BENCHMARK_TEMPLATE(BM_algo1_step, double)->Apply(depth_shapes);
 BENCHMARK_TEMPLATE(BM_dense_qr_step, double)->Apply(depth_shapes);
+BENCHMARK_TEMPLATE(BM_deepen_square, float)->Apply(square_shapes);
+BENCHMARK_TEMPLATE(BM_deepen_square, double)->Apply(square_shapes);
+BENCHMARK(BM_dense_qr_square)->Apply(square_shapes);
 
 int main(int argc, char** argv) {
 #ifdef __GLIBC__

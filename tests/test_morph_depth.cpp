@@ -1,5 +1,7 @@
 #include "support/test_support.hpp"
 
+#include <Eigen/SVD>
+
 #include <cmath>
 #include <limits>
 #include <string>
@@ -309,6 +311,51 @@ TEMPLATE_TEST_CASE("deepen of a dense layer factorises W = W2 W1 with the bias r
     REQUIRE(netmorph::relative_error(netmorph::forward(x, r), y) <= tol);
     REQUIRE(nmtest::measured_error(r.report) <= tol);
   }
+}
+
+TEMPLATE_TEST_CASE(
+    "deepen of a square dense layer is one direct half-step with dense full-rank factors",
+    "[depth][dense]", float, double) {
+  auto rng = nmtest::make_rng(55);
+  const double tol = nmtest::exact_tolerance<TestType>();
+  for (const idx d : {idx(8), idx(48)}) {  // 48 > 32 output channels: the solver sketches
+    CAPTURE(d);
+    netmorph::dense_weights<TestType> parent{nmtest::randn<TestType>({d, d}, rng),
+                                             nmtest::randn<TestType>({d}, rng)};
+    deepen_options opt;
+    opt.seed = rng();
+    auto r = netmorph::deepen(parent, opt);
+    CAPTURE(r.report.summary());
+    REQUIRE(r.report.exact);
+    REQUIRE(*r.report.relative_residual <= nmtest::residual_tolerance());
+    REQUIRE(r.report.depth->iterations == 1);
+    REQUIRE(r.report.depth->half_steps == 1);
+    REQUIRE_FALSE(r.report.depth->fallback);
+    REQUIRE_FALSE(r.report.depth->kronecker);
+    REQUIRE(nmtest::measured_error(r.report) <= tol);
+    const auto f1 = nmtest::new_tensor(r.report, "F1"), f2 = nmtest::new_tensor(r.report, "F2");
+    REQUIRE(f1.nonzero_fraction >= 0.99);
+    REQUIRE(f2.nonzero_fraction >= 0.99);
+    REQUIRE(f1.std == Approx(f2.std).epsilon(1e-3));
+    auto x = nmtest::randn<TestType>({5, d}, rng);
+    REQUIRE(netmorph::relative_error(netmorph::forward(x, r), netmorph::dense(x, parent)) <= tol);
+    // Both factors have full rank: F1 is well conditioned (a scaled orthonormal start), F2 as
+    // well conditioned as the parent.
+    auto cond = [](const tensor<TestType>& w) {
+      const Eigen::MatrixXd m = w.matrix().template cast<double>();
+      const Eigen::VectorXd sv = Eigen::JacobiSVD<Eigen::MatrixXd>(m).singularValues();
+      return sv(0) / sv(sv.size() - 1);
+    };
+    REQUIRE(cond(r.first.weight) <= 1 + 1e-3);
+    REQUIRE(cond(r.second.weight) <= 1.01 * cond(parent.weight));
+  }
+  // The half-step deepen takes: its semi-orthogonal start makes the square system one product.
+  std::mt19937_64 gen(3);
+  const tensor<double> g = nmtest::randn<double>({40, 40, 1, 1}, gen);
+  const tensor<double> start = netmorph::detail::random_semi_orthogonal({40, 40, 1, 1}, gen);
+  const auto step = netmorph::solve::solve_second_factor(g, start, 1, gen);
+  REQUIRE(step.report.route == netmorph::solve::ls_route::orthonormal);
+  REQUIRE(step.report.relative_residual <= nmtest::residual_tolerance());
 }
 
 TEST_CASE("deepen is reproducible from its seed", "[depth]") {

@@ -2,6 +2,7 @@
 
 #include <netmorph/solve/factor_ls.hpp>
 
+#include <Eigen/LU>
 #include <Eigen/QR>
 
 #include <cmath>
@@ -229,6 +230,121 @@ TEST_CASE("solve_second_factor: underdetermined systems are least squares, dense
   }
   REQUIRE(checked >= 10);
   REQUIRE(exact >= checked / 2);
+}
+
+namespace {
+
+/// A filter `(rows, cols / (k k), k, k)` whose `(rows, cols)` matrix has orthonormal rows or
+/// columns: the Q of a Householder QR of a Gaussian matrix.
+tensor<double> orthonormal_filter(idx rows, idx cin, idx k, std::mt19937_64& rng) {
+  const idx cols = cin * k * k;
+  const Eigen::MatrixXd g =
+      rows_of(nmtest::randn<double>({std::max(rows, cols), std::min(rows, cols)}, rng));
+  const Eigen::MatrixXd q = Eigen::HouseholderQR<Eigen::MatrixXd>(g).householderQ() *
+                            Eigen::MatrixXd::Identity(g.rows(), g.cols());
+  tensor<double> f({rows, cin, k, k});
+  if (rows >= cols)
+    f.matrix(rows, cols) = q;
+  else
+    f.matrix(rows, cols) = q.transpose();
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("square systems are solved by one LU factorisation of the explicit matrix",
+          "[solve][property]") {
+  auto rng = nmtest::make_rng(45);
+  for (int trial = 0; trial < 30; ++trial) {
+    // K_x = 1 with C_mid = C_in K_f^2, or a Kronecker-reduced K_f = 1 system with C_mid = C_in.
+    // Some trials have more than 32 right-hand sides, where the residual is sketched.
+    const bool kron = trial % 3 == 2;
+    const idx cin = draw(rng, 1, 4), kf = kron ? 1 : draw(rng, 1, 3),
+              kx = kron ? draw(rng, 2, 3) : 1;
+    const idx cmid = cin * kf * kf, cout = trial % 2 ? draw(rng, 33, 60) : draw(rng, 1, 4);
+    const idx kt = kf + kx - 1;
+    CAPTURE(trial, cin, cmid, cout, kf, kx);
+    auto f = nmtest::randn<double>({cmid, cin, kf, kf}, rng);
+    auto t = nmtest::randn<double>({cout, cin, kt, kt}, rng);
+    const auto res = netmorph::solve::solve_second_factor(t, f, kx, rng);
+    CAPTURE(res.report.rcond, res.report.relative_residual);
+    REQUIRE(res.report.route == netmorph::solve::ls_route::lu);
+    REQUIRE(res.report.kronecker == kron);
+    REQUIRE(res.report.rows == res.report.cols);
+    REQUIRE_FALSE(res.report.underdetermined);
+    REQUIRE(res.report.relative_residual <= nmtest::residual_tolerance());
+    const double err = netmorph::relative_error(netmorph::compose(res.x, f), t);
+    REQUIRE(err <= nmtest::residual_tolerance());
+    // The sketched residual is an estimate: within a factor 10 of the exact one (or both at the
+    // rounding floor).
+    REQUIRE(res.report.relative_residual <= 10 * err + 1e-14);
+    const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, kx);
+    const Eigen::MatrixXd ref = a.fullPivLu().solve(rows_of(t).transpose()).transpose();
+    REQUIRE((rows_of(res.x) - ref).norm() <= nmtest::solver_agreement() * (1 + ref.norm()));
+  }
+  // A singular square system has no LU solution: the rank-revealing fallback gives the
+  // least-squares one.
+  auto f = nmtest::randn<double>({3, 3, 1, 1}, rng);
+  for (idx i = 0; i < 3; ++i)
+    f(2, i, 0, 0) = f(0, i, 0, 0) - f(1, i, 0, 0);
+  auto t = nmtest::randn<double>({2, 3, 1, 1}, rng);
+  const auto res = netmorph::solve::solve_second_factor(t, f, 1, rng);
+  REQUIRE(res.report.route == netmorph::solve::ls_route::cod);
+  const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, 1);
+  const Eigen::MatrixXd ref =
+      a.completeOrthogonalDecomposition().solve(rows_of(t).transpose()).transpose();
+  REQUIRE((rows_of(res.x) - ref).norm() <= nmtest::solver_agreement() * (1 + ref.norm()));
+}
+
+TEST_CASE("an orthonormal fixed factor is solved by one product, with the same guarantees",
+          "[solve][property]") {
+  auto rng = nmtest::make_rng(46);
+  for (int trial = 0; trial < 30; ++trial) {
+    // Tall (least squares), square, or wide (minimum norm plus null-space noise) A = F^T;
+    // every third trial a 1x1 F with K_x > 1 (Kronecker-reduced).
+    const int kind = trial % 3;
+    const bool kron = trial % 4 == 3;
+    const idx cin = draw(rng, 1, 4), kf = kron ? 1 : draw(rng, 1, 2), q = cin * kf * kf;
+    const idx cmid = kind == 0 ? draw(rng, 1, q) : kind == 1 ? q : q + draw(rng, 1, 6);
+    const idx kx = kron ? draw(rng, 2, 3) : 1, kt = kf + kx - 1;
+    const idx cout = trial % 2 ? draw(rng, 33, 50) : draw(rng, 1, 4);
+    CAPTURE(trial, kind, cin, cmid, cout, kf, kx);
+    const tensor<double> f = orthonormal_filter(cmid, cin, kf, rng);
+    auto t = nmtest::randn<double>({cout, cin, kt, kt}, rng);
+    const auto res = netmorph::solve::solve_second_factor(t, f, kx, rng);
+    const tensor<double>& x = res.x;
+    REQUIRE(res.report.route == netmorph::solve::ls_route::orthonormal);
+    REQUIRE(res.report.kronecker == kron);
+    REQUIRE(res.report.underdetermined == (cmid > q));
+    const Eigen::MatrixXd a = netmorph::solve::toeplitz_matrix(f, kx);
+    const auto cod_ref = a.completeOrthogonalDecomposition();
+    const Eigen::MatrixXd mn = cod_ref.solve(rows_of(t).transpose()).transpose();
+    const double best = (mn * a.transpose() - rows_of(t)).norm() / rows_of(t).norm();
+    const double err = netmorph::relative_error(netmorph::compose(x, f), t);
+    CAPTURE(best, err, res.report.relative_residual);
+    REQUIRE(err <= best + nmtest::residual_tolerance());
+    if (kind == 0) {  // the least-squares solution itself
+      REQUIRE((rows_of(x) - mn).norm() <= nmtest::solver_agreement() * (1 + mn.norm()));
+      continue;
+    }
+    REQUIRE(best <= nmtest::residual_tolerance());
+    REQUIRE(res.report.relative_residual <= nmtest::residual_tolerance());
+    if (kind == 2) {  // dense, and minimum norm plus a null-space vector only
+      REQUIRE(netmorph::nonzero_fraction(x) >= 0.99);
+      REQUIRE((rows_of(x) - mn).norm() >= 1e-3 * mn.norm());
+      const Eigen::MatrixXd back = cod_ref.solve(a * rows_of(x).transpose()).transpose();
+      REQUIRE((back - mn).norm() <= nmtest::solver_agreement() * (1 + mn.norm()));
+    }
+  }
+  // A general factor is not mistaken for an orthonormal one, nor is an orthonormal one scaled.
+  auto g = nmtest::randn<double>({3, 5, 1, 1}, rng);
+  auto t = nmtest::randn<double>({2, 5, 1, 1}, rng);
+  REQUIRE(netmorph::solve::solve_second_factor(t, g, 1, rng).report.route ==
+          netmorph::solve::ls_route::gram_cholesky);
+  tensor<double> scaled = orthonormal_filter(3, 5, 1, rng);
+  scaled.vector() *= 1.0 + 1e-9;
+  REQUIRE(netmorph::solve::solve_second_factor(t, scaled, 1, rng).report.route ==
+          netmorph::solve::ls_route::gram_cholesky);
 }
 
 TEST_CASE("solve_first_factor solves compose(F2, X) = T", "[solve][property]") {

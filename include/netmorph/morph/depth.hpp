@@ -2,7 +2,7 @@
 #define NETMORPH_MORPH_DEPTH_HPP
 
 /// \file depth.hpp
-/// Depth morphing (paper §3.1-3.2, DESIGN §3): one convolution or dense layer `G` becomes two
+/// Depth morphing (paper §3.1-3.2, docs/DESIGN.md §3): a convolution or dense layer `G` becomes two
 /// layers `F1`, `F2` whose composition equals `G` exactly, borders and biases included.
 
 #include <netmorph/activations.hpp>
@@ -25,6 +25,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -352,6 +353,13 @@ inline std::vector<std::pair<index_type, index_type>> depth_candidates(const dep
 inline depth_factors solve_depth(const tensor<double>& gd, const depth_sizes& sz,
                                  const deepen_options& opt, std::mt19937_64& rng) {
   const auto candidates = depth_candidates(sz, opt.algorithm);
+  // G~ at kernel t: G itself, or a zero-padded copy (no copy of a large dense G).
+  tensor<double> padded;
+  auto g_tilde = [&](index_type t) -> const tensor<double>& {
+    if (t == sz.k) return gd;
+    padded = pad_kernel(gd, t, t);
+    return padded;
+  };
   depth_factors best;
   int total_half = 0;
   for (std::size_t ci = 0; ci < candidates.size(); ++ci) {
@@ -359,22 +367,22 @@ inline depth_factors solve_depth(const tensor<double>& gd, const depth_sizes& sz
     // A candidate predicted exact in one step that misses (a structurally rank-deficient
     // system) gets a few alternations only when smaller candidates remain to be tried.
     const int iters = ci + 1 < candidates.size() ? std::min(opt.max_iter, 10) : opt.max_iter;
-    depth_factors s = algorithm1(pad_kernel(gd, t, t), sz, a, b, opt, iters, rng);
+    depth_factors s = algorithm1(g_tilde(t), sz, a, b, opt, iters, rng);
     total_half += s.half_steps;
     if (best.solved_k1 == 0 || s.residual < best.residual) best = std::move(s);
     if (best.residual <= opt.tolerance) break;
   }
   best.half_steps = total_half;
   const index_type ts = best.solved_k1 + best.solved_k2 - 1;
-  best.residual = rel_residual(pad_kernel(gd, ts, ts), best.f2, best.f1);
+  best.residual = rel_residual(g_tilde(ts), best.f2, best.f1);
   // When Algorithm 2 shrank because the requested sizes fail the one-step condition, both
   // full-size half-steps are overdetermined: with the other factor fixed, the zero-padded
   // solution is the unique exact one, so one more half-step at the full size cannot fill the
   // padded taps. (When a one-step candidate missed its tolerance, a rank-deficient system, a
   // null-space fill could exist; it is not attempted.) The taps stay zero and the report's notes
   // say so.
-  best.f1 = pad_kernel(best.f1, sz.k1, sz.k1);
-  best.f2 = pad_kernel(best.f2, sz.k2, sz.k2);
+  if (best.solved_k1 != sz.k1) best.f1 = pad_kernel(best.f1, sz.k1, sz.k1);
+  if (best.solved_k2 != sz.k2) best.f2 = pad_kernel(best.f2, sz.k2, sz.k2);
   return best;
 }
 
@@ -416,7 +424,7 @@ inline std::pair<tensor<double>, tensor<double>> depth_biases(const tensor<doubl
   return {std::move(b1), std::move(b2)};
 }
 
-/// Stride and padding of the two child layers (DESIGN §3, "Borders are part of exact").
+/// Stride and padding of the two child layers (docs/DESIGN.md §3.6: borders are part of exact).
 inline std::pair<conv2d_options, conv2d_options> depth_paddings(const depth_sizes& sz,
                                                                 const deepen_options& opt) {
   if (opt.algorithm == depth_algorithm::idmorph) {
@@ -510,14 +518,25 @@ std::pair<std::pair<conv2d_weights<double>, conv2d_weights<double>>, morph_repor
   }
   const auto p = depth_paddings(sz, opt);
   morph_report rep = depth_report(sz, s, opt, s.f1, s.f2);
-  return {{conv2d_weights<double>{std::move(s.f1), std::move(b.first), p.first},
-           conv2d_weights<double>{std::move(s.f2), std::move(b.second), p.second}},
-          std::move(rep)};
+  // Named, so that the layers are moved into the result (a braced pair would be copied).
+  std::pair<conv2d_weights<double>, conv2d_weights<double>> layers{
+      conv2d_weights<double>{std::move(s.f1), std::move(b.first), p.first},
+      conv2d_weights<double>{std::move(s.f2), std::move(b.second), p.second}};
+  return {std::move(layers), std::move(rep)};
 }
 
 template <typename Scalar>
 tensor<Scalar> cast_tensor(const tensor<double>& t) {
   return t.empty() ? tensor<Scalar>() : t.template cast<Scalar>();
+}
+/// As above; a double tensor is moved, not copied.
+template <typename Scalar>
+tensor<Scalar> cast_tensor(tensor<double>&& t) {
+  if constexpr (std::is_same<Scalar, double>::value) {
+    return std::move(t);
+  } else {
+    return cast_tensor<Scalar>(static_cast<const tensor<double>&>(t));
+  }
 }
 
 /// The storage-scalar result around the double child layers: the optional identity batch norm,
@@ -530,11 +549,11 @@ deepen_result<Weights> finish_deepen(
     std::chrono::steady_clock::time_point t0) {
   using Scalar = typename Weights::scalar_type;
   deepen_result<Weights> r;
-  r.first = make(d.first.first);
-  r.second = make(d.first.second);
+  const index_type c1 = d.first.first.weight.dim(0);
+  r.first = make(std::move(d.first.first));
+  r.second = make(std::move(d.first.second));
   r.report = std::move(d.second);
   if (opt.insert_batch_norm) {
-    const index_type c1 = d.first.first.weight.dim(0);
     batch_norm_weights<Scalar> bn = batch_norm_weights<Scalar>::identity(c1);
     for (Scalar& g : bn.gamma)
       g = static_cast<Scalar>(std::sqrt(1.0 + bn.eps));
@@ -553,7 +572,7 @@ deepen_result<Weights> finish_deepen(
 /// Depth morph of a convolution: \f$ G \to F_1, F_2 \f$ with
 /// \f$ \tilde G[o,i](w) = \sum_c \sum_{u+v=w} F_2[o,c](v)\, F_1[c,i](u) \f$ (paper eq. 6) and
 /// \f$ b_2[o] = g[o] - \sum_{c,v} F_2[o,c](v)\, b_1[c] \f$, so that
-/// `forward(x, result) == conv2d(x, parent)` for every input (DESIGN §3): `result.between` is a
+/// `forward(x, result) == conv2d(x, parent)` for every x (docs/DESIGN.md §3): `result.between` is a
 /// P-activation at a = 1 (the identity at creation), `result.batch_norm` the identity.
 ///
 /// \param parent weight `(C2, C0, K, K)`, bias `(C2)` or empty, stride, padding
@@ -578,9 +597,9 @@ deepen_result<conv2d_weights<Scalar>> deepen(const conv2d_weights<Scalar>& paren
       detail::probe_input<Scalar>(opt.probe, {parent.weight.dim(1), side, side}, opt.seed);
   return detail::finish_deepen<conv2d_weights<Scalar>>(
       std::move(d), opt,
-      [](const conv2d_weights<double>& l) {
-        return conv2d_weights<Scalar>{l.weight.template cast<Scalar>(),
-                                      detail::cast_tensor<Scalar>(l.bias), l.options};
+      [](conv2d_weights<double>&& l) {
+        return conv2d_weights<Scalar>{detail::cast_tensor<Scalar>(std::move(l.weight)),
+                                      detail::cast_tensor<Scalar>(std::move(l.bias)), l.options};
       },
       probe, parent, t0);
 }
@@ -607,10 +626,11 @@ deepen_result<dense_weights<Scalar>> deepen(const dense_weights<Scalar>& parent,
   const auto probe = detail::probe_input<Scalar>(opt.probe, {in}, opt.seed);
   return detail::finish_deepen<dense_weights<Scalar>>(
       std::move(d), opt,
-      [](const conv2d_weights<double>& l) {
+      [](conv2d_weights<double>&& l) {
         const index_type o = l.weight.dim(0), i = l.weight.dim(1);
-        return dense_weights<Scalar>{l.weight.reshape({o, i}).template cast<Scalar>(),
-                                     detail::cast_tensor<Scalar>(l.bias)};
+        return dense_weights<Scalar>{
+            detail::cast_tensor<Scalar>(std::move(l.weight).reshape({o, i})),
+            detail::cast_tensor<Scalar>(std::move(l.bias))};
       },
       probe, parent, t0);
 }

@@ -28,7 +28,7 @@ inline void check_filter(const shape_type& s, const char* who, const char* name)
 /// \f$ G[o,i](w) = \sum_c \sum_{u+v=w} F_2[o,c](v)\, F_1[c,i](u) \f$.
 ///
 /// `conv2d(conv2d(x, F1, pad P), F2, pad 0)` equals `conv2d(x, compose(F2, F1), pad P)`, both at
-/// stride 1 or with the stride on the second layer (DESIGN §3).
+/// stride 1 or with the stride on the second layer (docs/DESIGN.md §3.6).
 /// \param f2 `(C2, C1, K2h, K2w)`
 /// \param f1 `(C1, C0, K1h, K1w)`
 /// \returns  `(C2, C0, K1h + K2h - 1, K1w + K2w - 1)`
@@ -45,9 +45,13 @@ tensor<Scalar> compose(const tensor<Scalar>& f2, const tensor<Scalar>& f1) {
   tensor<Scalar> g({c2, c0, kh, kw});
   if (g.size() == 0) return g;
   using mat = typename tensor<Scalar>::matrix_type;
+  const auto f1m = f1.matrix(c1, c0 * k1h * k1w);
+  if (k2h == 1 && k2w == 1) {  // G has F1's kernel: one GEMM straight into it
+    g.matrix(c2, c0 * k1h * k1w).noalias() = f2.matrix(c2, c1) * f1m;
+    return g;
+  }
   // One GEMM per offset v of F2: M = F2[:, :, v] (C2 x C1) * F1 (C1 x C0*K1h*K1w), then M is
   // accumulated into G at spatial offset v.
-  const auto f1m = f1.matrix(c1, c0 * k1h * k1w);
   mat f2v(c2, c1), m(c2, c0 * k1h * k1w);
   for (index_type vy = 0; vy < k2h; ++vy) {
     for (index_type vx = 0; vx < k2w; ++vx) {
@@ -108,6 +112,7 @@ tensor<Scalar> pad_kernel(const tensor<Scalar>& f, index_type kh, index_type kw)
   detail::require<value_error>((kh - h) % 2 == 0 && (kw - w) % 2 == 0, "pad_kernel: growth from ",
                                h, "x", w, " to ", kh, "x", kw,
                                " is odd; a centred padding needs an even growth");
+  if (kh == h && kw == w) return f;
   const index_type oy = (kh - h) / 2, ox = (kw - w) / 2;
   tensor<Scalar> g({f.dim(0), f.dim(1), kh, kw});
   for (index_type o = 0; o < f.dim(0); ++o)

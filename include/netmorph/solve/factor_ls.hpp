@@ -2,7 +2,7 @@
 #define NETMORPH_SOLVE_FACTOR_LS_HPP
 
 /// \file factor_ls.hpp
-/// Structured least squares for one factor of a filter composition (DESIGN §3).
+/// Structured least squares for one factor of a filter composition (docs/DESIGN.md §3.3).
 ///
 /// With the first filter `F (C_mid, C_in, K_f, K_f)` fixed, `compose(X, F) = T` is linear in the
 /// second filter `X (C_out, C_mid, K_x, K_x)` and decouples per output channel `o`:
@@ -12,9 +12,12 @@
 /// the filter's channel correlations (never by a GEMM on the explicit matrix), factorised once
 /// by Cholesky and used for every right-hand side; `A` itself is only applied through
 /// compositions. A `K_f = 1` problem is permuted into a small `C_in x C_mid` one (Kronecker
-/// structure). When the Gram matrix is too ill-conditioned, or the exact route misses, the
-/// explicit matrix is solved by a complete orthogonal decomposition instead. Everything is in
-/// double.
+/// structure). Two cases skip the Gram matrix: a fixed factor whose Gram matrix is the identity
+/// (`K_x = 1` and a semi-orthogonal `F`, as Algorithm 1 starts from) needs one product, and a
+/// square system, whose explicit matrix is no larger than its Gram matrix, is solved by one LU
+/// factorisation of `A` (no squared condition number). When the Gram matrix is too
+/// ill-conditioned, or the exact route misses, the explicit matrix is solved by a complete
+/// orthogonal decomposition instead. Everything is in double.
 ///
 /// Threads: when the consumer compiles with OpenMP, the products run on Eigen's threads
 /// (`Eigen::setNbThreads`, `OMP_NUM_THREADS`) and the parts Eigen keeps on one thread (symmetric
@@ -30,6 +33,7 @@
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
+#include <Eigen/LU>
 #include <Eigen/QR>
 
 #include <algorithm>
@@ -46,11 +50,22 @@ namespace solve {
 /// How one factor solve was carried out.
 enum class ls_route {
   gram_cholesky,  ///< Cholesky on the structured Gram matrix
+  orthonormal,    ///< `K_x = 1` and the Gram matrix of `F` is the identity: one product
+  lu,             ///< square system: partial-pivot LU of the explicit matrix
   cod             ///< complete orthogonal decomposition of the explicit matrix (fallback)
 };
 
 inline const char* to_string(ls_route r) {
-  return r == ls_route::gram_cholesky ? "gram_cholesky" : "cod";
+  switch (r) {
+    case ls_route::gram_cholesky:
+      return "gram_cholesky";
+    case ls_route::orthonormal:
+      return "orthonormal";
+    case ls_route::lu:
+      return "lu";
+    default:
+      return "cod";
+  }
 }
 
 /// Diagnostics of one factor solve.
@@ -61,15 +76,20 @@ struct factor_solve_report {
   bool underdetermined = false;  ///< cols > rows: minimum norm plus a null-space component
   bool kronecker = false;        ///< reduced by the Kronecker structure of a 1x1 fixed filter
   ls_route route = ls_route::gram_cholesky;
-  double rcond = 0;              ///< reciprocal condition estimate of the Gram matrix (Cholesky)
-  double relative_residual = 0;  ///< \f$ \|compose(X, F) - T\| / \|T\| \f$ of the result
+  /// Reciprocal condition estimate of the Gram matrix: computed (Cholesky), the square of the
+  /// explicit matrix's (LU), 1 (orthonormal), or that of the route that failed (COD).
+  double rcond = 0;
+  /// \f$ \|compose(X, F) - T\| / \|T\| \f$ of the result; with more than 32 right-hand sides
+  /// the exact-system routes estimate it from 32 random combinations of them (under 0.32 times
+  /// the true value with probability below 1e-10, see `residual_norm2`).
+  double relative_residual = 0;
 };
 
 /// Settings of one factor solve.
 struct factor_solve_options {
   /// Std of the random null-space component, relative to the RMS of the minimum-norm solution.
   double noise = 1.0;
-  /// An underdetermined Cholesky solve whose relative residual exceeds this is redone by COD.
+  /// An underdetermined or square solve whose relative residual exceeds this is redone by COD.
   double exact_tolerance = 1e-10;
   /// Gram matrices with a reciprocal condition estimate below this go to COD directly.
   double min_rcond = 1e-13;
@@ -391,6 +411,53 @@ inline double relative_residual(const tensor<double>& x, const tensor<double>& f
   return den > 0 ? num / den : num;
 }
 
+/// \f$ \|compose(X, F) - T\| / \|T\| \f$: exact with at most 32 right-hand sides (rows of `X`),
+/// else estimated from 32 random combinations \f$ \Omega X \f$ of them as in `residual_norm2`,
+/// for 32/C_out of the cost of a composition.
+template <typename Rng>
+double sketched_relative_residual(const tensor<double>& x, const tensor<double>& f,
+                                  const tensor<double>& target, Rng& rng) {
+  constexpr index_type sketch = 32;
+  const index_type cout = x.dim(0);
+  if (cout <= sketch) return relative_residual(x, f, target);
+  const index_type n = x.size() / cout, m = target.size() / cout;
+  rowmat omega(sketch, cout);
+  fill_noise(omega.data(), omega.size(), 1.0, rng);
+  tensor<double> xs({sketch, x.dim(1), x.dim(2), x.dim(3)});
+  xs.matrix(sketch, n).noalias() = omega * x.matrix(cout, n);
+  const tensor<double> c = compose(xs, f);
+  rowmat r = c.matrix(sketch, m);
+  r.noalias() -= omega * target.matrix(cout, m);
+  const double num = std::sqrt(r.squaredNorm() / double(sketch)), den = frobenius(target);
+  return den > 0 ? num / den : num;
+}
+
+/// Largest deviation of a Gram matrix from the identity that the orthonormal route accepts.
+/// A computed orthonormal basis (Householder) is about 1e-15 from it at every size; 1e-12 moves
+/// a solution by far less than any exact tolerance, and a general matrix is order 1 away.
+constexpr double orthonormal_tolerance = 1e-12;
+
+/// \f$ \|(M - I)\Omega\| / \|\Omega\| \f$ for two random columns \f$ \Omega \f$, where `M` is the
+/// smaller of \f$ F F^T \f$ and \f$ F^T F \f$, the Gram matrix a solve with `F (n x m)` would
+/// factorise: a test that `F` has orthonormal rows (columns) in `4 n m` flops per column.
+template <typename Derived, typename Rng>
+double gram_identity_deviation(const Eigen::MatrixBase<Derived>& fm, Rng& rng) {
+  constexpr index_type probes = 2;
+  const bool by_rows = fm.rows() <= fm.cols();
+  colmat omega(by_rows ? fm.rows() : fm.cols(), probes);
+  fill_noise(omega.data(), omega.size(), 1.0, rng);
+  colmat dev;
+  if (by_rows) {
+    const colmat t = fm.transpose() * omega;
+    dev.noalias() = fm * t;
+  } else {
+    const colmat t = fm * omega;
+    dev.noalias() = fm.transpose() * t;
+  }
+  dev -= omega;
+  return dev.norm() / omega.norm();
+}
+
 }  // namespace detail
 
 /// The explicit block-Toeplitz matrix \f$ A(F)[(i,w),(c,v)] = F[c,i](w-v) \f$ of size
@@ -443,12 +510,56 @@ tensor<double> solve_second_factor_checked(const tensor<double>& target, const t
 
   bool done = false;
   if (!settings.force_cod) {
-    inf.route = ls_route::gram_cholesky;
     const double tnorm2 = target.vector().squaredNorm();
     auto relative = [&](double r2) {
       return tnorm2 > 0 ? std::sqrt(std::max(0.0, r2) / tnorm2) : std::sqrt(std::max(0.0, r2));
     };
-    if (!inf.underdetermined) {
+    if (kx == 1 &&
+        detail::gram_identity_deviation(f.matrix(cmid, m), rng) <= detail::orthonormal_tolerance) {
+      // A = F^T with F F^T = I (n <= m) or F^T F = I (n > m): the least-squares or minimum-norm
+      // solution is T F^T, and Z - Z F F^T is the noise's null-space part, so
+      // X = Z + (T - Z F) F^T with no factorisation (Algorithm 1's first half-step). The minimum
+      // norm solution's norm is ||T||.
+      inf.route = ls_route::orthonormal;
+      inf.rcond = 1;
+      const double sd =
+          inf.underdetermined ? settings.noise * std::sqrt(tnorm2 / double(cout * n)) : 0.0;
+      if (sd > 0) {
+        tensor<double> z({cout, cmid, 1, 1});
+        detail::fill_noise(z.data(), z.size(), sd, rng);
+        tensor<double> r = target;
+        r.vector() -= compose(z, f).vector();
+        x = detail::adjoint_apply(r, f, 1);
+        x.vector() += z.vector();
+      } else {
+        x = detail::adjoint_apply(target, f, 1);
+      }
+      inf.relative_residual = detail::sketched_relative_residual(x, f, target, rng);
+      done = n < m || inf.relative_residual <= settings.exact_tolerance;
+    }
+    if (!done && m == n) {
+      // Square: A is no larger than its Gram matrix, so A itself is factorised, once for all
+      // right-hand sides, without squaring its condition number. Same acceptance as Cholesky
+      // (the Gram matrix's condition number is the square of A's), then the exact tolerance.
+      inf.route = ls_route::lu;
+      const Eigen::PartialPivLU<detail::colmat> lu(
+          kx == 1 ? detail::colmat(f.matrix(cmid, m).transpose()) : toeplitz_matrix(f, kx));
+      const double rc = lu.rcond();
+      inf.rcond = rc * rc;
+      if (inf.rcond >= settings.min_rcond) {
+        detail::colmat y = lu.permutationP() * target.matrix(cout, m).transpose();
+        // Eigen's triangular solves run on one thread: the right-hand sides are split instead.
+        detail::for_blocks(cout, 32, [&](index_type c0, index_type nc) {
+          auto blk = y.middleCols(c0, nc);
+          lu.matrixLU().triangularView<Eigen::UnitLower>().solveInPlace(blk);
+          lu.matrixLU().triangularView<Eigen::Upper>().solveInPlace(blk);
+        });
+        x.matrix(cout, n) = y.transpose();
+        inf.relative_residual = detail::sketched_relative_residual(x, f, target, rng);
+        done = inf.relative_residual <= settings.exact_tolerance;
+      }
+    } else if (!done && !inf.underdetermined) {
+      inf.route = ls_route::gram_cholesky;
       const detail::cholesky llt(detail::gram_cols(f, kx));
       inf.rcond = llt.rcond();
       if (inf.rcond >= settings.min_rcond) {
@@ -463,7 +574,8 @@ tensor<double> solve_second_factor_checked(const tensor<double>& target, const t
         inf.relative_residual = est > 1e-6 ? est : detail::relative_residual(x, f, target);
         done = true;
       }
-    } else {
+    } else if (!done) {
+      inf.route = ls_route::gram_cholesky;
       const detail::colmat k = detail::gram_rows(f, kx);
       const detail::cholesky llt(k);
       inf.rcond = llt.rcond();

@@ -173,6 +173,26 @@ TEST_CASE("NetMorph's width rule fills the incoming side and zeroes the outgoing
   REQUIRE_THAT(u.report.notes.at(0), Catch::Matchers::Contains("is not given"));
 }
 
+TEST_CASE("new units get non-zero incoming filters when the old ones have no spread", "[width]") {
+  // A zero-initialised layer and a single weight have standard deviation 0; scaling new filters
+  // by it would leave new units zero on both sides, which never train.
+  std::mt19937_64 rng(5);
+  for (const idx in : {1, 6}) {
+    CAPTURE(in);
+    dense_weights<double> layer{tensor<double>({1, in}, in == 1 ? 0.7 : 0.0),
+                                tensor<double>({1}, 0.0)};
+    dense_weights<double> next{nmtest::randn<double>({3, 1}, rng), {}};
+    widen_options opt;
+    opt.new_channels = 4;
+    opt.permute = false;
+    const auto r = netmorph::widen(layer, next, opt);
+    for (idx q = 1; q < 4; ++q)
+      for (idx j = 0; j < in; ++j)
+        REQUIRE(r.layer.weight(q, j) != 0.0);
+    REQUIRE(nmtest::measured_error(r.report) <= nmtest::exact_tolerance<double>());
+  }
+}
+
 TEMPLATE_TEST_CASE("widen rejects a shrinking width and mismatched layers", "[width][error]", float,
                    double) {
   using T = tensor<TestType>;

@@ -289,13 +289,17 @@ TEST_CASE("model::restore undoes a replace: layers, names and shapes", "[nn][nam
   for (const std::string first : {"0", "block.path0.1", "4"}) {
     CAPTURE(first);
     const nn::layer<double>* old = &m.find(first);
-    nn::layer_list<double> two;  // a layer and a ReLU after it: the same shapes, new names
-    two.push_back(m.find(first).clone());
+    nn::layer_list<double> two;  // a layer and a ReLU after it, new names; the last one grows
+    if (first == "4")
+      two.push_back(std::make_unique<nn::dense<double>>(nn::dense<double>::he(3 * 36, 5, rng)));
+    else
+      two.push_back(m.find(first).clone());
     two.push_back(std::make_unique<nn::activation<double>>(activation_fn{}));
     auto undo = m.replace(first, 1, std::move(two));
     REQUIRE(undo.layers().size() == 1);
     REQUIRE(undo.layers()[0].get() == old);
     REQUIRE(m.names() != names);
+    if (first == "4") REQUIRE(m.output_shape() == netmorph::shape_type{5});
     m.restore(std::move(undo));
     REQUIRE(&m.find(first) == old);  // the very layer, not a copy
     REQUIRE(m.names() == names);
@@ -305,7 +309,36 @@ TEST_CASE("model::restore undoes a replace: layers, names and shapes", "[nn][nam
     // The names the replacement had are free again, those of the parent taken.
     NM_REQUIRE_THROWS_WITH(m.add(nn::flatten<double>(), first), netmorph::value_error,
                            "exists already");
+    auto copy = m;
+    copy.add(nn::activation<double>(activation_fn{}), first + ".1");
   }
+  // A token restores only the change it comes from, and only once.
+  const std::string misuse = "model::restore: the replacement is not this model's last change";
+  auto relu = [] {
+    nn::layer_list<double> l;
+    l.push_back(std::make_unique<nn::activation<double>>(activation_fn{}));
+    return l;
+  };
+  auto undo = m.replace("1", 1, relu());
+  auto twin = m;
+  NM_REQUIRE_THROWS_WITH(twin.restore(std::move(undo)), netmorph::value_error, misuse);
+  m.restore(std::move(undo));
+  NM_REQUIRE_THROWS_WITH(m.restore(std::move(undo)), netmorph::value_error, misuse);
+  auto stale = m.replace("1", 1, relu());
+  m.add(nn::activation<double>(activation_fn{}));
+  NM_REQUIRE_THROWS_WITH(m.restore(std::move(stale)), netmorph::value_error, misuse);
+  // The top level is found again after the model moved.
+  auto moving = block_model(rng);
+  const std::vector<std::string> moving_names = moving.names();
+  auto token = moving.replace("0", 1, [&] {
+    nn::layer_list<double> l;
+    l.push_back(moving.find("0").clone());
+    l.push_back(std::make_unique<nn::activation<double>>(activation_fn{}));
+    return l;
+  }());
+  nn::model<double> moved = std::move(moving);
+  moved.restore(std::move(token));
+  REQUIRE(moved.names() == moving_names);
 }
 
 TEST_CASE("building a model is linear in its layers: names and shapes of 20000 layers",

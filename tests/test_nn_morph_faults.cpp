@@ -52,17 +52,20 @@ namespace {
 /// and the P-activations).
 struct snapshot {
   std::vector<std::string> names;
+  netmorph::shape_type output_shape;
   std::string notation;
   std::vector<tensor<double>> state;
   tensor<double> output;
 
   snapshot(nn::model<double>& m, const tensor<double>& x)
       : names(m.names()),
+        output_shape(m.output_shape()),
         notation(nn::to_notation(m)),
         state(state_of(m)),
         output(m.forward(x, false)) {}
   bool operator==(const snapshot& o) const {
-    return names == o.names && notation == o.notation && state == o.state && output == o.output;
+    return names == o.names && output_shape == o.output_shape && notation == o.notation &&
+           state == o.state && output == o.output;
   }
 };
 
@@ -89,6 +92,10 @@ int fail_every_allocation(Morph&& morph) {
     ++failures;
     const snapshot now(m, x);
     REQUIRE(now == before);
+    // The model's name index was restored too: every parent name is taken, a child name free.
+    for (const std::string& n : {std::string("4"), std::string("0")})
+      REQUIRE_THROWS_AS(nn::model<double>(m).add(nn::flatten<double>(), n), netmorph::value_error);
+    nn::model<double>(m).add(nn::flatten<double>(), "4.1");
   }
   // The morph succeeded in the end, and its child computes the parent's function.
   REQUIRE(netmorph::relative_error(m.forward(x, false), before.output) <=

@@ -44,7 +44,9 @@ namespace detail {
 /// allocation of this thread from now on (0: the next one) throws `std::bad_alloc` as if memory
 /// had run out, and the hook disarms itself; -1 (the default) never fails. Tests sweep `k` over
 /// every allocation of an operation and check that each failure leaves its inputs as they were.
-/// Never set it around code that allocates inside an OpenMP parallel region.
+/// Only the calling thread counts: allocations of OpenMP worker threads never fail on cue (an
+/// injected failure on the calling thread inside a region is carried out of it, see
+/// `detail::exception_trap`).
 inline thread_local std::int64_t allocation_failure_countdown = -1;
 
 /// Counts one allocation against `allocation_failure_countdown`. \throws std::bad_alloc when it

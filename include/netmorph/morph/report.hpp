@@ -286,8 +286,8 @@ exactness judge_exactness(const morph_report& r) {
   exactness e;
   if (r.probes > 0 && !r.relative_output_error) {  // see detail::record_output_error
     e.why = detail::cat("the output error on the ", r.probes,
-                        " probe inputs cannot be measured: an output holds an infinity or a NaN "
-                        "(values beyond the range of the scalar type)");
+                        " probe inputs cannot be measured: an output holds an infinity or a NaN, "
+                        "or is too large to compare (values beyond the range of the scalar type)");
     return e;
   }
   if (!r.exact) {

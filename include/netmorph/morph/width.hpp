@@ -284,7 +284,12 @@ channel_block<Scalar> grow_netmorph(const channel_block<Scalar>& old, index_type
   for (index_type j = 0; j < c; ++j)
     b.copy_channel(j, old, j);
   std::normal_distribution<double> normal(0.0, 1.0);
-  const double sd = noise * stddev(old.in_w);
+  // The existing filters' spread; where they have none (all equal: a zero-initialised layer, or a
+  // single weight) a fan-in scale instead, so that new units are never zero on both sides.
+  const double spread = stddev(old.in_w);
+  const double sd = noise * (spread > 0 && std::isfinite(spread)
+                                 ? spread
+                                 : 1.0 / std::sqrt(double(std::max<index_type>(1, b.row()))));
   const double sb = old.in_b.empty() ? 0.0 : noise * stddev(old.in_b);
   for (index_type j = c * b.row(); j < cn * b.row(); ++j)
     b.in_w.data()[j] = static_cast<Scalar>(sd * normal(rng));

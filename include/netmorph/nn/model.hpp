@@ -11,6 +11,7 @@
 #include <netmorph/tensor.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -108,6 +109,8 @@ struct layer_slot {
 /// else is renamed.
 template <typename Scalar>
 class model {
+  using name_set = std::unordered_set<std::string>;
+
  public:
   explicit model(shape_type input_shape, std::uint64_t seed = 0)
       : input_shape_(std::move(input_shape)), rng_(std::make_unique<std::mt19937_64>(seed)) {}
@@ -116,6 +119,7 @@ class model {
         layers_(detail::clone_all(o.layers_)),
         names_(o.names_),
         output_shape_(o.output_shape_),
+        generation_(next_generation()),
         rng_(std::make_unique<std::mt19937_64>(*o.rng_)),
         added_(o.added_) {
     for (auto& l : layers_)
@@ -136,7 +140,7 @@ class model {
   model& add(Layer l, std::string name = "") {
     std::unique_ptr<layer<Scalar>> p = std::make_unique<Layer>(std::move(l));
     // The shape after the last layer is kept, so that building a model of n layers costs O(n).
-    const shape_type out = p->output_shape(output_shape());
+    shape_type out = p->output_shape(output_shape());
     if (name.empty()) {
       index_type k = added_;
       while (names_.count(std::to_string(k)))
@@ -165,7 +169,8 @@ class model {
     // Nothing below allocates or throws.
     p->set_rng(rng_.get());
     layers_.push_back(std::move(p));
-    output_shape_ = out;
+    output_shape_.swap(out);
+    generation_ = next_generation();
     ++added_;
     return *this;
   }
@@ -185,8 +190,9 @@ class model {
     return *layers_[static_cast<std::size_t>(i)];
   }
   const layer<Scalar>& at(index_type i) const { return const_cast<model*>(this)->at(i); }
-  /// The top-level layers, in order.
-  layer_list<Scalar>& layers() { return layers_; }
+  /// The top-level layers, in order. The list is read-only (the model keeps its names and
+  /// output shape from `add`, `replace` and `restore`); the layers themselves may be changed
+  /// (weights, statistics), but not renamed.
   const layer_list<Scalar>& layers() const { return layers_; }
   /// The generator of dropout and of `train_epoch`'s shuffling, seeded by the constructor.
   std::mt19937_64& rng() { return *rng_; }
@@ -216,7 +222,8 @@ class model {
     return const_cast<model*>(this)->find(name);
   }
 
-  /// What `replace` took out of the model, to put back with `restore`.
+  /// What `replace` took out of the model (the layers, and the names and output shape before
+  /// it), to put back with `restore`.
   class replaced {
    public:
     replaced(replaced&&) noexcept = default;
@@ -226,11 +233,13 @@ class model {
 
    private:
     friend class model;
-    replaced(layer_list<Scalar>* list, index_type pos, index_type inserted, layer_list<Scalar> r)
-        : list_(list), pos_(pos), inserted_(inserted), removed_(std::move(r)) {}
-    layer_list<Scalar>* list_;
-    index_type pos_, inserted_;
+    replaced() = default;
+    std::uint64_t generation_ = 0;        // the model's generation right after the replace; 0: used
+    layer_list<Scalar>* list_ = nullptr;  // a parallel block's path, or null for the top level
+    index_type pos_ = 0, inserted_ = 0;
     layer_list<Scalar> removed_;
+    name_set names_;
+    shape_type output_shape_;
   };
 
   /// Replaces `count` consecutive layers starting with the one called `first` (in the same list:
@@ -291,7 +300,11 @@ class model {
     list.erase(at(0), at(count));
     list.insert(at(0), std::make_move_iterator(replacement.begin()),
                 std::make_move_iterator(replacement.end()));
-    replaced undo(&list, pos, n, std::move(removed));
+    replaced undo;
+    undo.list_ = &list == &layers_ ? nullptr : &list;  // the top level moves with the model
+    undo.pos_ = pos;
+    undo.inserted_ = n;
+    undo.removed_ = std::move(removed);
     shape_type out;
     try {
       out = shape_through(size());
@@ -301,8 +314,10 @@ class model {
     }
     names_.swap(new_names);
     output_shape_.swap(out);
-    undo_output_shape_.swap(out);
-    undo_names_.swap(new_names);  // the names before, for `restore`
+    undo.names_.swap(new_names);  // the names and the shape before, for `restore`
+    undo.output_shape_.swap(out);
+    generation_ = next_generation();
+    undo.generation_ = generation_;
     for (index_type k = 0; k < n; ++k)
       (*at(k))->set_rng(rng_.get());
     for (auto& l : layers_)
@@ -311,13 +326,20 @@ class model {
   }
 
   /// Undoes the last `replace`, whose result `r` is: the model is again exactly as it was before
-  /// it (the replacement's layers are destroyed). Allocates nothing and cannot fail; `r` must come
-  /// from the last `replace` of this model, with nothing else changed in between.
-  void restore(replaced&& r) noexcept {
+  /// it (the replacement's layers are destroyed). Allocates nothing, and with a valid `r` cannot
+  /// fail.
+  /// \throws value_error, changing nothing, unless `r` comes from the last change of this model
+  ///         (no `add` or other `replace` since, not restored already, not another model's).
+  void restore(replaced&& r) {
+    netmorph::detail::require<value_error>(
+        r.generation_ != 0 && r.generation_ == generation_,
+        "model::restore: the replacement is not this model's last change (restored already, "
+        "from another model, or the model changed since)");
     swap_back(r);
-    names_.swap(undo_names_);
-    undo_names_.clear();
-    output_shape_.swap(undo_output_shape_);
+    names_.swap(r.names_);
+    output_shape_.swap(r.output_shape_);
+    generation_ = next_generation();
+    r.generation_ = 0;
   }
 
   /// Forward pass on a batch `(N, input_shape...)`; `training` selects batch-norm statistics,
@@ -379,8 +401,6 @@ class model {
     return false;
   }
 
-  using name_set = std::unordered_set<std::string>;
-
   /// The per-sample shape after the first `n` top-level layers, computed layer by layer.
   /// \throws shape_error when a layer does not accept its input.
   shape_type shape_through(index_type n) const {
@@ -390,9 +410,15 @@ class model {
     return s;
   }
 
+  /// A value no model has had: every change gets one, so that `restore` can tell its token.
+  static std::uint64_t next_generation() {
+    static std::atomic<std::uint64_t> last{0};
+    return ++last;
+  }
+
   /// Puts the layers `r` took out back in place of the ones `replace` inserted.
-  static void swap_back(replaced& r) noexcept {
-    layer_list<Scalar>& list = *r.list_;
+  void swap_back(replaced& r) noexcept {
+    layer_list<Scalar>& list = r.list_ ? *r.list_ : layers_;
     const auto at = [&](index_type k) { return list.begin() + r.pos_ + k; };
     list.erase(at(0), at(r.inserted_));
     // No reallocation: `replace` reserved room for the old layers.
@@ -404,9 +430,9 @@ class model {
 
   shape_type input_shape_;
   layer_list<Scalar> layers_;
-  name_set names_;       // every layer's name, those inside parallel blocks included
-  name_set undo_names_;  // the names before the last `replace`, for `restore`
-  shape_type output_shape_ = input_shape_, undo_output_shape_;  // after the last layer
+  name_set names_;                          // every layer's name, those inside parallel blocks too
+  shape_type output_shape_ = input_shape_;  // after the last layer
+  std::uint64_t generation_ = next_generation();  // changes with every add, replace, restore
   std::unique_ptr<std::mt19937_64> rng_;
   index_type added_ = 0;  // layers added so far, for default names
   // Training-mode scratch: the input copy and the layer outputs and gradients, which layers refer

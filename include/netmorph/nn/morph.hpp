@@ -180,8 +180,8 @@ inline std::string describe_activation(const activation_fn& a) {
   return a.has_param() ? cat(to_string(a.kind), "(", a.param, ")") : std::string(to_string(a.kind));
 }
 
-/// `derived` (or ReLU when the model determines none), after checking that a `phi` set by the
-/// caller agrees with it.
+/// `derived` (when the model determines none: the caller's `phi`, else ReLU), after checking that a
+/// `phi` set by the caller agrees with it.
 inline activation_fn derive_phi(const std::optional<activation_fn>& set,
                                 const std::optional<activation_fn>& derived, const char* who,
                                 const std::string& name) {

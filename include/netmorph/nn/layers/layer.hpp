@@ -134,7 +134,9 @@ class layer {
   bool input_grad() const { return input_grad_; }
 
   /// The layer's name in its model (state_dict style, e.g. "3" or "2.path0.1"); empty outside a
-  /// model. The model assigns it (`model::add`) and the morphs keep it predictable.
+  /// model. The model assigns it (`model::add`) and the morphs keep it predictable. `set_name`
+  /// is for layers not yet in a model (a parallel block's inner layers before `model::add`): a
+  /// model indexes its names, and renaming a layer it holds is not supported.
   const std::string& name() const { return name_; }
   void set_name(std::string n) { name_ = std::move(n); }
 

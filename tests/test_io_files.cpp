@@ -1,7 +1,8 @@
 // netmorph::io and the file system: which paths the writers (write_safetensors, save, write_idx)
 // replace and how (regular files only, mode and owner kept, read-only refused, symbolic links
 // followed to their target, a short temporary name, nothing left behind by a failure or by
-// SIGKILL), and which paths the readers open (regular files only, a FIFO does not block).
+// SIGKILL, a new path made meanwhile not replaced), and which paths the readers open (regular files
+// only, found by stat before opening, a FIFO does not block).
 // POSIX only: the rules are about POSIX file types, modes, owners and links.
 
 #include "support/io_support.hpp"
@@ -11,13 +12,17 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,6 +35,10 @@
 #include <cstring>
 #if defined(__linux__)
 #include <sys/sysmacros.h>
+#endif
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+#include <dlfcn.h>  // dlsym in libc itself: no -ldl
+#define NETMORPH_TEST_FAIL_FCLOSE 1
 #endif
 
 using namespace nmtest;
@@ -135,6 +144,22 @@ bool is_fallback_temporary(const std::string& name) {
   return name.size() == 16 && name.compare(0, 10, ".netmorph-") == 0;
 }
 
+/// A Unix socket bound to `path`, closed (the name stays) at scope end.
+struct bound_socket {
+  int fd;
+  explicit bound_socket(const std::string& path) : fd(::socket(AF_UNIX, SOCK_STREAM, 0)) {
+    REQUIRE(fd >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    REQUIRE(path.size() < sizeof addr.sun_path);
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~bound_socket() { ::close(fd); }
+  bound_socket(const bound_socket&) = delete;
+  bound_socket& operator=(const bound_socket&) = delete;
+};
+
 }  // namespace
 
 TEST_CASE("the writers refuse an OUT that is not a regular file, by name, and leave it as it was",
@@ -156,16 +181,11 @@ TEST_CASE("the writers refuse an OUT that is not a regular file, by name, and le
   CHECK(S_ISFIFO(lstat_of(fifo).st_mode));
 
   const std::string sock = d / "sock";
-  const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  REQUIRE(s >= 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  REQUIRE(sock.size() < sizeof addr.sun_path);
-  std::memcpy(addr.sun_path, sock.c_str(), sock.size() + 1);
-  REQUIRE(::bind(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
-  CHECK_THAT(io_error_message([&] { io::write_safetensors(sock, c); }),
-             StartsWith(prefix + sock + "': is a socket, not a regular file"));
-  ::close(s);
+  {
+    bound_socket s(sock);
+    CHECK_THAT(io_error_message([&] { io::write_safetensors(sock, c); }),
+               StartsWith(prefix + sock + "': is a socket, not a regular file"));
+  }
   CHECK(S_ISSOCK(lstat_of(sock).st_mode));
 
   // A character device like /dev/null: made here (root only) so that a regression replaces this
@@ -464,9 +484,12 @@ TEST_CASE("the readers refuse an IN that is not a regular file, before reading i
   REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
   const std::string fifo = d / "fifo";  // no writer: opening it for reading would block
   REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+  const std::string sock = d / "sock";  // open fails (ENXIO): refused by stat, by name
+  bound_socket s(sock);
   // A regression blocks on the FIFO: SIGALRM then ends this test program instead of CI's timeout.
   ::alarm(20);
-  for (const auto& in : {std::make_pair(dir, "a directory"), std::make_pair(fifo, "a FIFO")}) {
+  for (const auto& in : {std::make_pair(dir, "a directory"), std::make_pair(fifo, "a FIFO"),
+                         std::make_pair(sock, "a socket")}) {
     const std::string& path = in.first;
     const std::string fault = "': is " + std::string(in.second) + ", not a regular file";
     CAPTURE(path);
@@ -488,5 +511,138 @@ TEST_CASE("the readers refuse an IN that is not a regular file, before reading i
   REQUIRE(::symlink("model.safetensors", link.c_str()) == 0);
   CHECK(first_value(link) == 4.0f);
 }
+
+TEST_CASE("a new OUT that appears while the file is written is not replaced",
+          "[io][files][error]") {
+  scratch_dir d("appeared");
+  const bool unnamed = supports_unnamed_temporary(d.path);
+  if (!unnamed) WARN("no O_TMPFILE in " << d.path << ": only the named fallback is checked");
+  const std::string path = d / "new.safetensors", other = d / "other";
+  write_bytes(other, "other");
+  const std::vector<std::string> after = {"new.safetensors", "other"};
+  const std::string appeared = "test: appeared while the file was written; nothing was replaced";
+  for (bool named : {false, true}) {
+    CAPTURE(named);
+    if (!named && !unnamed) continue;
+    {  // a read-only file of its own
+      netmorph::io::detail::replacing_file f(path, "test: ", named);
+      f.write("new", 3);
+      write_bytes(path, "theirs");
+      REQUIRE(::chmod(path.c_str(), 0444) == 0);
+      CHECK(io_error_message([&] { f.commit(); }) == appeared);
+    }
+    CHECK(read_bytes(path) == "theirs");
+    CHECK(permissions(path) == 0444u);
+    CHECK(entries(d.path) == after);  // and no temporary file
+    REQUIRE(::unlink(path.c_str()) == 0);
+    for (const char* to : {"other", "missing"}) {  // a link, and a dangling one
+      CAPTURE(to);
+      {
+        netmorph::io::detail::replacing_file f(path, "test: ", named);
+        f.write("new", 3);
+        REQUIRE(::symlink(to, path.c_str()) == 0);
+        CHECK(io_error_message([&] { f.commit(); }) == appeared);
+      }
+      CHECK(S_ISLNK(lstat_of(path).st_mode));
+      CHECK(link_target(path) == to);
+      CHECK(read_bytes(other) == "other");
+      CHECK(entries(d.path) == after);
+      REQUIRE(::unlink(path.c_str()) == 0);
+    }
+  }
+}
+
+TEST_CASE("a writer that is not root refuses a file of another owner before writing",
+          "[io][files][error]") {
+  // Only root can make a file of another owner, and root may replace it (see the mode and owner
+  // test): the refusal is checked in a child process that root turns into another user.
+  if (::geteuid() != 0) {
+    WARN("not root: cannot make a file of another owner, the early refusal is not checked");
+    return;
+  }
+  scratch_dir d("owner");
+  REQUIRE(::chmod(d.path.c_str(), 0777) == 0);  // the other user may create files here
+  const std::string path = d / "model.safetensors";
+  write_bytes(path, "root's");
+  REQUIRE(::chmod(path.c_str(), 0666) == 0);  // and may write this one
+  const struct stat owner = lstat_of(path);
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(p[0]);
+    // In the directory first: the other user may not search the test's working directory.
+    if (::chdir(d.path.c_str()) != 0 || ::setgroups(0, nullptr) != 0 || ::setgid(23456) != 0 ||
+        ::setuid(12345) != 0)
+      ::_exit(3);
+    std::string what = "constructed: not refused";
+    try {
+      netmorph::io::detail::replacing_file f("model.safetensors", "test: ");
+    } catch (const netmorph::io_error& e) {
+      what = e.what();
+    } catch (...) {
+      what = "another exception";
+    }
+    const ssize_t n = ::write(p[1], what.data(), what.size());
+    ::_exit(n == static_cast<ssize_t>(what.size()) ? 0 : 4);
+  }
+  ::close(p[1]);
+  std::string what;
+  char buf[512];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;)
+    what.append(buf, static_cast<std::size_t>(n));
+  ::close(p[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(what == "test: cannot give the new file the owner " + std::to_string(owner.st_uid) + ":" +
+                    std::to_string(owner.st_gid) + " of the file it replaces (" +
+                    std::strerror(EPERM) + "); the file was left as it was");
+  CHECK(read_bytes(path) == "root's");
+  CHECK(entries(d.path) == std::vector<std::string>{"model.safetensors"});
+}
+
+#if defined(NETMORPH_TEST_FAIL_FCLOSE)
+namespace {
+bool fail_next_fclose = false;
+}  // namespace
+
+// Interposes libc's fclose for this test program: closes the file, then reports a failure once
+// when asked (a close that fails after fsync cannot be produced on a local file system).
+extern "C" int fclose(std::FILE* f) {
+  using fclose_fn = int (*)(std::FILE*);
+  static const fclose_fn real = reinterpret_cast<fclose_fn>(::dlsym(RTLD_NEXT, "fclose"));
+  const int rc = real(f);
+  if (!std::exchange(fail_next_fclose, false)) return rc;
+  errno = EIO;
+  return EOF;
+}
+
+TEST_CASE("a failed close of the new file is reported as a failed write", "[io][files][error]") {
+  scratch_dir d("fclose");
+  const bool unnamed = supports_unnamed_temporary(d.path);
+  for (bool named : {false, true}) {
+    for (bool replaces : {false, true}) {
+      CAPTURE(named, replaces);
+      if (!named && !unnamed) continue;
+      const std::string path = d / "model.safetensors";
+      if (replaces) write_bytes(path, "old");
+      netmorph::io::detail::replacing_file f(path, "test: ", named);
+      f.write("new", 3);
+      fail_next_fclose = true;
+      const std::string msg = io_error_message([&] { f.commit(); });
+      CHECK_FALSE(fail_next_fclose);  // the close was the one that failed
+      fail_next_fclose = false;
+      CHECK(msg == "test: writing the new file failed when it was closed (" +
+                       std::string(std::strerror(EIO)) + "); it has its name");
+      CHECK(read_bytes(path) == "new");  // named before the close
+      ::unlink(path.c_str());
+    }
+  }
+  CHECK(entries(d.path).empty());
+}
+#endif
 
 #endif  // POSIX

@@ -1,7 +1,8 @@
 // The strong exception guarantee of the model morphs, for every exception: a failure injected
 // at every allocation of a morph (its options, solve, replacement and probe stages) leaves the
-// model exactly as it was. This file replaces the global operator new so that the standard
-// containers' allocations fail on cue as well as the tensors'.
+// model exactly as it was. This file replaces the global operator new (except under
+// AddressSanitizer) so that the standard containers' allocations fail on cue as well as the
+// tensors'.
 
 // The replacement below pairs malloc with free; GCC cannot see that it replaces both halves.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -18,6 +19,11 @@
 #include <string>
 #include <vector>
 
+// AddressSanitizer keeps its own operator new and checks that what it allocated is freed by its
+// operator delete, which a replacement cannot honour for memory allocated before it is seen (the
+// C++ runtime's own); under it only tensor allocations fail on cue, and the sanitizer checks the
+// restore paths' memory instead.
+#if !defined(__SANITIZE_ADDRESS__)
 void* operator new(std::size_t n) {
   netmorph::detail::count_allocation();
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
@@ -38,6 +44,7 @@ void operator delete(void* p, std::size_t) noexcept {
 void operator delete[](void* p, std::size_t) noexcept {
   std::free(p);
 }
+#endif
 
 using netmorph::activation_fn;
 using netmorph::activation_kind;

@@ -273,21 +273,30 @@ class unique_fd {
 #endif
 
 /// Opens `path` for reading and stores its size. Only a regular file (or a symbolic link to one)
-/// is read: a directory, FIFO, device or socket is refused by name before a byte is read. It is
-/// opened with O_NONBLOCK, so that a FIFO without a writer does not block the open, and the flag
-/// is cleared once fstat has shown a regular file. `prefix` starts the messages.
+/// is read: a directory, FIFO, device or socket is refused by name, found by stat before it is
+/// opened (opening a device can act on it: a tape rewinds, a watchdog starts; a socket cannot be
+/// opened at all). The file is then opened with O_NONBLOCK, so that a FIFO put in its place does
+/// not block the open, and must be the same regular file (device and inode) by fstat; the flag is
+/// cleared after that. `prefix` starts the messages.
 inline file_ptr open_for_reading(const std::string& path, const std::string& prefix,
                                  std::uint64_t& size) {
 #if defined(__unix__) || defined(__APPLE__)
+  struct stat named {};
+  if (::stat(path.c_str(), &named) != 0)
+    throw io_error(cat(prefix, "cannot open the file (", std::strerror(errno), ")"));
+  if (!S_ISREG(named.st_mode))
+    throw io_error(cat(prefix, "is ", file_kind(named.st_mode),
+                       ", not a regular file (netmorph reads regular files only)"));
   unique_fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   if (fd.get() < 0)
     throw io_error(cat(prefix, "cannot open the file (", std::strerror(errno), ")"));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0)
     throw io_error(cat(prefix, "cannot examine the file (", std::strerror(errno), ")"));
-  if (!S_ISREG(st.st_mode))
-    throw io_error(cat(prefix, "is ", file_kind(st.st_mode),
-                       ", not a regular file (netmorph reads regular files only)"));
+  if (!S_ISREG(st.st_mode) || st.st_dev != named.st_dev || st.st_ino != named.st_ino)
+    throw io_error(cat(prefix, "changed while it was opened (now ",
+                       S_ISREG(st.st_mode) ? "another regular file" : file_kind(st.st_mode),
+                       "); netmorph reads regular files only"));
   const int flags = ::fcntl(fd.get(), F_GETFL);
   if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
     throw io_error(cat(prefix, "cannot open the file (", std::strerror(errno), ")"));
@@ -529,12 +538,17 @@ inline std::string temporary_name() {
 /// - A symbolic link is followed to its final target, which is replaced in its own directory; the
 ///   link stays as it was. A link whose target does not exist is refused.
 /// - The new file gets the mode and owner of the file it replaces (fchown/fchmod before it is
-///   named; a failed fchown refuses the write); a new `path` gets 0666 minus the umask.
+///   named; a failed fchown refuses the write); a new `path` gets 0666 minus the umask. A file of
+///   another owner is refused by the constructor unless the process is root (only root can give
+///   the new file that owner), before any data is written.
 /// - On POSIX systems the data goes to an unnamed file (Linux O_TMPFILE) in the target's directory
 ///   and is synced; it is named only at the end: linked as `path` when `path` is new, else linked
 ///   as `.netmorph-XXXXXX` and renamed over `path`, then the directory is synced. Without
 ///   O_TMPFILE (other systems, file systems that refuse it, no /proc to name it through) it is a
-///   named `.netmorph-XXXXXX` from the start, which a crash or SIGKILL leaves behind.
+///   named `.netmorph-XXXXXX` from the start, which a crash or SIGKILL leaves behind; for a new
+///   `path` it is renamed with RENAME_NOREPLACE (or linked as `path`, then unlinked).
+/// - A `path` that was new at construction is never replaced: when something (a file, a link)
+///   took its name while the file was written, `commit` throws and the new file is discarded.
 /// `named_temporary` forces the named form (for the tests of that path).
 class replacing_file {
  public:
@@ -551,12 +565,12 @@ class replacing_file {
     for (int attempt = 0; attempt < 64 && !file_; ++attempt) {
       const std::string name = temporary_name();
       const std::string full = slash == std::string::npos ? name : dir_ + "/" + name;
-      if (std::FILE* probe = std::fopen(full.c_str(), "rb")) {  // taken: draw another name
-        std::fclose(probe);
-        continue;
-      }
-      file_.reset(std::fopen(full.c_str(), "wb"));
-      if (file_) tmp_ = full;
+      errno = 0;
+      file_.reset(std::fopen(full.c_str(), "wbx"));  // C11 exclusive: fails on a taken name
+      if (file_)
+        tmp_ = full;
+      else if (errno != EEXIST)
+        break;
     }
     if (!file_) fail_create(errno);
 #endif
@@ -586,18 +600,19 @@ class replacing_file {
       if (::fstat(fd, &now) != 0) fail_write(errno);
       if ((now.st_uid != old_.st_uid || now.st_gid != old_.st_gid) &&
           ::fchown(fd, old_.st_uid, old_.st_gid) != 0)
-        throw io_error(cat(prefix_, "cannot give the new file the owner ", old_.st_uid, ":",
-                           old_.st_gid, " of the file it replaces (", std::strerror(errno),
-                           "); the file was left as it was"));
+        fail_owner(old_, errno);
       if (::fchmod(fd, old_.st_mode & 07777) != 0)
         throw io_error(cat(prefix_, "cannot give the new file the mode ", octal_mode(old_.st_mode),
                            " of the file it replaces (", std::strerror(errno),
                            "); the file was left as it was"));
     }
     if (::fsync(fd) != 0) fail_write(errno);  // data, mode and owner, before the file has a name
-    if (tmp_.empty()) {  // unnamed: a new path gets its name at once, else a temporary one
-      if (!replaces_ && link_unnamed(fd, name_)) return finish();
-      if (!replaces_ && errno != EEXIST) fail_name(errno);
+    if (!replaces_) {  // a new path is named without replacing whatever took the name meanwhile
+      if (tmp_.empty() ? link_unnamed(fd, name_) : name_temporary()) return finish();
+      if (errno == EEXIST) fail_appeared();
+      fail_name(errno);
+    }
+    if (tmp_.empty()) {  // unnamed: a temporary name to rename from
       for (int attempt = 0; tmp_.empty() && attempt < 64; ++attempt) {
         const std::string name = temporary_name();
         if (link_unnamed(fd, name))
@@ -613,10 +628,9 @@ class replacing_file {
     tmp_.clear();
     finish();
 #else
-    bool ok = std::fflush(file_.get()) == 0;
-    const int err = errno;
-    ok = (std::fclose(file_.release()) == 0) && ok;
-    if (!ok) fail_write(err);
+    int err = std::fflush(file_.get()) == 0 ? 0 : errno;
+    if (std::fclose(file_.release()) != 0 && err == 0) err = errno;
+    if (err != 0) fail_write(err);
 #if defined(_WIN32)
     std::remove(name_.c_str());  // rename does not replace on Windows
 #endif
@@ -659,6 +673,9 @@ class replacing_file {
         throw io_error(cat(prefix_, "is not writable by this process (mode ",
                            octal_mode(st.st_mode), ", ", std::strerror(errno),
                            "); netmorph does not replace a file it could not write"));
+      // Only root may give a file to another user: refused now rather than after the whole
+      // file is written (commit's fchown still reports any other failure).
+      if (::geteuid() != 0 && st.st_uid != ::geteuid()) fail_owner(st, EPERM);
       if (S_ISLNK(lst.st_mode)) {  // after the checks: realpath fails on /proc/self/fd/<pipe>
         std::unique_ptr<char, void (*)(void*)> real(::realpath(path.c_str(), nullptr), std::free);
         if (!real)
@@ -723,11 +740,46 @@ class replacing_file {
     const std::string proc = cat("/proc/self/fd/", fd);
     return ::linkat(AT_FDCWD, proc.c_str(), dir_fd_.get(), name.c_str(), AT_SYMLINK_FOLLOW) == 0;
   }
+  /// Names the temporary file `tmp_` (of a new path) `name_` unless that name is taken; false
+  /// (errno set) on failure. renameat2/renameatx_np refuse a taken name in one step; elsewhere,
+  /// and on file systems that do not support them, linkat does and the temporary name is removed.
+  bool name_temporary() {
+    const int dir = dir_fd_.get();
+#if defined(__linux__) && defined(__GLIBC__) && defined(RENAME_NOREPLACE) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
+    if (::renameat2(dir, tmp_.c_str(), dir, name_.c_str(), RENAME_NOREPLACE) == 0) {
+      tmp_.clear();
+      return true;
+    }
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP && errno != EOPNOTSUPP) return false;
+#elif defined(__APPLE__) && defined(RENAME_EXCL)
+    if (::renameatx_np(dir, tmp_.c_str(), dir, name_.c_str(), RENAME_EXCL) == 0) {
+      tmp_.clear();
+      return true;
+    }
+    if (errno != EINVAL && errno != ENOTSUP) return false;
+#endif
+    if (::linkat(dir, tmp_.c_str(), dir, name_.c_str(), 0) != 0) return false;
+    ::unlinkat(dir, tmp_.c_str(), 0);  // the file has its name; the temporary one goes
+    tmp_.clear();
+    return true;
+  }
   /// The file has its name: syncs the directory (best effort: the rename is done, and some file
-  /// systems refuse fsync on a directory) and closes the file.
+  /// systems refuse fsync on a directory) and closes the file. After fsync the close should not
+  /// fail; if it does, the write is reported as failed.
   void finish() {
     ::fsync(dir_fd_.get());
-    file_.reset();
+    if (std::fclose(file_.release()) != 0)
+      throw io_error(cat(prefix_, "writing the new file failed when it was closed (",
+                         std::strerror(errno), "); it has its name"));
+  }
+  [[noreturn]] void fail_appeared() const {
+    throw io_error(cat(prefix_, "appeared while the file was written; nothing was replaced"));
+  }
+  [[noreturn]] void fail_owner(const struct stat& st, int err) const {
+    throw io_error(cat(prefix_, "cannot give the new file the owner ", st.st_uid, ":", st.st_gid,
+                       " of the file it replaces (", std::strerror(err),
+                       "); the file was left as it was"));
   }
   [[noreturn]] void fail_name(int err) const {
     throw io_error(
@@ -763,8 +815,8 @@ class replacing_file {
 class safetensors_reader {
  public:
   /// Opens and checks `path`; `who` names the caller in messages. Only a regular file (or a
-  /// symbolic link to one) is read: a directory, FIFO, device or socket is refused by name before a
-  /// byte is read, and a FIFO without a writer does not block.
+  /// symbolic link to one) is read: a directory, FIFO, device or socket is refused by name without
+  /// being opened, and a FIFO without a writer does not block.
   /// \throws io_error naming `who`, the file and the fault.
   explicit safetensors_reader(const std::string& path,
                               std::string who = "netmorph::io::read_safetensors")
@@ -883,10 +935,13 @@ safetensors_content<Scalar> read_safetensors(const std::string& path) {
 /// - A symbolic link is followed (through any chain) and its final target is replaced, in the
 ///   target's directory; the link itself stays. A link whose target does not exist is refused.
 /// - The new file gets the mode and owner of the file it replaces; a new file gets 0666 minus the
-///   umask. When the owner cannot be kept (not root, another owner) the write is refused.
+///   umask. When the owner cannot be kept (not root, another owner) the write is refused before
+///   any data is written.
 /// - The data goes to a new file in the same directory, which is synced and only then named:
 ///   renamed over `path` in one step (linked as `path` when `path` is new), and the directory is
-///   synced. A failure leaves an existing file as it was. On Linux the new file is unnamed while
+///   synced. A failure leaves an existing file as it was. A `path` that did not exist when the
+///   write began and appears before it ends (a file or link made meanwhile) is not replaced: the
+///   write fails and the new file is discarded. On Linux the new file is unnamed while
 ///   it is written (O_TMPFILE) and gets a name in the last two system calls (a link as
 ///   `.netmorph-XXXXXX`, the rename), so even SIGKILL leaves no temporary file behind; where the
 ///   system or the file system has no O_TMPFILE it is `.netmorph-XXXXXX` from the start (removed

@@ -60,6 +60,7 @@ TEST_CASE("architecture_json describes every layer in order with its hyper-param
   CHECK(l[0]["kind"] == "conv2d");
   CHECK(l[0]["in_channels"] == 2);
   CHECK(l[0]["bias"] == true);
+  CHECK_FALSE(l[0].contains("groups"));  // written only for a grouped layer
   CHECK(l[1]["kind"] == "batch_norm");
   CHECK(l[1]["eps"] == 1e-3);
   CHECK(l[1]["momentum"] == 0.05);
@@ -69,6 +70,8 @@ TEST_CASE("architecture_json describes every layer in order with its hyper-param
   CHECK(l[3]["paths"].size() == 3);
   CHECK(l[3]["paths"][0][0]["name"] == "block.path0.0");
   CHECK(l[3]["paths"][0][0]["bias"] == false);
+  CHECK(l[3]["paths"][0][0]["groups"] == l[0]["out_channels"]);  // depthwise
+  CHECK(l[3]["paths"][0][0]["in_channels"] == l[0]["out_channels"]);
   CHECK(l[3]["paths"][0][1]["fn"] == "elu");
   CHECK(l[3]["paths"][0][1]["param"] == 0.7);
   CHECK(l[3]["paths"][1][0]["name"] == "block.shortcut");
@@ -110,6 +113,15 @@ TEST_CASE("model_from_architecture refuses malformed descriptions with a message
     CHECK_THAT(build_error(json::array(), s.tensors()),
                Contains("architecture: must be a JSON object, got array"));
   }
+  SECTION("groups that do not split the channels") {
+    a["layers"][0]["groups"] = 2;  // conv 1 -> 2
+    CHECK_THAT(build_error(a, s.tensors()),
+               Contains("layers[0] ('conv'): in_channels 1 and out_channels 2 must split into "
+                        "groups = 2"));
+    a["layers"][0]["groups"] = 0;
+    CHECK_THAT(build_error(a, s.tensors()),
+               Contains("layers[0] ('conv').groups: must be an integer in [1, "));
+  }
   SECTION("wrong types") {
     a["layers"][0]["kernel"] = "3";
     CHECK_THAT(
@@ -144,6 +156,15 @@ TEST_CASE("model_from_architecture refuses malformed descriptions with a message
     a = s.arch();
     a["layers"][1]["fn"] = "swish";
     CHECK_THAT(build_error(a, s.tensors()), Contains("('act').fn: unknown activation 'swish'"));
+    // The message lists every name (netmorph::activation_kinds), and each of them is read.
+    CHECK_THAT(build_error(a, s.tensors()),
+               Contains("'swish' (" + netmorph::activation_kind_names() + ")"));
+    for (const netmorph::activation_kind k : netmorph::activation_kinds) {
+      a["layers"][1]["fn"] = netmorph::to_string(k);
+      const nn::model<double> back =
+          io::model_from_architecture<double>(a.dump(), s.tensors(), "src");
+      CHECK(nn::layer_cast<nn::activation>(&back.find("act"))->fn().kind == k);
+    }
     a = s.arch();
     a["layers"][2]["units"] = 3;
     CHECK_THAT(build_error(a, s.tensors()), Contains("layers[2] ('flat'): unknown field 'units'"));

@@ -110,8 +110,9 @@ netmorph::nn::model<Scalar> every_kind_model(std::mt19937_64& rng) {
         "features.1");
   m.add(nn::p_activation<Scalar>(netmorph::make_p_activation({activation_kind::tanh, 0}, 0.3)),
         "features.2");
-  nn::conv2d<Scalar> nobias(nn::conv2d<Scalar>::he(c, c, 3, rng).weights().weight, tensor<Scalar>(),
-                            netmorph::conv2d_options{1, 1});
+  // A depthwise convolution without bias (groups = c: one 3x3 filter per channel).
+  nn::conv2d<Scalar> nobias(randn<Scalar>({c, 1, 3, 3}, rng), tensor<Scalar>(),
+                            netmorph::conv2d_options{1, 1, c});
   std::vector<nn::layer_list<Scalar>> paths(3);
   paths[0].push_back(std::make_unique<nn::conv2d<Scalar>>(nobias));
   paths[0].push_back(

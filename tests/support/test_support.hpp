@@ -82,8 +82,9 @@ tensor<Scalar> randn(netmorph::shape_type shape, std::mt19937_64& rng, double sd
 /// Naive seven-loop convolution (cross-correlation with zero padding), accumulated in double.
 template <typename Scalar>
 tensor<Scalar> naive_conv2d(const tensor<Scalar>& x, const tensor<Scalar>& w,
-                            const tensor<Scalar>& b, index_type stride, index_type pad) {
-  const index_type n = x.dim(0), ci = x.dim(1), h = x.dim(2), wd = x.dim(3);
+                            const tensor<Scalar>& b, index_type stride, index_type pad,
+                            index_type groups = 1) {
+  const index_type n = x.dim(0), ci = w.dim(1), h = x.dim(2), wd = x.dim(3);
   const index_type co = w.dim(0), kh = w.dim(2), kw = w.dim(3);
   const index_type ho = (h + 2 * pad - kh) / stride + 1, wo = (wd + 2 * pad - kw) / stride + 1;
   tensor<Scalar> y({n, co, ho, wo});
@@ -92,12 +93,13 @@ tensor<Scalar> naive_conv2d(const tensor<Scalar>& x, const tensor<Scalar>& w,
       for (index_type py = 0; py < ho; ++py)
         for (index_type px = 0; px < wo; ++px) {
           double acc = b.empty() ? 0.0 : double(b(o));
+          const index_type first = o / (co / groups) * ci;  // the group's first input channel
           for (index_type i = 0; i < ci; ++i)
             for (index_type uy = 0; uy < kh; ++uy)
               for (index_type ux = 0; ux < kw; ++ux) {
                 const index_type iy = py * stride + uy - pad, ix = px * stride + ux - pad;
                 if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
-                acc += double(w(o, i, uy, ux)) * double(x(s, i, iy, ix));
+                acc += double(w(o, i, uy, ux)) * double(x(s, first + i, iy, ix));
               }
           y(s, o, py, px) = static_cast<Scalar>(acc);
         }

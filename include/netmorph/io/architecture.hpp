@@ -12,8 +12,9 @@
 /// (`nn::to_string(layer_kind)`) and the kind's hyper-parameters, and nothing else; the tensors
 /// each kind stores follow the arrow:
 ///
-/// - conv2d: in_channels, out_channels, kernel (K or [Kh, Kw]), stride, padding, bias
-///   -> weight (out, in, Kh, Kw), bias (out)
+/// - conv2d: in_channels, out_channels, kernel (K or [Kh, Kw]), stride, padding, bias, groups
+///   (optional, default 1; written only when it is not 1, so a reader without groups refuses a
+///   grouped layer by its unknown field) -> weight (out, in / groups, Kh, Kw), bias (out)
 /// - dense: in_features, out_features, bias -> weight (out, in), bias (out)
 /// - pool2d: mode ("max" or "average"), window, stride, padding (optional, default 0)
 /// - adaptive_pool2d: output_size ([height, width]; average pooling)
@@ -118,7 +119,7 @@ nlohmann::ordered_json layer_json(const nn::layer<Scalar>& l, const std::string&
     using L = std::decay_t<decltype(c)>;
     if constexpr (std::is_same<L, nn::conv2d<Scalar>>::value) {
       const shape_type& s = c.weight().value.shape();
-      j["in_channels"] = s[1];
+      j["in_channels"] = c.in_channels();
       j["out_channels"] = s[0];
       if (s[2] == s[3])
         j["kernel"] = s[2];
@@ -126,6 +127,7 @@ nlohmann::ordered_json layer_json(const nn::layer<Scalar>& l, const std::string&
         j["kernel"] = {s[2], s[3]};
       j["stride"] = c.options().stride;
       j["padding"] = c.options().padding;
+      if (c.groups() != 1) j["groups"] = c.groups();
       j["bias"] = c.has_bias();
     } else if constexpr (std::is_same<L, nn::dense<Scalar>>::value) {
       j["in_features"] = c.weight().value.dim(1);
@@ -319,7 +321,8 @@ class architecture_builder {
     std::unique_ptr<nn::layer<Scalar>> l;
     if (kind == "conv2d") {
       only(j,
-           {"name", "kind", "in_channels", "out_channels", "kernel", "stride", "padding", "bias"},
+           {"name", "kind", "in_channels", "out_channels", "kernel", "stride", "padding", "bias",
+            "groups"},
            ctx);
       const index_type in = integer(j, "in_channels", ctx, 1),
                        out = integer(j, "out_channels", ctx, 1);
@@ -331,9 +334,14 @@ class architecture_builder {
       } else {
         kh = kw = integer_value(k, ctx + ".kernel", 1);
       }
-      const conv2d_options opt{integer(j, "stride", ctx, 1), integer(j, "padding", ctx, 0)};
+      const index_type groups = j.contains("groups") ? integer(j, "groups", ctx, 1) : 1;
+      if (in % groups != 0 || out % groups != 0)
+        fail(ctx, "in_channels ", in, " and out_channels ", out, " must split into groups = ",
+             groups);
+      const conv2d_options opt{integer(j, "stride", ctx, 1), integer(j, "padding", ctx, 0),
+                               groups};
       const bool bias = boolean(j, "bias", ctx);
-      tensor<Scalar> w = get(name + ".weight", {out, in, kh, kw}, ctx);
+      tensor<Scalar> w = get(name + ".weight", {out, in / groups, kh, kw}, ctx);
       tensor<Scalar> b = bias ? get(name + ".bias", {out}, ctx) : tensor<Scalar>();
       guarded(ctx,
               [&] { l = std::make_unique<nn::conv2d<Scalar>>(std::move(w), std::move(b), opt); });

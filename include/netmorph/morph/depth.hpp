@@ -163,6 +163,7 @@ void check_deepen_parent(const conv2d_weights<Scalar>& parent) {
                        parent.options.stride);
   require<value_error>(parent.options.padding >= 0, "deepen: padding must be >= 0, got ",
                        parent.options.padding);
+  check_conv2d_groups(g, parent.options.groups, "deepen");
 }
 
 inline void check_deepen_options(const deepen_options& opt) {
@@ -489,12 +490,17 @@ inline morph_report depth_report(const depth_sizes& sz, const depth_factors& s,
   return rep;
 }
 
+template <typename Scalar>
+std::pair<std::pair<conv2d_weights<double>, conv2d_weights<double>>, morph_report>
+deepen_grouped_double(const conv2d_weights<Scalar>& parent, const deepen_options& opt);
+
 /// The child layers in double: factors, rescaling, biases, paddings; and the report.
 template <typename Scalar>
 std::pair<std::pair<conv2d_weights<double>, conv2d_weights<double>>, morph_report> deepen_double(
     const conv2d_weights<Scalar>& parent, const deepen_options& opt) {
   check_deepen_parent(parent);
   check_deepen_options(opt);
+  if (parent.options.groups != 1) return deepen_grouped_double(parent, opt);
   const depth_sizes sz = resolve_depth_sizes(parent, opt);
   std::mt19937_64 rng(opt.seed);
   const tensor<double> gd = parent.weight.template cast<double>();
@@ -523,6 +529,88 @@ std::pair<std::pair<conv2d_weights<double>, conv2d_weights<double>>, morph_repor
       conv2d_weights<double>{std::move(s.f1), std::move(b.first), p.first},
       conv2d_weights<double>{std::move(s.f2), std::move(b.second), p.second}};
   return {std::move(layers), std::move(rep)};
+}
+
+/// Rows `[first, first + count)` of a tensor along its first axis (a contiguous block).
+template <typename Scalar>
+tensor<Scalar> leading_rows(const tensor<Scalar>& t, index_type first, index_type count) {
+  if (t.empty()) return tensor<Scalar>();
+  shape_type s = t.shape();
+  const index_type row = t.size() / s[0];
+  s[0] = count;
+  tensor<Scalar> r(s);
+  std::copy(t.data() + first * row, t.data() + (first + count) * row, r.data());
+  return r;
+}
+
+/// The tensors stacked along their first axis (all of one shape after it); empty when they are.
+inline tensor<double> stacked_rows(const std::vector<tensor<double>>& parts) {
+  if (parts.empty() || parts.front().empty()) return tensor<double>();
+  shape_type s = parts.front().shape();
+  s[0] *= static_cast<index_type>(parts.size());
+  tensor<double> r(s);
+  double* out = r.data();
+  for (const tensor<double>& p : parts)
+    out = std::copy(p.begin(), p.end(), out);
+  return r;
+}
+
+/// Depth morph of a grouped convolution (docs/DESIGN.md §3.8): each group is an ungrouped
+/// convolution `(C2/G, C0/G, K, K)`, deepened on its own (its seed mixed with the group index, so
+/// no two groups get the same random parts) into `C1/G` intermediate channels; the children are
+/// the groups' layers stacked, grouped `G` times again. Exact when every group is.
+template <typename Scalar>
+std::pair<std::pair<conv2d_weights<double>, conv2d_weights<double>>, morph_report>
+deepen_grouped_double(const conv2d_weights<Scalar>& parent, const deepen_options& opt) {
+  const index_type groups = parent.options.groups, c2 = parent.weight.dim(0),
+                   c1 = opt.mid_channels == 0 ? c2 : opt.mid_channels, c2g = c2 / groups;
+  require<value_error>(c1 % groups == 0, "deepen: a grouped convolution (groups = ", groups,
+                       ") deepens group by group; C1 (mid_channels) = ", c1,
+                       " must be a multiple of the groups");
+  require<value_error>(opt.algorithm != depth_algorithm::idmorph || c1 == c2,
+                       "deepen: IdMorph of a grouped convolution needs C1 = C2 = ", c2, ", got ",
+                       c1);
+  const conv2d_options one{parent.options.stride, parent.options.padding, 1};
+  std::vector<tensor<double>> w1, b1, w2, b2;
+  morph_report rep;
+  for (index_type g = 0; g < groups; ++g) {
+    const conv2d_weights<Scalar> part{leading_rows(parent.weight, g * c2g, c2g),
+                                      leading_rows(parent.bias, g * c2g, c2g), one};
+    deepen_options o = opt;
+    o.mid_channels = c1 / groups;
+    o.seed = mix_seed(opt.seed, static_cast<std::uint64_t>(g));
+    auto d = deepen_double(part, o);
+    if (g == 0) {
+      rep = std::move(d.second);
+    } else {
+      rep.relative_residual = std::max(*rep.relative_residual, *d.second.relative_residual);
+      rep.exact = rep.exact && d.second.exact;
+      rep.depth->iterations = std::max(rep.depth->iterations, d.second.depth->iterations);
+      rep.depth->half_steps = std::max(rep.depth->half_steps, d.second.depth->half_steps);
+      rep.depth->fallback = rep.depth->fallback || d.second.depth->fallback;
+    }
+    w1.push_back(std::move(d.first.first.weight));
+    b1.push_back(std::move(d.first.first.bias));
+    w2.push_back(std::move(d.first.second.weight));
+    b2.push_back(std::move(d.first.second.bias));
+    if (g + 1 == groups) {
+      conv2d_options p1 = d.first.first.options, p2 = d.first.second.options;
+      p1.groups = p2.groups = groups;
+      std::pair<conv2d_weights<double>, conv2d_weights<double>> layers{
+          conv2d_weights<double>{stacked_rows(w1), stacked_rows(b1), p1},
+          conv2d_weights<double>{stacked_rows(w2), stacked_rows(b2), p2}};
+      rep.depth->c0 = parent.weight.dim(1) * groups;
+      rep.depth->c1 = c1;
+      rep.depth->c2 = c2;
+      rep.new_tensors = {summarize("F1", layers.first.weight),
+                         summarize("F2", layers.second.weight)};
+      rep.notes.push_back(cat("Solved group by group: ", groups, " groups of ", c2g,
+                              " filters; the child layers are grouped ", groups,
+                              " times, the residual is the largest group's."));
+      return {std::move(layers), std::move(rep)};
+    }
+  }
+  return {};  // not reached: groups >= 1
 }
 
 template <typename Scalar>
@@ -593,8 +681,8 @@ deepen_result<conv2d_weights<Scalar>> deepen(const conv2d_weights<Scalar>& paren
                    kt = d.first.first.weight.dim(2) + d.first.second.weight.dim(2) - 1;
   const index_type side =
       detail::probe_side(opt.probe, k, parent.options.padding, parent.options.stride, kt - k);
-  const auto probe =
-      detail::probe_input<Scalar>(opt.probe, {parent.weight.dim(1), side, side}, opt.seed);
+  const auto probe = detail::probe_input<Scalar>(
+      opt.probe, {parent.weight.dim(1) * parent.options.groups, side, side}, opt.seed);
   return detail::finish_deepen<conv2d_weights<Scalar>>(
       std::move(d), opt,
       [](conv2d_weights<double>&& l) {

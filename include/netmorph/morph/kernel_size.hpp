@@ -43,6 +43,7 @@ void check_grow_kernel(const conv2d_weights<Scalar>& layer, const grow_kernel_op
   require<shape_error>(layer.weight.dim(3) == k, "grow_kernel: kernel must be square, got ", k, "x",
                        layer.weight.dim(3));
   require<value_error>(kn >= k, "grow_kernel: cannot shrink the kernel from ", k, " to ", kn);
+  check_conv2d_groups(layer.weight, layer.options.groups, "grow_kernel");
   require<value_error>((kn - k) % 2 == 0, "grow_kernel: growth from ", k, " to ", kn,
                        " is odd; a centred zero-padding needs an even growth");
   require_finite(layer.weight, "grow_kernel", "weight");
@@ -68,7 +69,7 @@ grow_kernel_result<Scalar> grow_kernel(const conv2d_weights<Scalar>& layer,
   grow_kernel_result<Scalar> r;
   const conv2d_options o = layer.options;
   r.layer = conv2d_weights<Scalar>{pad_kernel(layer.weight, kn, kn), layer.bias,
-                                   conv2d_options{o.stride, o.padding + (kn - k) / 2}};
+                                   conv2d_options{o.stride, o.padding + (kn - k) / 2, o.groups}};
   morph_report& rep = r.report;
   rep.operation = "grow_kernel";
   rep.algorithm = "zero_pad";

@@ -419,8 +419,16 @@ void probe_conv_child(morph_report& rep, const conv2d_weights<Scalar>& parent,
   const index_type side =
       probe_side(p, parent.weight.dim(2), parent.options.padding, parent.options.stride, growth);
   measure_probes(
-      rep, probe_input<Scalar>(p, {parent.weight.dim(1), side, side}, seed),
+      rep, probe_input<Scalar>(p, {parent.weight.dim(1) * parent.options.groups, side, side}, seed),
       [&](const tensor<Scalar>& x) { return conv2d(x, parent); }, std::forward<Child>(child));
+}
+
+/// A seed from two (splitmix64 finaliser): nearby inputs give unrelated outputs.
+inline std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
 }
 
 /// The statistics of a tensor a morph made.

@@ -116,14 +116,6 @@ tensor<Scalar> forward_stacked(const tensor<Scalar>& x,
 
 namespace detail {
 
-/// A seed from two (splitmix64 finaliser): nearby inputs give unrelated outputs.
-inline std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) {
-  std::uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 template <typename Scalar>
 void check_parent(const conv2d_weights<Scalar>& parent, const char* who) {
   require<shape_error>(parent.weight.rank() == 4, who, ": weight must be OIHW (rank 4), got shape ",
@@ -137,6 +129,7 @@ void check_parent(const conv2d_weights<Scalar>& parent, const char* who) {
       shape_string(parent.bias.shape()));
   require_finite(parent.weight, who, "weight");
   require_finite(parent.bias, who, "bias");
+  require_ungrouped(parent, who, "parent");
 }
 
 /// Checks the subnet options against the parent `(C2, C0, K, K)` and returns `K~`.

@@ -99,6 +99,7 @@ template <typename Scalar>
 struct widen_layout<conv2d_weights<Scalar>, conv2d_weights<Scalar>> {
   static index_type span(const conv2d_weights<Scalar>& layer, const conv2d_weights<Scalar>& next) {
     check_next_rank(next.weight, 4, "OIHW");
+    require_ungrouped(next, "widen", "next layer");
     require<shape_error>(next.weight.dim(1) == layer.weight.dim(0), "widen: layer has ",
                          layer.weight.dim(0), " output channels, next layer expects ",
                          next.weight.dim(1));
@@ -198,6 +199,7 @@ template <typename Scalar>
 void check_widen_layer(const conv2d_weights<Scalar>& layer) {
   require<shape_error>(layer.weight.rank() == 4, "widen: weight must be OIHW (rank 4), got shape ",
                        shape_string(layer.weight.shape()));
+  require_ungrouped(layer, "widen", "layer");
   check_conv2d_operands(tensor<Scalar>({1, layer.weight.dim(1), 1, 1}), layer.weight, layer.bias,
                         "widen");
 }

@@ -19,14 +19,18 @@
 
 namespace netmorph {
 
-/// Stride and symmetric zero padding of a convolution (the same in both spatial directions).
+/// Stride and symmetric zero padding of a convolution (the same in both spatial directions), and
+/// its channel groups (docs/DESIGN.md §2): with `groups = G` the input and output channels split
+/// into `G` equal consecutive blocks and output block `g` sees only input block `g`; `G = C_in`
+/// with `C_out = m C_in` is a depthwise convolution (channel multiplier `m`).
 struct conv2d_options {
   index_type stride = 1;
   index_type padding = 0;
+  index_type groups = 1;
 };
 
-/// A convolution layer's parameters: weight `(C_out, C_in, K_h, K_w)`, bias `(C_out)` or empty
-/// for "no bias", stride and padding.
+/// A convolution layer's parameters: weight `(C_out, C_in / groups, K_h, K_w)` (PyTorch's
+/// layout), bias `(C_out)` or empty for "no bias", stride, padding and groups.
 template <typename Scalar>
 struct conv2d_weights {
   using scalar_type = Scalar;
@@ -49,20 +53,45 @@ inline index_type conv2d_output_size(index_type n, index_type k, conv2d_options 
 
 namespace detail {
 
-/// Checks the shapes of a convolution's operands; throws `shape_error` naming `who`.
+/// Checks a convolution's groups against its weight: `groups >= 1` divides `C_out`; throws
+/// `value_error`/`shape_error` naming `who`.
+template <typename Scalar>
+void check_conv2d_groups(const tensor<Scalar>& w, index_type groups, const char* who) {
+  require<value_error>(groups >= 1, who, ": groups must be >= 1, got ", groups);
+  require<shape_error>(w.rank() != 4 || w.dim(0) % groups == 0, who, ": ", w.dim(0),
+                       " output channels do not split into ", groups, " groups");
+}
+
+/// Checks the shapes of a convolution's operands (`groups` channel groups: the input has
+/// `groups * w.dim(1)` channels); throws `shape_error` naming `who`.
 template <typename Scalar>
 void check_conv2d_operands(const tensor<Scalar>& x, const tensor<Scalar>& w,
-                           const tensor<Scalar>& b, const char* who) {
+                           const tensor<Scalar>& b, const char* who, index_type groups = 1) {
   require<shape_error>(x.rank() == 4, who, ": input must be NCHW (rank 4), got shape ",
                        shape_string(x.shape()));
   require<shape_error>(w.rank() == 4, who, ": weight must be OIHW (rank 4), got shape ",
                        shape_string(w.shape()));
-  require<shape_error>(x.dim(1) == w.dim(1), who, ": input has ", x.dim(1),
-                       " channels, weight expects ", w.dim(1));
+  check_conv2d_groups(w, groups, who);
+  if (groups == 1)
+    require<shape_error>(x.dim(1) == w.dim(1), who, ": input has ", x.dim(1),
+                         " channels, weight expects ", w.dim(1));
+  else
+    require<shape_error>(x.dim(1) == w.dim(1) * groups, who, ": input has ", x.dim(1),
+                         " channels, weight expects ", w.dim(1), " per group x ", groups,
+                         " groups = ", w.dim(1) * groups);
   require<shape_error>(w.dim(2) >= 1 && w.dim(3) >= 1, who, ": empty kernel ",
                        shape_string(w.shape()));
   require<shape_error>(b.empty() || (b.rank() == 1 && b.dim(0) == w.dim(0)), who,
                        ": bias must have shape (", w.dim(0), "), got ", shape_string(b.shape()));
+}
+
+/// Refuses a grouped convolution where `who` (a morph) is defined for ordinary ones only; `role`
+/// names the layer ("layer", "next layer", "parent").
+template <typename Scalar>
+void require_ungrouped(const conv2d_weights<Scalar>& l, const char* who, const char* role) {
+  require<value_error>(l.options.groups == 1, who, ": the ", role,
+                       " is a grouped convolution (groups = ", l.options.groups, "); ", who,
+                       " is defined for ungrouped convolutions only");
 }
 
 /// The output positions `[lo, hi)` whose input index `o*stride + k - pad` lies in `[0, n)`.
@@ -189,7 +218,9 @@ struct conv2d_workspace {
   };
   std::vector<slot> slots;
   tensor<Scalar> flipped;  ///< the transposed, flipped weight of the input-gradient convolution
-  matrix_type by_row;      ///< the weight as `kh` blocks `(C_out, C_in * K_w)`, one per kernel row
+  /// One group's input, weight and output (or their gradients) of a grouped convolution.
+  tensor<Scalar> group_in, group_weight, group_out;
+  matrix_type by_row;  ///< the weight as `kh` blocks `(C_out, C_in * K_w)`, one per kernel row
 
   conv2d_workspace() = default;
   conv2d_workspace(const conv2d_workspace&) {}
@@ -211,6 +242,18 @@ struct conv2d_workspace {
     }
   }
 };
+
+template <typename Scalar>
+void grouped_conv2d_forward(const tensor<Scalar>&, const tensor<Scalar>&, const Scalar*,
+                            conv2d_options, tensor<Scalar>&, conv2d_workspace<Scalar>&, index_type);
+template <typename Scalar>
+void grouped_conv2d_backward_weight(const tensor<Scalar>&, const tensor<Scalar>&, index_type,
+                                    index_type, conv2d_options, Scalar*, Scalar*,
+                                    conv2d_workspace<Scalar>&, index_type);
+template <typename Scalar>
+void grouped_conv2d_backward_input(const tensor<Scalar>&, const tensor<Scalar>&, conv2d_options,
+                                   index_type, index_type, tensor<Scalar>&,
+                                   conv2d_workspace<Scalar>&, index_type);
 
 /// Samples per GEMM block when `block <= 0` asks for a choice: enough columns (`pix` per sample)
 /// for Eigen's kernels to run at full speed, an im2col block of at most 2^19 values so it stays
@@ -275,6 +318,7 @@ template <typename Scalar>
 void conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight, const Scalar* bias,
                     conv2d_options p, tensor<Scalar>& y, conv2d_workspace<Scalar>& ws,
                     index_type block = 0) {
+  if (p.groups != 1) return grouped_conv2d_forward(x, weight, bias, p, y, ws, block);
   using mat = typename tensor<Scalar>::matrix_type;
   const index_type n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
   const index_type c_out = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
@@ -371,6 +415,7 @@ template <typename Scalar>
 void conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy, index_type kh,
                             index_type kw, conv2d_options p, Scalar* dw, Scalar* db,
                             conv2d_workspace<Scalar>& ws, index_type block = 0) {
+  if (p.groups != 1) return grouped_conv2d_backward_weight(x, dy, kh, kw, p, dw, db, ws, block);
   using mat = typename tensor<Scalar>::matrix_type;
   using vec = typename tensor<Scalar>::vector_type;
   const index_type n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
@@ -457,6 +502,7 @@ template <typename Scalar>
 void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weight, conv2d_options p,
                            index_type h, index_type w, tensor<Scalar>& dx,
                            conv2d_workspace<Scalar>& ws, index_type block = 0) {
+  if (p.groups != 1) return grouped_conv2d_backward_input(dy, weight, p, h, w, dx, ws, block);
   using mat = typename tensor<Scalar>::matrix_type;
   const index_type n = dy.dim(0), c_out = weight.dim(0), c_in = weight.dim(1), kh = weight.dim(2),
                    kw = weight.dim(3), ho = dy.dim(2), wo = dy.dim(3);
@@ -499,21 +545,106 @@ void conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weigh
   trap.rethrow();
 }
 
+/// Copies channels `[c0, c0 + cg)` of every sample of `src` (`n` samples of `c` channels of `pix`
+/// values) into `dst` (`n` samples of `cg` channels).
+template <typename Scalar>
+void gather_channels(const Scalar* src, index_type n, index_type c, index_type c0, index_type cg,
+                     index_type pix, Scalar* dst) {
+  for (index_type s = 0; s < n; ++s)
+    std::copy(src + (s * c + c0) * pix, src + (s * c + c0 + cg) * pix, dst + s * cg * pix);
+}
+
+/// The adjoint of `gather_channels`: writes `src` (`n` samples of `cg` channels) into channels
+/// `[c0, c0 + cg)` of `dst` (`n` samples of `c` channels).
+template <typename Scalar>
+void scatter_channels(const Scalar* src, index_type n, index_type c, index_type c0, index_type cg,
+                      index_type pix, Scalar* dst) {
+  for (index_type s = 0; s < n; ++s)
+    std::copy(src + s * cg * pix, src + (s + 1) * cg * pix, dst + (s * c + c0) * pix);
+}
+
+/// The forward pass of a grouped convolution: each group's input channels, weight rows and output
+/// channels are gathered and run through the ungrouped kernels (their GEMMs and threads).
+template <typename Scalar>
+void grouped_conv2d_forward(const tensor<Scalar>& x, const tensor<Scalar>& weight,
+                            const Scalar* bias, conv2d_options p, tensor<Scalar>& y,
+                            conv2d_workspace<Scalar>& ws, index_type block) {
+  const index_type g = p.groups, n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index_type c_out = weight.dim(0), cig = weight.dim(1), cog = c_out / g;
+  const index_type ho = conv2d_output_size(h, weight.dim(2), p),
+                   wo = conv2d_output_size(w, weight.dim(3), p);
+  ensure_shape(y, {n, c_out, ho, wo});
+  const conv2d_options one{p.stride, p.padding, 1};
+  const index_type per_filter = cig * weight.dim(2) * weight.dim(3);
+  ensure_shape(ws.group_in, {n, cig, h, w});
+  ensure_shape(ws.group_weight, {cog, cig, weight.dim(2), weight.dim(3)});
+  for (index_type k = 0; k < g; ++k) {
+    gather_channels(x.data(), n, c_in, k * cig, cig, h * w, ws.group_in.data());
+    std::copy(weight.data() + k * cog * per_filter, weight.data() + (k + 1) * cog * per_filter,
+              ws.group_weight.data());
+    conv2d_forward(ws.group_in, ws.group_weight, bias ? bias + k * cog : nullptr, one, ws.group_out,
+                   ws, block);
+    scatter_channels(ws.group_out.data(), n, c_out, k * cog, cog, ho * wo, y.data());
+  }
+}
+
+/// The weight (and bias) gradient of a grouped convolution, accumulated group by group: group
+/// `k`'s rows of `dw` (contiguous in the OIHW layout) from its input and output channels.
+template <typename Scalar>
+void grouped_conv2d_backward_weight(const tensor<Scalar>& x, const tensor<Scalar>& dy,
+                                    index_type kh, index_type kw, conv2d_options p, Scalar* dw,
+                                    Scalar* db, conv2d_workspace<Scalar>& ws, index_type block) {
+  const index_type g = p.groups, n = x.dim(0), c_in = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const index_type c_out = dy.dim(1), cig = c_in / g, cog = c_out / g, pix = dy.dim(2) * dy.dim(3);
+  const conv2d_options one{p.stride, p.padding, 1};
+  ensure_shape(ws.group_in, {n, cig, h, w});
+  ensure_shape(ws.group_out, {n, cog, dy.dim(2), dy.dim(3)});
+  for (index_type k = 0; k < g; ++k) {
+    gather_channels(x.data(), n, c_in, k * cig, cig, h * w, ws.group_in.data());
+    gather_channels(dy.data(), n, c_out, k * cog, cog, pix, ws.group_out.data());
+    conv2d_backward_weight(ws.group_in, ws.group_out, kh, kw, one, dw + k * cog * cig * kh * kw,
+                           db ? db + k * cog : nullptr, ws, block);
+  }
+}
+
+/// The input gradient of a grouped convolution, group by group.
+template <typename Scalar>
+void grouped_conv2d_backward_input(const tensor<Scalar>& dy, const tensor<Scalar>& weight,
+                                   conv2d_options p, index_type h, index_type w, tensor<Scalar>& dx,
+                                   conv2d_workspace<Scalar>& ws, index_type block) {
+  const index_type g = p.groups, n = dy.dim(0), c_out = weight.dim(0), cig = weight.dim(1),
+                   cog = c_out / g, c_in = cig * g, pix = dy.dim(2) * dy.dim(3);
+  const index_type per_filter = cig * weight.dim(2) * weight.dim(3);
+  const conv2d_options one{p.stride, p.padding, 1};
+  ensure_shape(dx, {n, c_in, h, w});
+  ensure_shape(ws.group_out, {n, cog, dy.dim(2), dy.dim(3)});
+  ensure_shape(ws.group_weight, {cog, cig, weight.dim(2), weight.dim(3)});
+  for (index_type k = 0; k < g; ++k) {
+    gather_channels(dy.data(), n, c_out, k * cog, cog, pix, ws.group_out.data());
+    std::copy(weight.data() + k * cog * per_filter, weight.data() + (k + 1) * cog * per_filter,
+              ws.group_weight.data());
+    conv2d_backward_input(ws.group_out, ws.group_weight, one, h, w, ws.group_in, ws, block);
+    scatter_channels(ws.group_in.data(), n, c_in, k * cig, cig, h * w, dx.data());
+  }
+}
+
 }  // namespace detail
 
 /// Convolution forward pass (cross-correlation with zero padding, docs/DESIGN.md §2):
 /// \f$ y[n,o](p) = b[o] + \sum_i \sum_u W[o,i](u)\, x[n,i](s p + u - P) \f$.
 ///
+/// With `p.groups = G` the sum over `i` runs over the input channels of the output channel's group.
+///
 /// \param x      input `(N, C_in, H, W)`
-/// \param weight `(C_out, C_in, K_h, K_w)`
+/// \param weight `(C_out, C_in / G, K_h, K_w)`
 /// \param bias   `(C_out)`, or an empty tensor for no bias
 /// \returns      `(N, C_out, H_out, W_out)`
-/// \throws shape_error on mismatched ranks, channels, bias length or a kernel that does not fit;
-///         value_error on a stride < 1 or negative padding.
+/// \throws shape_error on mismatched ranks, channels, groups, bias length or a kernel that does not
+///         fit; value_error on a stride < 1, negative padding or groups < 1.
 template <typename Scalar>
 tensor<Scalar> conv2d(const tensor<Scalar>& x, const tensor<Scalar>& weight,
                       const tensor<Scalar>& bias, conv2d_options p = {}) {
-  detail::check_conv2d_operands(x, weight, bias, "conv2d");
+  detail::check_conv2d_operands(x, weight, bias, "conv2d", p.groups);
   tensor<Scalar> y;
   detail::conv2d_workspace<Scalar> ws;
   detail::conv2d_forward(x, weight, bias.empty() ? nullptr : bias.data(), p, y, ws);

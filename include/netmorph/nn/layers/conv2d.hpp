@@ -20,15 +20,17 @@
 namespace netmorph {
 namespace nn {
 
-/// Convolution layer (stride, zero padding, optional bias); im2col + GEMM in both directions.
+/// Convolution layer (stride, zero padding, channel groups, optional bias); im2col + GEMM in both
+/// directions, group by group for a grouped or depthwise layer.
 template <typename Scalar>
 class conv2d : public layer<Scalar> {
  public:
   conv2d(tensor<Scalar> weight, tensor<Scalar> bias, conv2d_options p)
       : weight_("weight", std::move(weight)), options_(p), has_bias_(!bias.empty()) {
+    netmorph::detail::check_conv2d_groups(weight_.value, p.groups, "nn::conv2d");
     netmorph::detail::check_conv2d_operands(
-        tensor<Scalar>({0, weight_.value.rank() == 4 ? weight_.value.dim(1) : 0, 1, 1}),
-        weight_.value, bias, "nn::conv2d");
+        tensor<Scalar>({0, weight_.value.rank() == 4 ? weight_.value.dim(1) * p.groups : 0, 1, 1}),
+        weight_.value, bias, "nn::conv2d", p.groups);
     bias_ = parameter<Scalar>("bias",
                               has_bias_ ? std::move(bias) : tensor<Scalar>({weight_.value.dim(0)}));
   }
@@ -44,23 +46,24 @@ class conv2d : public layer<Scalar> {
   static constexpr layer_kind static_kind = layer_kind::conv2d;
   layer_kind kind() const override { return static_kind; }
   std::string describe() const override {
-    return netmorph::detail::cat("conv2d ", weight_.value.dim(1), "->", weight_.value.dim(0), " ",
-                                 weight_.value.dim(2), "x", weight_.value.dim(3), " stride ",
-                                 options_.stride, " padding ", options_.padding,
-                                 has_bias_ ? "" : " no bias");
+    return netmorph::detail::cat(
+        "conv2d ", in_channels(), "->", weight_.value.dim(0), " ", weight_.value.dim(2), "x",
+        weight_.value.dim(3), " stride ", options_.stride, " padding ", options_.padding,
+        options_.groups == 1 ? "" : netmorph::detail::cat(" groups ", options_.groups),
+        has_bias_ ? "" : " no bias");
   }
   shape_type output_shape(const shape_type& in) const override {
     detail::require_rank(in, 3, "nn::conv2d");
-    netmorph::detail::require<shape_error>(in[0] == weight_.value.dim(1), "nn::conv2d: input has ",
-                                           in[0], " channels, weight expects ",
-                                           weight_.value.dim(1));
+    netmorph::detail::require<shape_error>(in[0] == in_channels(), "nn::conv2d: input has ", in[0],
+                                           " channels, weight expects ", in_channels());
     return {weight_.value.dim(0),
             conv2d_output_size(in[1], weight_.value.dim(2), options_, "nn::conv2d"),
             conv2d_output_size(in[2], weight_.value.dim(3), options_, "nn::conv2d")};
   }
 
   void forward_into(const tensor<Scalar>& x, tensor<Scalar>& y, bool training) override {
-    netmorph::detail::check_conv2d_operands(x, weight_.value, bias_.value, "nn::conv2d");
+    netmorph::detail::check_conv2d_operands(x, weight_.value, bias_.value, "nn::conv2d",
+                                            options_.groups);
     if (training) x_.refer(x);
     netmorph::detail::conv2d_forward(x, weight_.value, has_bias_ ? bias_.value.data() : nullptr,
                                      options_, y, ws_);
@@ -95,6 +98,10 @@ class conv2d : public layer<Scalar> {
                                   options_};
   }
   bool has_bias() const { return has_bias_; }
+  /// Input channels: `groups` times the weight's `C_in / groups`.
+  index_type in_channels() const { return weight_.value.dim(1) * options_.groups; }
+  /// Channel groups (1: an ordinary convolution).
+  index_type groups() const { return options_.groups; }
   parameter<Scalar>& weight() { return weight_; }
   parameter<Scalar>& bias() { return bias_; }
   const parameter<Scalar>& weight() const { return weight_; }

@@ -11,11 +11,12 @@ runs the ``netmorph-morph`` command on the file, loads the child, and checks in 
 computes the parent's function before returning it.
 
 Supported modules: ``nn.Sequential`` (nested), ``Linear``, ``Conv2d``, ``ReLU``, ``LeakyReLU``,
-``Tanh``, ``Sigmoid``, ``ELU``, ``GELU``, ``Softplus`` (beta 1), ``Identity``, ``PReLU`` (one
-slope in [0, 1]), ``PActivation`` (below), ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``,
-``Flatten``, ``BatchNorm1d``/``BatchNorm2d``, ``Dropout``, residual additions (``Parallel``
-below), torchvision's ``VGG``, ``ResNet`` with ``BasicBlock`` / ``Bottleneck``, and the ``Network``
-that ``load`` returns. Anything else raises ``UnsupportedModule`` naming the module and its path:
+``Tanh``, ``Sigmoid``, ``ELU``, ``GELU``, ``Softplus`` (beta 1), ``ReLU6``, ``Hardswish``,
+``Hardsigmoid``, ``SiLU``, ``Identity``, ``PReLU`` (one slope in [0, 1]), ``PActivation``
+(below), ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``Flatten``,
+``BatchNorm1d``/``BatchNorm2d``, ``Dropout``, residual additions (``Parallel`` below),
+torchvision's ``VGG``, ``ResNet`` with ``BasicBlock`` / ``Bottleneck``, and the ``Network`` that
+``load`` returns. Anything else raises ``UnsupportedModule`` naming the module and its path:
 nothing is dropped silently.
 
 Pure Python over torch and numpy. The command is found as ``command=``, else ``$NETMORPH_MORPH``,
@@ -69,23 +70,31 @@ class NotExact(NetmorphError):
 # Modules the bridge exports
 
 
+# netmorph's activations without a parameter: the name in files (netmorph::to_string) -> the torch
+# module and function. leaky_relu (negative slope) and elu (alpha) take one and are written out
+# where they are used; GELU (exact form) and Softplus (beta 1) are checked before the module
+# is mapped.
+_ACTIVATIONS = {
+    "identity": (nn.Identity, lambda x: x),
+    "relu": (nn.ReLU, torch.relu),
+    "tanh": (nn.Tanh, torch.tanh),
+    "sigmoid": (nn.Sigmoid, torch.sigmoid),
+    "softplus": (nn.Softplus, nn.functional.softplus),
+    "gelu": (nn.GELU, nn.functional.gelu),
+    "relu6": (nn.ReLU6, nn.functional.relu6),
+    "hardswish": (nn.Hardswish, nn.functional.hardswish),
+    "hardsigmoid": (nn.Hardsigmoid, nn.functional.hardsigmoid),
+    "silu": (nn.SiLU, nn.functional.silu),
+}
+
+
 def _phi(fn, param):
-    if fn == "identity":
-        return lambda x: x
-    if fn == "relu":
-        return torch.relu
     if fn == "leaky_relu":
         return lambda x: torch.nn.functional.leaky_relu(x, param)
-    if fn == "tanh":
-        return torch.tanh
-    if fn == "sigmoid":
-        return torch.sigmoid
     if fn == "elu":
         return lambda x: torch.nn.functional.elu(x, param)
-    if fn == "softplus":
-        return torch.nn.functional.softplus
-    if fn == "gelu":
-        return torch.nn.functional.gelu
+    if fn in _ACTIVATIONS:
+        return _ACTIVATIONS[fn][1]
     raise UnsupportedModule(f"netmorph_torch: unknown activation '{fn}'")
 
 
@@ -283,28 +292,19 @@ class _Writer:
             for t in ("weight", "bias", "running_mean", "running_var"):
                 self.tensor(f"{name}.{t}", getattr(m, t))
             return [e]
-        if isinstance(m, nn.ReLU):
-            return self.act(name, "relu")
         if isinstance(m, nn.LeakyReLU):
             return self.act(name, "leaky_relu", m.negative_slope)
-        if isinstance(m, nn.Tanh):
-            return self.act(name, "tanh")
-        if isinstance(m, nn.Sigmoid):
-            return self.act(name, "sigmoid")
         if isinstance(m, nn.ELU):
             return self.act(name, "elu", m.alpha)
-        if isinstance(m, nn.GELU):
-            if getattr(m, "approximate", "none") != "none":
-                raise UnsupportedModule(f"netmorph_torch: {path} (GELU): approximate="
-                                        f"'{m.approximate}' is not supported (the exact GELU only)")
-            return self.act(name, "gelu")
-        if isinstance(m, nn.Softplus):
-            if m.beta != 1:
-                raise UnsupportedModule(f"netmorph_torch: {path} (Softplus): beta {m.beta} is "
-                                        f"not supported (1 only)")
-            return self.act(name, "softplus")
-        if isinstance(m, nn.Identity):
-            return self.act(name, "identity")
+        if isinstance(m, nn.GELU) and getattr(m, "approximate", "none") != "none":
+            raise UnsupportedModule(f"netmorph_torch: {path} (GELU): approximate="
+                                    f"'{m.approximate}' is not supported (the exact GELU only)")
+        if isinstance(m, nn.Softplus) and m.beta != 1:
+            raise UnsupportedModule(f"netmorph_torch: {path} (Softplus): beta {m.beta} is "
+                                    f"not supported (1 only)")
+        for fn, (cls, _) in _ACTIVATIONS.items():
+            if isinstance(m, cls):
+                return self.act(name, fn)
         if isinstance(m, nn.PReLU):
             a = m.weight.detach()
             if a.numel() != 1 or not (0.0 <= float(a.reshape(-1)[0]) <= 1.0):
@@ -401,11 +401,12 @@ class _Writer:
             shortcut = [] if m.downsample is None else self.module(m.downsample, sub("downsample"))
             return [self._block(name, [main, shortcut])] + self.act(sub("relu_out"), "relu")
         where = name or "<root>"
+        acts = ", ".join(c.__name__ for c, _ in _ACTIVATIONS.values())
         raise UnsupportedModule(
             f"netmorph_torch: {where} ({cls}) is not supported; supported are nn.Sequential, "
-            f"Linear, Conv2d, BatchNorm1d/2d, ReLU, LeakyReLU, Tanh, Sigmoid, ELU, GELU, "
-            f"Softplus, Identity, PReLU, PActivation, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, "
-            f"Flatten, Dropout, Parallel, torchvision VGG and ResNet, and Network")
+            f"Linear, Conv2d, BatchNorm1d/2d, LeakyReLU, ELU, {acts}, PReLU, PActivation, "
+            f"MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Parallel, torchvision "
+            f"VGG and ResNet, and Network")
 
     def _block(self, name, paths):
         if not name:
@@ -582,9 +583,12 @@ def _build(e, tensors, dtype, path):
         # netmorph's batch norm takes (N, C) and (N, C, H, W), like BatchNorm1d and 2d in one.
         m = _AnyBatchNorm(e["channels"], eps=e["eps"], momentum=e["momentum"])
     elif kind == "activation":
-        m = {"relu": nn.ReLU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "gelu": nn.GELU(),
-             "softplus": nn.Softplus(), "identity": nn.Identity(),
-             "leaky_relu": nn.LeakyReLU(e["param"]), "elu": nn.ELU(e["param"])}[e["fn"]]
+        if e["fn"] == "leaky_relu":
+            m = nn.LeakyReLU(e["param"])
+        elif e["fn"] == "elu":
+            m = nn.ELU(e["param"])
+        else:
+            m = _ACTIVATIONS[e["fn"]][0]()
     elif kind == "p_activation":
         m = PActivation(e["fn"], e["param"])
     elif kind == "pool2d":

@@ -126,7 +126,8 @@ TEMPLATE_TEST_CASE("widen dense -> dense, both rules", "[width][property]", floa
     widen_options opt;
     opt.new_channels = c + draw(rng, 0, 10);
     opt.rule = trial % 2 ? width_rule::net2net : width_rule::netmorph;
-    opt.phi = activation_fn{nmtest::all_activation_kinds()[trial % 8], 0.1};
+    const auto& kinds = nmtest::all_activation_kinds();
+    opt.phi = activation_fn{kinds[std::size_t(trial) % kinds.size()], 0.1};
     opt.seed = rng();
     CAPTURE(trial, in, c, out, opt.new_channels);
     dense_weights<TestType> layer{nmtest::randn<TestType>({c, in}, rng),

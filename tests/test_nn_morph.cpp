@@ -211,10 +211,7 @@ TEST_CASE("every unit nn::widen adds trains: its incoming and outgoing weights m
   std::vector<int> labels;
   for (int s = 0; s < 16; ++s)
     labels.push_back(s % 3);
-  for (const auto kind :
-       {activation_kind::identity, activation_kind::relu, activation_kind::leaky_relu,
-        activation_kind::tanh, activation_kind::sigmoid, activation_kind::elu,
-        activation_kind::softplus, activation_kind::gelu})
+  for (const activation_kind kind : netmorph::activation_kinds)
     for (const bool bn : {false, true})
       for (const auto rule : {netmorph::width_rule::netmorph, netmorph::width_rule::net2net}) {
         CAPTURE(netmorph::to_string(kind), bn, netmorph::to_string(rule));

@@ -24,6 +24,7 @@
 #include <map>
 #include <new>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -49,7 +50,8 @@ struct failure {
   throw failure{code, std::move(message)};
 }
 
-const char* const help_text =
+// The help text; @ACT@ stands for the paragraph of activation names (`activation_help`).
+const char* const help_template =
     R"(usage: netmorph-morph [options] IN.safetensors OUT.safetensors OP [OP ...]
        netmorph-morph --list IN.safetensors
 
@@ -63,8 +65,8 @@ Ops:
   deepen:NAME[:k1=K1,k2=K2,width=C1,act=ACT]
       NAME (conv2d or dense) becomes NAME.0 (K1 x K1, C1 outputs), NAME.1 (a P-activation at
       a = 1, where it is the identity) and NAME.2 (K2 x K2). Defaults: K1 = NAME's kernel,
-      K2 = 1, C1 = NAME's outputs. ACT is identity, relu, leaky_relu, tanh, sigmoid, elu,
-      softplus or gelu (leaky_relu(0.2), elu(0.5) with a parameter, default 0.01 and 1).
+      K2 = 1, C1 = NAME's outputs.
+@ACT@
       When an activation follows NAME (before the next conv2d/dense layer), NAME.1 is a
       P-activation of it, and ACT, if given, must be that same activation (else exit 1).
       When no activation follows NAME (the last layer, say), ACT chooses NAME.1's activation
@@ -117,6 +119,64 @@ Examples:
   netmorph-morph --algorithm general --allow-approx in.safetensors out.safetensors \
       deepen:3:k1=3,k2=3,width=1
 )";
+
+/// The kinds with a parameter, from netmorph::activation_kinds: "leaky_relu and elu".
+std::string param_kinds() {
+  std::vector<std::string> names;
+  for (netmorph::activation_kind k : netmorph::activation_kinds)
+    if (netmorph::has_param(k)) names.push_back(netmorph::to_string(k));
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    s += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return s;
+}
+
+/// An ACT with a parameter ("elu(0.5)"): the last kind that has one.
+std::string param_example() {
+  std::string s;
+  for (netmorph::activation_kind k : netmorph::activation_kinds)
+    if (netmorph::has_param(k)) s = std::string(netmorph::to_string(k)) + "(0.5)";
+  return s;
+}
+
+/// The help's paragraph on ACT, generated from netmorph::activation_kinds and wrapped at 96
+/// columns, 6 spaces in: every name, the kinds with a parameter and their defaults (PyTorch's).
+std::string activation_help() {
+  std::string text = "ACT is ";
+  std::ostringstream defaults;  // "leaky_relu 0.01, elu 1"
+  const auto& kinds = netmorph::activation_kinds;
+  for (std::size_t i = 0; i < kinds.size(); ++i) {
+    text += (i == 0 ? "" : i + 1 == kinds.size() ? " or " : ", ");
+    text += netmorph::to_string(kinds[i]);
+    if (netmorph::has_param(kinds[i]))
+      defaults << (defaults.tellp() > 0 ? ", " : "") << netmorph::to_string(kinds[i]) << " "
+               << netmorph::default_param(kinds[i]);
+  }
+  text += "; " + param_kinds() + " take a parameter, as in " + param_example() +
+          " (PyTorch's defaults: " + defaults.str() + ").";
+  std::string out, line;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find(' ', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string word = text.substr(start, end - start);
+    if (!line.empty() && 6 + line.size() + 1 + word.size() > 96) {
+      out += "      " + line + "\n";
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + word;
+    start = end + 1;
+  }
+  return out + "      " + line + "\n";
+}
+
+/// The help text with the paragraph on ACT in place.
+std::string help_text() {
+  std::string s = help_template;
+  const std::string mark = "@ACT@\n";
+  s.replace(s.find(mark), mark.size(), activation_help());
+  return s;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Command line
@@ -178,7 +238,6 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 /// "relu", "tanh", ..., "elu(0.5)", "leaky_relu(0.2)"; nullopt when not one.
 std::optional<netmorph::activation_fn> parse_activation(const std::string& s) {
-  using netmorph::activation_kind;
   std::string name = s;
   std::optional<double> param;
   const auto open = s.find('(');
@@ -191,16 +250,9 @@ std::optional<netmorph::activation_fn> parse_activation(const std::string& s) {
     if (p.empty() || *end != '\0') return std::nullopt;
     param = v;
   }
-  for (activation_kind k :
-       {activation_kind::identity, activation_kind::relu, activation_kind::leaky_relu,
-        activation_kind::tanh, activation_kind::sigmoid, activation_kind::elu,
-        activation_kind::softplus, activation_kind::gelu}) {
-    if (name != netmorph::to_string(k)) continue;
-    const bool has_param = k == activation_kind::leaky_relu || k == activation_kind::elu;
-    if (param && !has_param) return std::nullopt;
-    return netmorph::activation_fn{k, param.value_or(k == activation_kind::elu ? 1.0 : 0.01)};
-  }
-  return std::nullopt;
+  const std::optional<netmorph::activation_kind> k = netmorph::activation_kind_from_string(name);
+  if (!k || (param && !netmorph::has_param(*k))) return std::nullopt;
+  return param ? netmorph::activation_fn{*k, *param} : netmorph::activation_fn{*k};
 }
 
 /// Parses one op; fails with bad_usage naming the op and what was expected.
@@ -284,11 +336,9 @@ op_spec parse_op(const std::string& text) {
         op.act = parse_activation(params["act"]);
         if (!op.act)
           fail(bad_usage,
-               op_message(text,
-                          "needs act=ACT one of identity, relu, leaky_relu, tanh, sigmoid, "
-                          "elu, softplus, gelu (leaky_relu and elu may take a parameter: "
-                          "elu(0.5)), got '" +
-                              params["act"] + "'"));
+               op_message(text, "needs act=ACT one of " + netmorph::activation_kind_names() + " (" +
+                                    param_kinds() + " may take a parameter: " + param_example() +
+                                    "), got '" + params["act"] + "'"));
       }
       break;
     case op_kind::widen:
@@ -656,7 +706,7 @@ int main(int argc, char** argv) {
   try {
     const config c = parse_args(argc, argv);
     if (c.help) {
-      std::cout << help_text;
+      std::cout << help_text();
       return ok;
     }
     const input_facts in = inspect(c.in);

@@ -72,6 +72,21 @@ def mlp(dtype):
     return randomise(m.to(dtype), 2)
 
 
+def mlp_mobile(dtype):
+    """Input (12,): the activations of mobile networks (ReLU6, Hardswish, Hardsigmoid, SiLU), each
+    after a dense layer, and a P-activation of each."""
+    m = nn.Sequential(
+        nn.Linear(12, 10), nn.ReLU6(), nn.Linear(10, 10), nn.Hardswish(),
+        nn.Linear(10, 10), nn.Hardsigmoid(), nn.Linear(10, 10), nn.SiLU(),
+        nmt.PActivation("relu6", a=0.3), nmt.PActivation("hardswish", a=0.5),
+        nmt.PActivation("hardsigmoid", a=0.6), nmt.PActivation("silu", a=0.4), nn.Linear(10, 3))
+    m = randomise(m.to(dtype), 4)
+    with torch.no_grad():  # pre-activations of a few units: the kinks at -3, 0, 3 and 6 matter
+        for i in (0, 2, 4, 6):
+            m[i].weight.mul_(4.0)
+    return m
+
+
 class Bridge(unittest.TestCase):
     def check_child(self, parent, child, shape, dtype, reports, n_ops):
         """Independent check: same function on fresh inputs, and a few SGD steps reach every
@@ -134,15 +149,23 @@ class Bridge(unittest.TestCase):
                         self.assertTrue(r["exact"])
 
     def test_mlp_with_every_activation_and_a_residual_add(self):
-        for dtype in (torch.float32, torch.float64):
-            with self.subTest(dtype=dtype):
-                parent = mlp(dtype)
-                ops = ["widen:0:to=14", "deepen:3.0", "deepen:4.0.0", "widen:6:to=12"]
-                child, reports = nmt.morph(parent, ops, (12,), seed=5)
-                self.check_child(parent, child, (12,), dtype, reports, len(ops))
+        runs = [(mlp, ["widen:0:to=14", "deepen:3.0", "deepen:4.0.0", "widen:6:to=12"]),
+                # deepen before ReLU6 and Hardswish (a P-activation of each at a = 1), widen
+                # through Hardsigmoid (phi(0) != 0) and through SiLU and the P-activations.
+                (mlp_mobile, ["deepen:0", "deepen:2", "widen:4:to=14",
+                              "widen:6:to=13,rule=net2net", "deepen:12"])]
+        for build, ops in runs:
+            for dtype in (torch.float32, torch.float64):
+                with self.subTest(dtype=dtype, model=build.__name__):
+                    parent = build(dtype)
+                    child, reports = nmt.morph(parent, ops, (12,), seed=5)
+                    self.check_child(parent, child, (12,), dtype, reports, len(ops))
+                    fns = [m.fn for m in child.modules() if isinstance(m, nmt.PActivation)]
+                    if build is mlp_mobile:  # the inserted P-activations are of the phi after
+                        self.assertEqual(fns[:2], ["relu6", "hardswish"])
 
     def test_save_load_round_trip_keeps_names_and_function(self):
-        for make, shape in ((cnn, (3, 8, 8)), (mlp, (12,))):
+        for make, shape in ((cnn, (3, 8, 8)), (mlp, (12,)), (mlp_mobile, (12,))):
             for dtype in (torch.float32, torch.float64):
                 m = make(dtype).eval()
                 with tempfile.TemporaryDirectory() as d:
@@ -192,6 +215,10 @@ class Bridge(unittest.TestCase):
         bad = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.LSTM(4, 4)))
         with self.assertRaisesRegex(nmt.UnsupportedModule, r"1\.0 \(LSTM\) is not supported"):
             nmt.save(bad, "/nonexistent/x.safetensors", (4,))
+        with self.assertRaisesRegex(nmt.UnsupportedModule,  # the list names every activation
+                                    r"0 \(Hardtanh\) is not supported; .*GELU, ReLU6, Hardswish, "
+                                    r"Hardsigmoid, SiLU, PReLU"):
+            nmt.architecture(nn.Sequential(nn.Hardtanh()), (4,))
         with self.assertRaisesRegex(nmt.UnsupportedModule, r"0 \(Conv2d\): groups 2"):
             nmt.architecture(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (4, 5, 5))
         with self.assertRaisesRegex(nmt.UnsupportedModule, r"PReLU.*3 value"):

@@ -130,14 +130,24 @@ tensor<Scalar> naive_compose(const tensor<Scalar>& f2, const tensor<Scalar>& f1)
   return g;
 }
 
-/// Every activation netmorph knows, for the property tests that run over all of them.
+/// Every activation netmorph knows (`netmorph::activation_kinds`), for the property tests that
+/// run over all of them.
 inline const std::vector<netmorph::activation_kind>& all_activation_kinds() {
-  static const std::vector<netmorph::activation_kind> kinds{
-      netmorph::activation_kind::identity,   netmorph::activation_kind::relu,
-      netmorph::activation_kind::leaky_relu, netmorph::activation_kind::tanh,
-      netmorph::activation_kind::sigmoid,    netmorph::activation_kind::elu,
-      netmorph::activation_kind::softplus,   netmorph::activation_kind::gelu};
+  static const std::vector<netmorph::activation_kind> kinds(netmorph::activation_kinds.begin(),
+                                                           netmorph::activation_kinds.end());
   return kinds;
+}
+
+/// The points where an activation of netmorph has a kink (relu's 0, relu6's 0 and 6, the hard
+/// functions' -3 and 3).
+inline constexpr double activation_kinks[] = {-3.0, 0.0, 3.0, 6.0};
+
+/// `x`, moved to at least `margin` from every kink (for finite differences, which a kink within
+/// their step would break).
+inline double away_from_kinks(double x, double margin = 1e-3) {
+  for (const double k : activation_kinks)
+    if (std::abs(x - k) < margin) x = k + (x < k ? -margin : margin);
+  return x;
 }
 
 /// A random convolution layer `(c2, c0, k, k)` with He-like scale, optional bias.

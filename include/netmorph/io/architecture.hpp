@@ -48,6 +48,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -281,13 +282,8 @@ class architecture_builder {
   }
   activation_kind activation(const nlohmann::json& j, const std::string& ctx) const {
     const std::string s = string(j, "fn", ctx);
-    for (activation_kind k :
-         {activation_kind::identity, activation_kind::relu, activation_kind::leaky_relu,
-          activation_kind::tanh, activation_kind::sigmoid, activation_kind::elu,
-          activation_kind::softplus, activation_kind::gelu})
-      if (s == to_string(k)) return k;
-    fail(cat(ctx, ".fn"), "unknown activation '", s,
-         "' (identity, relu, leaky_relu, tanh, sigmoid, elu, softplus, gelu)");
+    if (const std::optional<activation_kind> k = activation_kind_from_string(s)) return *k;
+    fail(cat(ctx, ".fn"), "unknown activation '", s, "' (", activation_kind_names(), ")");
   }
   /// The tensor `name` of shape `expected`, checked finite.
   tensor<Scalar> get(const std::string& name, const shape_type& expected,

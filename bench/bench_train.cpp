@@ -77,7 +77,7 @@ nn::model<float> make_netmorph_model(model_kind k) {
   std::mt19937_64 rng(7);
   nn::model<float> m({784});
   m.add(nn::dense<float>::he(784, 50, rng));
-  m.add(nn::activation<float>({netmorph::activation_kind::relu}));
+  m.add(nn::activation<float>(netmorph::activation_fn{netmorph::activation_kind::relu}));
   m.add(nn::dense<float>::he(50, classes, rng));
   return m;
 }

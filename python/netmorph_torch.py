@@ -15,7 +15,8 @@ Supported modules: ``nn.Sequential`` (nested), ``Linear``, ``Conv2d``, ``ReLU``,
 ``Hardsigmoid``, ``SiLU``, ``Identity``, ``PReLU`` (one slope in [0, 1]), ``PActivation``
 (below), ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``Flatten``,
 ``BatchNorm1d``/``BatchNorm2d``, ``Dropout``, residual additions (``Parallel`` below),
-torchvision's ``VGG``, ``ResNet`` with ``BasicBlock`` / ``Bottleneck``, and the ``Network`` that
+grouped and depthwise ``Conv2d``, torchvision's ``VGG``, ``ResNet`` with ``BasicBlock`` /
+``Bottleneck``, ``MobileNetV2`` with ``InvertedResidual``, and the ``Network`` that
 ``load`` returns. Anything else raises ``UnsupportedModule`` naming the module and its path:
 nothing is dropped silently.
 
@@ -257,10 +258,10 @@ class _Writer:
         """Entries for a leaf module (or None when it is not one)."""
         path = name
         if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or _pair(m.dilation, "dilation", path) != (1, 1):
+            if _pair(m.dilation, "dilation", path) != (1, 1):
                 raise UnsupportedModule(
-                    f"netmorph_torch: {path} (Conv2d): groups {m.groups} and dilation "
-                    f"{m.dilation} are not supported (1 only)")
+                    f"netmorph_torch: {path} (Conv2d): dilation {m.dilation} is not supported "
+                    f"(1 only)")
             if m.padding_mode != "zeros" or isinstance(m.padding, str):
                 raise UnsupportedModule(
                     f"netmorph_torch: {path} (Conv2d): padding {m.padding!r} with mode "
@@ -271,6 +272,8 @@ class _Writer:
                            stride=_square(m.stride, "stride", path, m),
                            padding=_square(m.padding, "padding", path, m),
                            bias=m.bias is not None)
+            if m.groups != 1:  # written only when grouped, as the C++ writer does
+                e["groups"] = m.groups
             self.tensor(name + ".weight", m.weight)
             if m.bias is not None:
                 self.tensor(name + ".bias", m.bias)
@@ -386,6 +389,17 @@ class _Writer:
                       "avgpool"):
                 out += self.module(getattr(m, k), sub(k))
             return out + [self.entry(sub("flatten"), "flatten")] + self.module(m.fc, sub("fc"))
+        if cls == "MobileNetV2" and hasattr(m, "features") and hasattr(m, "classifier"):
+            # forward: features, adaptive average pooling to 1x1, flatten, classifier.
+            return (self.module(m.features, sub("features"))
+                    + [self.entry(sub("avgpool"), "adaptive_pool2d", output_size=[1, 1]),
+                       self.entry(sub("flatten"), "flatten")]
+                    + self.module(m.classifier, sub("classifier")))
+        if cls == "InvertedResidual" and hasattr(m, "conv") and hasattr(m, "use_res_connect"):
+            body = self.module(m.conv, sub("conv"))
+            if not m.use_res_connect:
+                return body
+            return [self._block(name, [body, []])]
         if cls in ("BasicBlock", "Bottleneck") and hasattr(m, "conv2") and hasattr(m, "bn2"):
             if not name:
                 raise UnsupportedModule("netmorph_torch: a residual block cannot be the root")
@@ -406,7 +420,7 @@ class _Writer:
             f"netmorph_torch: {where} ({cls}) is not supported; supported are nn.Sequential, "
             f"Linear, Conv2d, BatchNorm1d/2d, LeakyReLU, ELU, {acts}, PReLU, PActivation, "
             f"MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Parallel, torchvision "
-            f"VGG and ResNet, and Network")
+            f"VGG, ResNet and MobileNetV2, and Network")
 
     def _block(self, name, paths):
         if not name:
@@ -576,7 +590,7 @@ def _build(e, tensors, dtype, path):
     if kind == "conv2d":
         k = e["kernel"] if isinstance(e["kernel"], list) else [e["kernel"]] * 2
         m = nn.Conv2d(e["in_channels"], e["out_channels"], tuple(k), stride=e["stride"],
-                      padding=e["padding"], bias=e["bias"])
+                      padding=e["padding"], bias=e["bias"], groups=e.get("groups", 1))
     elif kind == "dense":
         m = nn.Linear(e["in_features"], e["out_features"], bias=e["bias"])
     elif kind == "batch_norm":

@@ -98,8 +98,10 @@ TEMPLATE_TEST_CASE(
   nn::train_epoch(m, data, nn::sgd{0.02, 0.9, 0}, 8);
 }
 
-TEST_CASE("nn::widen and nn::to_subnet refuse grouped layers and leave the model as it was",
-          "[nn][morph][groups][error]") {
+TEST_CASE(
+    "nn::widen and nn::to_subnet refuse grouped (not depthwise) layers and leave the model as it "
+    "was",
+    "[nn][morph][groups][error]") {
   std::mt19937_64 rng(92);
   const auto data = synthetic<double>(16, rng);
   auto m = mobile_model<double>(rng);
@@ -108,11 +110,15 @@ TEST_CASE("nn::widen and nn::to_subnet refuse grouped layers and leave the model
   const auto before = state_of(m);
   netmorph::widen_options w;
   w.new_channels = 10;
+  // The stem's channels flow through the depthwise layer into the grouped 1x1, which mixes them
+  // in groups.
   NM_REQUIRE_THROWS_WITH(nn::widen(m, "stem", w), netmorph::value_error,
-                         "widen: the next layer is a grouped convolution (groups = 8)");
+                         "nn::widen: layer 'gpw' (conv2d 8->6 1x1 stride 1 padding 0 groups 2) "
+                         "reads the channels of layer 'stem' and mixes them in groups");
   w.new_channels = 8;
   NM_REQUIRE_THROWS_WITH(nn::widen(m, "gpw", w), netmorph::value_error,
-                         "widen: the layer is a grouped convolution (groups = 2)");
+                         "nn::widen: layer 'gpw' (conv2d 8->6 1x1 stride 1 padding 0 groups 2) "
+                         "mixes channels in groups");
   netmorph::subnet_options s;
   s.widths = {8};
   s.kernels = {3, 1};

@@ -341,6 +341,55 @@ TEST_CASE("model::restore undoes a replace: layers, names and shapes", "[nn][nam
   REQUIRE(moved.names() == moving_names);
 }
 
+TEST_CASE("model::replace_each swaps layers in several lists as one change", "[nn][names]") {
+  std::mt19937_64 rng(44);
+  nn::model<double> m = block_model(rng);
+  const auto x = nmtest::randn<double>({2, 2, 6, 6}, rng);
+  const auto y = m.forward(x, false);
+  const auto names = m.names();
+  const auto before = state_of(m);
+  const nn::layer<double>* old0 = &m.find("0");
+  const nn::layer<double>* old_inner = &m.find("block.path0.0");
+  // No swap fits alone (the residual stream grows from 3 to 4 channels); together they do.
+  auto swaps = [&] {
+    std::vector<std::pair<std::string, std::unique_ptr<nn::layer<double>>>> s;
+    s.emplace_back("0", std::make_unique<nn::conv2d<double>>(nn::conv2d<double>::he(2, 4, 3, rng)));
+    s.emplace_back("block.path0.0",
+                   std::make_unique<nn::conv2d<double>>(nn::conv2d<double>::he(4, 4, 3, rng)));
+    s.emplace_back("4", std::make_unique<nn::dense<double>>(nn::dense<double>::he(4 * 36, 2, rng)));
+    return s;
+  };
+  {
+    auto part = swaps();
+    part.pop_back();
+    REQUIRE_THROWS_AS(m.replace_each(std::move(part)), netmorph::shape_error);
+    REQUIRE(&m.find("0") == old0);
+    REQUIRE(state_of(m) == before);
+  }
+  // (The macro evaluates its expression twice: each evaluation builds its own swaps.)
+  const auto renamed = [&](const char* name) {
+    auto s = swaps();
+    s[1].first = name;
+    return s;
+  };
+  NM_REQUIRE_THROWS_WITH(m.replace_each(renamed("0")), netmorph::value_error,
+                         "model::replace_each");
+  NM_REQUIRE_THROWS_WITH(m.replace_each(renamed("block")), netmorph::value_error,
+                         "model::replace_each: 'block' is or becomes a parallel block");
+  REQUIRE(state_of(m) == before);
+  auto undo = m.replace_each(swaps());
+  REQUIRE(m.names() == names);
+  REQUIRE(m.find("0").describe() == "conv2d 2->4 3x3 stride 1 padding 1");
+  REQUIRE(m.find("block.path0.0").describe() == "conv2d 4->4 3x3 stride 1 padding 1");
+  nn::model<double> moved = std::move(m);  // the top level is found again after a move
+  moved.restore(std::move(undo));
+  REQUIRE(&moved.find("0") == old0);
+  REQUIRE(&moved.find("block.path0.0") == old_inner);
+  REQUIRE(moved.names() == names);
+  REQUIRE(state_of(moved) == before);
+  REQUIRE(moved.forward(x, false) == y);
+}
+
 TEST_CASE("building a model is linear in its layers: names and shapes of 20000 layers",
           "[nn][names]") {
   // model::add used to compare each new name with every name in the model; 20000 layers took

@@ -526,28 +526,32 @@ TEST_CASE("model morphs refuse layers and options they cannot use", "[nn][morph]
   NM_REQUIRE_THROWS_WITH(nn::widen(m, "1", w), netmorph::value_error,
                          "nn::widen: layer '1' is activation tanh, expected conv2d or dense");
   NM_REQUIRE_THROWS_WITH(nn::widen(m, "4", w), netmorph::value_error,
-                         "nn::widen: layer '4' has no following conv2d/dense layer in its list "
-                         "whose input could grow");
+                         "nn::widen: layer '4' has no conv2d/dense layer after it whose input could "
+                         "grow: its channels reach the model's output");
   w.phi = activation_fn{activation_kind::sigmoid};
   NM_REQUIRE_THROWS_WITH(nn::widen(m, "0.2", w), netmorph::value_error,
                          "nn::widen: options.phi is sigmoid but layer '0.2' is followed by tanh");
   w.phi.reset();
+  // Two batch norms, and a parallel block with an identity path: the channels flow through.
   nn::model<double> two_bn({2, 6, 6});
   two_bn.add(nn::conv2d<double>::he(2, 3, 3, rng));
   two_bn.add(nn::batch_norm<double>(netmorph::batch_norm_weights<double>::identity(3)));
   two_bn.add(nn::batch_norm<double>(netmorph::batch_norm_weights<double>::identity(3)));
-  two_bn.add(nn::conv2d<double>::he(3, 3, 3, rng));
-  NM_REQUIRE_THROWS_WITH(nn::widen(two_bn, "0", w), netmorph::value_error,
-                         "nn::widen: two batch norms between layer '0' and the next conv2d/dense "
-                         "layer");
-  nn::model<double> through({2, 6, 6});
-  through.add(nn::conv2d<double>::he(2, 3, 3, rng));
   std::vector<nn::layer_list<double>> paths(1);
-  through.add(nn::parallel<double>(std::move(paths)), "res");
-  through.add(nn::conv2d<double>::he(3, 3, 3, rng));
-  NM_REQUIRE_THROWS_WITH(nn::widen(through, "0", w), netmorph::value_error,
-                         "nn::widen: layer 'res' (parallel 1 paths (0 layers)) between layer '0' "
-                         "and the next conv2d/dense layer cannot be widened through");
+  two_bn.add(nn::parallel<double>(std::move(paths)), "res");
+  two_bn.add(nn::conv2d<double>::he(3, 3, 3, rng));
+  const auto r = nn::widen(two_bn, "0", w);
+  REQUIRE(r.new_layers == std::vector<std::string>{"0", "1", "2", "4"});
+  REQUIRE(*r.relative_output_error <= nmtest::exact_tolerance<double>());
+  // An identity path from the model's input: the input cannot grow.
+  nn::model<double> from_input({3, 6, 6});
+  std::vector<nn::layer_list<double>> skip(2);
+  skip[0].push_back(std::make_unique<nn::conv2d<double>>(nn::conv2d<double>::he(3, 3, 3, rng)));
+  from_input.add(nn::parallel<double>(std::move(skip)), "res");
+  from_input.add(nn::conv2d<double>::he(3, 3, 3, rng));
+  NM_REQUIRE_THROWS_WITH(nn::widen(from_input, "res.path0.0", w), netmorph::value_error,
+                         "nn::widen: the output channels of layer 'res.path0.0' are summed with "
+                         "the model's input");
 }
 
 TEST_CASE("Net2Net through batch norm, pooling and a flatten carries and divides the velocities",

@@ -54,6 +54,7 @@ struct failure {
 const char* const help_template =
     R"(usage: netmorph-morph [options] IN.safetensors OUT.safetensors OP [OP ...]
        netmorph-morph --list IN.safetensors
+       netmorph-morph --group NAME IN.safetensors
 
 Reads the model in IN, applies the ops in order, checks that the child computes the parent's
 function, and writes it to OUT (only when every op succeeded; an existing OUT is otherwise left
@@ -72,8 +73,10 @@ Ops:
       When no activation follows NAME (the last layer, say), ACT chooses NAME.1's activation
       (default relu).
   widen:NAME:to=C[,rule=netmorph|net2net]
-      NAME (conv2d or dense) gets C >= its outputs channels; the next conv2d/dense layer's
-      inputs grow with it. Names are kept.
+      NAME (conv2d or dense) gets C >= its output channels, and with it the whole channel
+      group: the layers summed with NAME in residual blocks, the batch norms and depthwise
+      convolutions the channels flow through, and the inputs of every conv2d/dense layer
+      that reads them. Names are kept.
   kernel:NAME:to=K
       conv2d NAME's kernel grows to K (K - old kernel even). Names are kept.
   subnet:NAME:widths=C1/.../CP,kernels=K1/.../K(P+1)
@@ -92,6 +95,9 @@ Options:
   --json            print the reports as a JSON array (one object of report fields per op)
   --allow-approx    keep a morph that is not exact within tolerance (exit 0, report says so)
   --list            print IN's layers (name, description, output shape) and exit
+  --group NAME      print the channel group of layer NAME (what widen:NAME grows: each layer
+                    with its role, producer, through or consumer, and its values per channel)
+                    and exit
   --help            this text
 
 Files: IN must be a regular file (or a link to one); a directory, FIFO or device is refused.
@@ -201,6 +207,7 @@ struct config {
   netmorph::depth_algorithm algorithm = netmorph::depth_algorithm::practical;
   std::optional<netmorph::io::dtype> dtype;
   bool json = false, allow_approx = false, list = false, help = false;
+  std::string group;  // --group NAME: print NAME's channel group and exit
 };
 
 std::string op_message(const std::string& op, const std::string& what) {
@@ -419,6 +426,8 @@ config parse_args(int argc, char** argv) {
     } else if (a == "--list") {
       flag();
       c.list = true;
+    } else if (a == "--group") {
+      c.group = take("a layer NAME");
     } else if (a == "--seed") {
       const std::string v = take("a seed N");
       const auto s = parse_u64(v);
@@ -447,9 +456,11 @@ config parse_args(int argc, char** argv) {
     }
   }
   if (c.help) return c;
-  if (c.list) {
+  if (c.list || !c.group.empty()) {
+    if (c.list && !c.group.empty()) fail(bad_usage, "--list and --group cannot be combined");
     if (positional.size() != 1)
-      fail(bad_usage, "--list needs exactly one file, IN.safetensors (got " +
+      fail(bad_usage, std::string(c.list ? "--list" : "--group") +
+                          " needs exactly one file, IN.safetensors (got " +
                           std::to_string(positional.size()) + " arguments)");
     c.in = positional[0];
     return c;
@@ -649,6 +660,13 @@ int run(const config& c, const input_facts& in) {
   if (c.list) {
     std::cout << "input  " << shape_text(m.input_shape()) << "\n";
     list_layers(m.layers(), m.input_shape(), std::cout);
+    return ok;
+  }
+  if (!c.group.empty()) {
+    const nn::channel_group g = nn::channel_group_of(m, c.group, "netmorph-morph --group");
+    std::cout << "channels  " << g.channels << "\n";
+    for (const auto& mb : g.members)
+      std::cout << mb.layer << "  " << nn::to_string(mb.role) << "  span " << mb.span << "\n";
     return ok;
   }
   std::vector<netmorph::morph_report> reports;

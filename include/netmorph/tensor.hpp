@@ -135,6 +135,7 @@ inline double element_count(const shape_type& shape) {
 /// Formats a byte count as "2.4e+14 bytes".
 inline std::string bytes_string(double bytes) {
   std::ostringstream os;
+  netmorph::detail::throwing(os);
   os.precision(2);
   os << bytes << " bytes";
   return os.str();

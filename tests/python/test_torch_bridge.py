@@ -211,6 +211,25 @@ class Bridge(unittest.TestCase):
         self.assertEqual(blocks["layer1.0"]["paths"][1], [])
         self.assertEqual(blocks["layer1.0"]["paths"][0][0]["name"], "layer1.0.conv1")
 
+    def test_torchvision_mobilenet_v2(self):
+        # Depthwise convolutions, ReLU6 and inverted residuals. The widened stream of blocks 2-3
+        # (a residual sum) grows block 2's and block 3's project convolutions, their batch norms,
+        # and the expand convolutions of blocks 3 and 4; the widened expansion of block 4 grows
+        # its depthwise filters.
+        import torchvision
+        net = randomise(torchvision.models.mobilenet_v2(width_mult=0.5), 7).double()
+        ops = ["widen:features.2.conv.2:to=20", "widen:features.4.conv.0.0:to=100",
+               "deepen:features.2.conv.1.0", "kernel:features.5.conv.1.0:to=5"]
+        child, reports = nmt.morph(net, ops, (3, 32, 32), seed=3)
+        self.check_child(net, child, (3, 32, 32), torch.float64, reports, len(ops))
+        self.assertEqual(reports[0]["new_layers"].split(","),
+                         ["features.2.conv.2", "features.2.conv.3", "features.3.conv.0.0",
+                          "features.3.conv.2", "features.3.conv.3", "features.4.conv.0.0"])
+        arch, _ = nmt.architecture(net, (3, 32, 32))
+        blocks = {e["name"]: e for e in arch["layers"] if e["kind"] == "parallel"}
+        self.assertIn("features.3", blocks)  # residual: 24 -> 24 channels (x 0.5)
+        self.assertNotIn("features.2", blocks)
+
     def test_errors_name_the_module_and_the_op(self):
         bad = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.LSTM(4, 4)))
         with self.assertRaisesRegex(nmt.UnsupportedModule, r"1\.0 \(LSTM\) is not supported"):
@@ -219,8 +238,8 @@ class Bridge(unittest.TestCase):
                                     r"0 \(Hardtanh\) is not supported; .*GELU, ReLU6, Hardswish, "
                                     r"Hardsigmoid, SiLU, PReLU"):
             nmt.architecture(nn.Sequential(nn.Hardtanh()), (4,))
-        with self.assertRaisesRegex(nmt.UnsupportedModule, r"0 \(Conv2d\): groups 2"):
-            nmt.architecture(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (4, 5, 5))
+        with self.assertRaisesRegex(nmt.UnsupportedModule, r"0 \(Conv2d\): dilation \(2, 2\)"):
+            nmt.architecture(nn.Sequential(nn.Conv2d(4, 4, 3, dilation=2)), (4, 5, 5))
         with self.assertRaisesRegex(nmt.UnsupportedModule, r"PReLU.*3 value"):
             nmt.architecture(nn.Sequential(nn.Conv2d(3, 3, 1), nn.PReLU(3)), (3, 2, 2))
         m = cnn(torch.float32)

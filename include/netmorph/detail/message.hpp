@@ -11,10 +11,18 @@
 namespace netmorph {
 namespace detail {
 
+/// A string stream that lets an exception from its buffer (`std::bad_alloc`) through: by default
+/// a stream swallows it and sets badbit, which would truncate a message silently and hide the
+/// failure from the caller (and from the allocation-failure tests of the model morphs).
+inline void throwing(std::ostringstream& os) {
+  os.exceptions(std::ios::badbit);
+}
+
 /// Concatenates anything streamable into one string; used to build error messages.
 template <typename... Args>
 std::string cat(const Args&... args) {
   std::ostringstream os;
+  throwing(os);
   os.precision(6);
   (os << ... << args);
   return os.str();
@@ -23,6 +31,7 @@ std::string cat(const Args&... args) {
 /// Formats a shape as "(2, 3, 5, 5)".
 inline std::string shape_string(const std::vector<std::ptrdiff_t>& shape) {
   std::ostringstream os;
+  throwing(os);
   os << '(';
   for (std::size_t i = 0; i < shape.size(); ++i)
     os << (i ? ", " : "") << shape[i];

@@ -111,6 +111,7 @@ struct morph_report {
   /// One line per fact, then the notes, in words.
   std::string summary() const {
     std::ostringstream os;
+    netmorph::detail::throwing(os);
     os.precision(3);
     os << operation << (layer.empty() ? "" : " of " + layer) << ": " << algorithm_words() << ", "
        << (exact ? "exact" : "not exact by construction") << "\n";
@@ -298,6 +299,7 @@ exactness judge_exactness(const morph_report& r) {
   }
   if (r.relative_output_error && !(*r.relative_output_error <= exact_tolerance<Scalar>())) {
     std::ostringstream os;
+    netmorph::detail::throwing(os);
     os.precision(3);
     os << "relative output error " << *r.relative_output_error << " on " << r.probes
        << " probe inputs is above the tolerance " << exact_tolerance<Scalar>();

@@ -238,6 +238,8 @@ class model {
     layer_list<Scalar>* list_ = nullptr;  // a parallel block's path, or null for the top level
     index_type pos_ = 0, inserted_ = 0;
     layer_list<Scalar> removed_;
+    // `replace_each`: where each swapped layer sits (list as above, position), and the old layers.
+    std::vector<std::pair<layer_list<Scalar>*, index_type>> swapped_;
     name_set names_;
     shape_type output_shape_;
   };
@@ -305,23 +307,50 @@ class model {
     undo.pos_ = pos;
     undo.inserted_ = n;
     undo.removed_ = std::move(removed);
-    shape_type out;
-    try {
-      out = shape_through(size());
-    } catch (...) {
-      swap_back(undo);
-      throw;
-    }
-    names_.swap(new_names);
-    output_shape_.swap(out);
-    undo.names_.swap(new_names);  // the names and the shape before, for `restore`
-    undo.output_shape_.swap(out);
-    generation_ = next_generation();
-    undo.generation_ = generation_;
+    undo.names_.swap(new_names);  // the new names, swapped with the model's by `commit`
+    commit(undo);
     for (index_type k = 0; k < n; ++k)
       (*at(k))->set_rng(rng_.get());
-    for (auto& l : layers_)
-      l->set_input_grad(true);
+    return undo;
+  }
+
+  /// Replaces each named layer by the layer paired with it, one by one and under the same name, in
+  /// one change: the shapes are checked once, after every swap (the layers of a channel group
+  /// grow together, and no single swap fits on its own). None may be a parallel block. Strong
+  /// exception guarantee; `restore` undoes the whole change, as for `replace`.
+  /// \throws value_error on an unknown or repeated name, a null layer or a parallel block;
+  ///         shape_error when the new model's shapes do not fit.
+  replaced replace_each(std::vector<std::pair<std::string, std::unique_ptr<layer<Scalar>>>> swaps) {
+    std::vector<std::pair<layer_list<Scalar>*, index_type>> where;
+    where.reserve(swaps.size());
+    std::vector<std::string> names;
+    for (auto& s : swaps) {
+      netmorph::detail::require<value_error>(
+          s.second != nullptr, "model::replace_each: a null layer for '", s.first, "'");
+      const layer_slot<Scalar> slot = locate(s.first);
+      netmorph::detail::require<value_error>(
+          slot.get().kind() != layer_kind::parallel && s.second->kind() != layer_kind::parallel,
+          "model::replace_each: '", s.first, "' is or becomes a parallel block");
+      where.emplace_back(slot.list, slot.position);
+      names.push_back(s.first);
+    }
+    detail::require_distinct(names, "model::replace_each");
+    replaced undo;
+    undo.removed_.reserve(swaps.size());
+    undo.names_ = names_;  // the names do not change
+    for (auto& s : swaps)
+      s.second->set_name(s.first);
+    // Nothing below allocates until the shape check: swap the layers in, pointer by pointer.
+    for (std::size_t k = 0; k < swaps.size(); ++k) {
+      auto& at = (*where[k].first)[static_cast<std::size_t>(where[k].second)];
+      std::swap(at, swaps[k].second);
+      undo.removed_.push_back(std::move(swaps[k].second));
+      if (where[k].first == &layers_) where[k].first = nullptr;  // the top level moves with us
+    }
+    undo.swapped_ = std::move(where);
+    commit(undo);
+    for (const auto& [list, pos] : undo.swapped_)
+      (*(list ? list : &layers_))[static_cast<std::size_t>(pos)]->set_rng(rng_.get());
     return undo;
   }
 
@@ -416,8 +445,38 @@ class model {
     return ++last;
   }
 
+  /// The end of `replace` and `replace_each`, after the layers were swapped in: checks the new
+  /// model's shapes (swapping the old layers back when they do not fit), then takes the new names
+  /// from `undo` and leaves the old names and output shape there for `restore`. Allocates
+  /// nothing after the shape check.
+  void commit(replaced& undo) {
+    shape_type out;
+    try {
+      out = shape_through(size());
+    } catch (...) {
+      swap_back(undo);
+      throw;
+    }
+    names_.swap(undo.names_);
+    output_shape_.swap(out);
+    undo.output_shape_.swap(out);
+    generation_ = next_generation();
+    undo.generation_ = generation_;
+    for (auto& l : layers_)
+      l->set_input_grad(true);
+  }
+
   /// Puts the layers `r` took out back in place of the ones `replace` inserted.
   void swap_back(replaced& r) noexcept {
+    if (!r.swapped_.empty()) {  // from `replace_each`: swap the old layers back, last first
+      for (std::size_t k = r.swapped_.size(); k-- > 0;) {
+        layer_list<Scalar>& list = r.swapped_[k].first ? *r.swapped_[k].first : layers_;
+        std::swap(list[static_cast<std::size_t>(r.swapped_[k].second)], r.removed_[k]);
+      }
+      r.removed_.clear();  // now the replacement's layers: destroyed
+      r.swapped_.clear();
+      return;
+    }
     layer_list<Scalar>& list = r.list_ ? *r.list_ : layers_;
     const auto at = [&](index_type k) { return list.begin() + r.pos_ + k; };
     list.erase(at(0), at(r.inserted_));

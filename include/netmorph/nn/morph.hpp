@@ -19,8 +19,10 @@
 /// the options' seed (`probe.size` must stay 0: the model's input shape fixes the probes').
 /// `new_layers` names the layers the morph made or changed.
 ///
-/// Neighbours are kept consistent: the next layer's inputs, a batch norm between (widened with
-/// its running statistics), a flatten followed by a dense layer (`H*W` columns per channel).
+/// Neighbours are kept consistent: `widen` grows the layer's whole channel group (`channels.hpp`:
+/// the layers summed with it in parallel blocks, the batch norms and depthwise filters the
+/// channels flow through, the inputs of the conv2d/dense layers that read them, `H*W` columns per
+/// channel after a flatten).
 /// SGD velocities are carried over: unchanged parameters keep theirs, moved with any channel
 /// permutation; new parameters start at zero.
 ///
@@ -41,6 +43,7 @@
 #include <netmorph/morph/report.hpp>
 #include <netmorph/morph/subnet.hpp>
 #include <netmorph/morph/width.hpp>
+#include <netmorph/nn/channels.hpp>
 #include <netmorph/nn/model.hpp>
 #include <netmorph/tensor.hpp>
 
@@ -116,6 +119,9 @@ struct replacement {
   index_type count = 1;
   layer_list<Scalar> layers;
   std::vector<std::size_t> changed;
+  /// Instead of the above: layers swapped one by one under their names (`model::replace_each`),
+  /// all of them new or changed.
+  std::vector<std::pair<std::string, std::unique_ptr<layer<Scalar>>>> each;
   morph_report report;
 };
 
@@ -131,11 +137,14 @@ morph_report transact(model<Scalar>& m, const std::string& name, const char* who
   for (std::size_t k = 0; k < r.layers.size(); ++k)
     if (r.changed.empty() || std::find(r.changed.begin(), r.changed.end(), k) != r.changed.end())
       added.push_back(r.layers[k].get());
+  for (const auto& e : r.each)
+    added.push_back(e.second.get());
   morph_report rep = std::move(r.report);
   rep.layer = name;
   rep.new_layers.clear();
   rep.new_layers.reserve(added.size());
-  auto undo = m.replace(name, r.count, std::move(r.layers));
+  auto undo = r.each.empty() ? m.replace(name, r.count, std::move(r.layers))
+                             : m.replace_each(std::move(r.each));
   // From here on the model is the child; whatever fails (the probe's forward pass, its
   // allocations, the report's strings) puts the parent's layers back before it propagates.
   try {
@@ -225,66 +234,210 @@ morph_report morph_conv(model<Scalar>& m, const std::string& name, const char* w
   return transact(m, name, who, seed, probe, [&] { return build(*c, derived); });
 }
 
-/// Velocities of the widened layers: rows (incoming side, batch norm) and column blocks (the
-/// next layer's input) follow the channels' sources; a Net2Net replica's outgoing velocity is
-/// divided like its weights; new channels start at zero.
-class channel_carry {
- public:
-  channel_carry(const std::vector<index_type>& source, index_type old_channels, bool divide)
-      : source_(source), c_old_(old_channels), count_(std::size_t(old_channels), 0) {
-    for (index_type s : source_)
-      if (s >= 0) ++count_[static_cast<std::size_t>(s)];
-    divide_ = divide;
-  }
-  template <typename Scalar>
-  tensor<Scalar> rows(const tensor<Scalar>& old_v, const tensor<Scalar>& new_value) const {
-    tensor<Scalar> v(new_value.shape());
-    const index_type row = old_v.size() / std::max<index_type>(1, c_old_);
-    for (std::size_t q = 0; q < source_.size(); ++q)
-      if (source_[q] >= 0)
-        std::copy(old_v.data() + source_[q] * row, old_v.data() + (source_[q] + 1) * row,
-                  v.data() + static_cast<index_type>(q) * row);
-    return v;
-  }
-  template <typename Scalar>
-  tensor<Scalar> columns(const tensor<Scalar>& old_v, const tensor<Scalar>& new_value,
-                         index_type groups) const {
-    tensor<Scalar> v(new_value.shape());
-    const index_type cn = static_cast<index_type>(source_.size());
-    const index_type span = old_v.size() / std::max<index_type>(1, groups * c_old_);
-    for (index_type g = 0; g < groups; ++g)
-      for (index_type q = 0; q < cn; ++q) {
-        const index_type s = source_[static_cast<std::size_t>(q)];
-        if (s < 0) continue;
-        const double f = divide_ ? 1.0 / double(count_[static_cast<std::size_t>(s)]) : 1.0;
-        for (index_type t = 0; t < span; ++t)
-          v.data()[(g * cn + q) * span + t] =
-              static_cast<Scalar>(double(old_v.data()[(g * c_old_ + s) * span + t]) * f);
-      }
-    return v;
-  }
+/// The plan of a width morph on a channel group (docs/DESIGN.md §8.5): for each new channel
+/// position, the old channel it carries (-1: a new NetMorph channel), and how many positions
+/// carry each old channel (Net2Net divides the consumers' columns by it).
+struct channel_plan {
+  std::vector<index_type> source;
+  std::vector<index_type> count;
+  width_rule rule = width_rule::netmorph;
+  double noise = 1.0;
 
- private:
-  std::vector<index_type> source_;
-  index_type c_old_;
-  std::vector<index_type> count_;
-  bool divide_ = false;
+  channel_plan(index_type c, const widen_options& opt, std::mt19937_64& rng)
+      : count(static_cast<std::size_t>(c), 0), rule(opt.rule), noise(opt.noise) {
+    const index_type cn = opt.new_channels;
+    std::vector<index_type> src(static_cast<std::size_t>(cn));
+    std::uniform_int_distribution<index_type> pick(0, c - 1);
+    for (index_type q = 0; q < cn; ++q)
+      src[static_cast<std::size_t>(q)] =
+          q < c ? q : (rule == width_rule::net2net ? pick(rng) : index_type(-1));
+    const std::vector<index_type> perm =
+        netmorph::detail::channel_permutation(cn, opt.permute, rng);
+    source.resize(static_cast<std::size_t>(cn));
+    for (index_type p = 0; p < cn; ++p) {
+      const index_type s = src[static_cast<std::size_t>(perm[static_cast<std::size_t>(p)])];
+      source[static_cast<std::size_t>(p)] = s;
+      if (s >= 0) ++count[static_cast<std::size_t>(s)];
+    }
+  }
+  index_type old_channels() const { return static_cast<index_type>(count.size()); }
+  index_type new_channels() const { return static_cast<index_type>(source.size()); }
+
+  /// `t` with rows (leading axis) per channel: row `p` is old row `source[p]`, or for a new
+  /// channel `fill(values)` fills it (`values` points at its `row` values).
+  template <typename Scalar, typename Fill>
+  tensor<Scalar> rows(const tensor<Scalar>& t, Fill&& fill) const {
+    shape_type s = t.shape();
+    const index_type row = t.size() / std::max<index_type>(1, old_channels());
+    s[0] = new_channels();
+    tensor<Scalar> out(s);
+    for (index_type p = 0; p < new_channels(); ++p) {
+      const index_type src = source[static_cast<std::size_t>(p)];
+      Scalar* o = out.data() + p * row;
+      if (src >= 0)
+        std::copy(t.data() + src * row, t.data() + (src + 1) * row, o);
+      else
+        fill(o, row);
+    }
+    return out;
+  }
+  /// `t` of `o` rows with `span` columns per channel after the channel axis `axis` (1): column
+  /// block `p` of every row is old block `source[p]` divided by the number of its copies, or
+  /// zero for a new channel.
+  template <typename Scalar>
+  tensor<Scalar> columns(const tensor<Scalar>& t, index_type span) const {
+    shape_type s = t.shape();
+    const index_type o = s[0], c = old_channels(), cn = new_channels();
+    s[1] = s[1] / c * cn;  // dense (O, C span) or conv (O, C, K_h, K_w)
+    tensor<Scalar> out(s);
+    for (index_type r = 0; r < o; ++r)
+      for (index_type p = 0; p < cn; ++p) {
+        const index_type src = source[static_cast<std::size_t>(p)];
+        if (src < 0) continue;
+        const double div = double(count[static_cast<std::size_t>(src)]);
+        const Scalar* from = t.data() + (r * c + src) * span;
+        Scalar* to = out.data() + (r * cn + p) * span;
+        for (index_type k = 0; k < span; ++k)
+          to[k] = div == 1.0 ? from[k] : static_cast<Scalar>(double(from[k]) / div);
+      }
+    return out;
+  }
 };
 
-/// A conv2d or dense layer with the widened weights and carried velocities; `incoming` says
-/// whether the layer's output channels grew (else its input columns did).
-template <typename Scalar, typename Layer, typename Weights>
-std::unique_ptr<layer<Scalar>> widened(const Layer& old, const Weights& w,
-                                       const channel_carry& carry, bool incoming) {
-  auto out = make_layer(w);
-  auto* l = static_cast<Layer*>(out.get());
-  const index_type groups = old.weight().value.dim(0);
-  l->weight().velocity = incoming ? carry.rows(old.weight().velocity, w.weight)
-                                  : carry.columns(old.weight().velocity, w.weight, groups);
-  if (old.has_bias())
-    l->bias().velocity =
-        incoming ? carry.rows(old.bias().velocity, l->bias().value) : old.bias().velocity;
+/// A filler of new rows: the NetMorph rule's random values of `noise` times the spread of the
+/// existing ones (a fan-in scale where they have none, docs/DESIGN.md §4.1).
+template <typename Scalar>
+auto random_rows(const tensor<Scalar>& old, index_type fan_in, double noise, std::mt19937_64& rng) {
+  const double spread = stddev(old);
+  const double sd = noise * (spread > 0 && std::isfinite(spread)
+                                 ? spread
+                                 : 1.0 / std::sqrt(double(std::max<index_type>(1, fan_in))));
+  return [sd, &rng](Scalar* o, index_type n) {
+    std::normal_distribution<double> normal(0.0, 1.0);
+    for (index_type k = 0; k < n; ++k)
+      o[k] = static_cast<Scalar>(sd * normal(rng));
+  };
+}
+/// As `random_rows` for a bias (no fallback: a zero bias stays zero in new channels).
+template <typename Scalar>
+auto random_bias(const tensor<Scalar>& old, double noise, std::mt19937_64& rng) {
+  const double sd = old.empty() ? 0.0 : noise * stddev(old);
+  return [sd, &rng](Scalar* o, index_type n) {
+    std::normal_distribution<double> normal(0.0, 1.0);
+    for (index_type k = 0; k < n; ++k)
+      o[k] = static_cast<Scalar>(sd * normal(rng));
+  };
+}
+/// A filler of new rows with a constant (zero velocities, an identity batch norm).
+template <typename Scalar>
+auto constant_rows(double v) {
+  return [v](Scalar* o, index_type n) { std::fill(o, o + n, static_cast<Scalar>(v)); };
+}
+
+/// One layer of a channel group, widened: columns first where it reads the group, then rows
+/// where it writes it (a convolution inside a residual path does both), with its velocities.
+template <typename Scalar>
+std::unique_ptr<layer<Scalar>> widened_member(const layer<Scalar>& l, bool reads, index_type span,
+                                              bool writes, const channel_plan& plan,
+                                              std::mt19937_64& rng, morph_report& rep) {
+  const bool netmorph_rule = plan.rule == width_rule::netmorph;
+  const auto grow = [&](const parameter<Scalar>& p, bool is_bias, index_type fan_in,
+                        tensor<Scalar>& value, tensor<Scalar>& velocity) {
+    value = p.value;
+    velocity = p.velocity;
+    if (reads && !is_bias) {
+      value = plan.columns(value, span);
+      velocity = plan.columns(velocity, span);
+    }
+    if (writes) {
+      if (netmorph_rule)
+        value = is_bias ? plan.rows(value, random_bias(p.value, plan.noise, rng))
+                        : plan.rows(value, random_rows(p.value, fan_in, plan.noise, rng));
+      else
+        value = plan.rows(value, constant_rows<Scalar>(0));  // Net2Net: every row has a source
+      velocity = plan.rows(velocity, constant_rows<Scalar>(0));
+    }
+  };
+  const auto summarize = [&](const char* what, const tensor<Scalar>& t) {
+    rep.new_tensors.push_back(netmorph::detail::summarize(cat(l.name(), ".", what), t));
+  };
+  if (const auto* c = layer_cast<conv2d>(&l)) {
+    tensor<Scalar> w, vw, b, vb;
+    grow(c->weight(), false, c->weight().value.size() / c->weight().value.dim(0), w, vw);
+    if (c->has_bias()) grow(c->bias(), true, 0, b, vb);
+    conv2d_options o = c->options();
+    if (o.groups > 1) o.groups = w.dim(0);  // a depthwise layer: one group per channel
+    auto out = std::make_unique<conv2d<Scalar>>(w, b, o);
+    out->weight().velocity = std::move(vw);
+    if (c->has_bias()) out->bias().velocity = std::move(vb);
+    summarize("weight", out->weight().value);
+    if (c->has_bias()) summarize("bias", out->bias().value);
+    return out;
+  }
+  if (const auto* d = layer_cast<dense>(&l)) {
+    tensor<Scalar> w, vw, b, vb;
+    grow(d->weight(), false, d->weight().value.dim(1), w, vw);
+    if (d->has_bias()) grow(d->bias(), true, 0, b, vb);
+    auto out = std::make_unique<dense<Scalar>>(w, b);
+    out->weight().velocity = std::move(vw);
+    if (d->has_bias()) out->bias().velocity = std::move(vb);
+    summarize("weight", out->weight().value);
+    if (d->has_bias()) summarize("bias", out->bias().value);
+    return out;
+  }
+  const auto* bn = layer_cast<batch_norm>(&l);
+  NETMORPH_ASSERT(bn != nullptr);
+  // A new channel's batch norm is the identity in inference mode (gamma 1, beta 0, mean 0,
+  // variance 1); a Net2Net replica copies its source's.
+  batch_norm_weights<Scalar> w = bn->weights();
+  w.gamma = plan.rows(w.gamma, constant_rows<Scalar>(1));
+  w.beta = plan.rows(w.beta, constant_rows<Scalar>(0));
+  w.running_mean = plan.rows(w.running_mean, constant_rows<Scalar>(0));
+  w.running_var = plan.rows(w.running_var, constant_rows<Scalar>(1));
+  auto out = std::make_unique<batch_norm<Scalar>>(w, bn->momentum());
+  out->gamma().velocity = plan.rows(bn->gamma().velocity, constant_rows<Scalar>(0));
+  out->beta().velocity = plan.rows(bn->beta().velocity, constant_rows<Scalar>(0));
+  summarize("weight", out->gamma().value);
+  summarize("bias", out->beta().value);
+  summarize("running_mean", out->running_mean());
+  summarize("running_var", out->running_var());
   return out;
+}
+
+/// The activation check of `nn::widen`: the model determines what follows the layer in its list
+/// (up to the next conv2d/dense layer); a `phi` set by the caller must agree with it. Neither
+/// width rule depends on it.
+template <typename Scalar>
+void check_widen_phi(const layer_slot<Scalar>& slot, const widen_options& opt,
+                     const std::string& name) {
+  if (!opt.phi) return;
+  const layer_list<Scalar>& list = *slot.list;
+  std::size_t acts = 0;
+  bool nonzero_at_zero = false;
+  for (std::size_t j = static_cast<std::size_t>(slot.position) + 1; j < list.size(); ++j) {
+    const layer<Scalar>* k = list[j].get();
+    if (k->kind() == layer_kind::conv2d || k->kind() == layer_kind::dense) break;
+    if (const auto* a = layer_cast<activation>(k)) {
+      ++acts;
+      nonzero_at_zero = nonzero_at_zero || !a->fn().zero_at_zero();
+    } else if (const auto* p = layer_cast<p_activation>(k)) {
+      acts += 2;  // never taken as the single activation: its a moves during training
+      nonzero_at_zero = nonzero_at_zero || p->fn().value(0.0) != 0.0;
+    }
+  }
+  if (acts <= 1) {
+    derive_phi(opt.phi,
+               acts == 0 ? std::optional<activation_fn>(activation_fn{activation_kind::identity})
+                         : following_activation(slot),
+               "nn::widen", name);
+    return;
+  }
+  // With several activations, or a P-activation whose a moves in training, only the value at
+  // zero is compared.
+  require<value_error>(opt.phi->zero_at_zero() == !nonzero_at_zero, "nn::widen: options.phi ",
+                       describe_activation(*opt.phi),
+                       " disagrees with the activations after layer '", name,
+                       "'; leave phi unset, the model determines it");
 }
 
 }  // namespace detail
@@ -319,112 +472,81 @@ morph_report deepen(model<Scalar>& m, const layer_ref& target, const deepen_opti
   });
 }
 
-/// Width morph of layer `target` (conv2d or dense) to `opt.new_channels` outputs. The layers up to
-/// the next conv2d/dense layer in the same list may be activations, P-activations, one batch
-/// norm (widened with it), dropout, pooling and one flatten (the dense layer after it gets `H*W`
-/// columns per channel). Neither width rule depends on the activation in between; a `phi` set by
-/// the caller is only checked against it (with several, against their value at zero).
-/// \throws value_error when the layer is not conv2d/dense, two batch norms or another kind of
-///         layer sit in between, no conv2d/dense layer follows in the same list, `opt.phi`
-///         disagrees with the model, or `opt.probe.size` is set; and everything `netmorph::widen`
-///         throws.
+/// Width morph of layer `target` (conv2d or dense, a depthwise convolution included) to
+/// `opt.new_channels` output channels, on its whole channel group (`channel_group_of`,
+/// docs/DESIGN.md §8.5): every producer of the group (the layer, and the other layers whose
+/// outputs are summed with its own in parallel blocks: a residual stream grows as one) gets new
+/// rows, every batch norm and depthwise filter the channels flow through new channels, and every
+/// consumer (conv2d or dense) new input columns (`H*W` per channel after a flatten). NetMorph
+/// rule: new rows random (each producer's own spread), new columns zero; Net2Net: every new
+/// channel replicates one old channel in every layer of the group, and the consumers' columns
+/// of each old channel and its copies are divided by their number. Exact for any activations.
+/// Velocities move with the channels (new ones start at zero, Net2Net's divided like the
+/// weights). The report lists every tensor that changed; `new_layers` every changed layer.
+/// \throws value_error when the layer is not conv2d/dense, the group reaches the model's input or
+///         output, a grouped (not depthwise) convolution reads or writes it, the width shrinks,
+///         `opt.phi` disagrees with the model, or an option is out of range.
 template <typename Scalar>
 morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_options& opt) {
   const std::string name = target.name(m);
+  using netmorph::detail::cat;
   using netmorph::detail::require;
   const layer_slot<Scalar> slot = m.locate(name);
-  const layer_list<Scalar>& list = *slot.list;
   const layer<Scalar>& l = slot.get();
   if (l.kind() != layer_kind::conv2d && l.kind() != layer_kind::dense)
     detail::wrong_kind("nn::widen", l, "conv2d or dense");
-  // Walk to the next conv2d/dense layer, collecting what sits between.
-  const std::size_t i = static_cast<std::size_t>(slot.position);
-  std::size_t j = i + 1, bn_at = 0, acts = 0;
-  bool flattened = false, nonzero_at_zero = false;
-  for (; j < list.size(); ++j) {
-    const layer<Scalar>* k = list[j].get();
-    const layer_kind kind = k->kind();
-    if (kind == layer_kind::conv2d || kind == layer_kind::dense) break;
-    if (const auto* a = layer_cast<activation>(k)) {
-      ++acts;
-      nonzero_at_zero = nonzero_at_zero || !a->fn().zero_at_zero();
-    } else if (const auto* p = layer_cast<p_activation>(k)) {
-      acts += 2;  // never taken as the single activation: its a moves during training
-      nonzero_at_zero = nonzero_at_zero || p->fn().value(0.0) != 0.0;
-    } else if (kind == layer_kind::batch_norm) {
-      require<value_error>(bn_at == 0, "nn::widen: two batch norms between layer '", name,
-                           "' and the next conv2d/dense layer");
-      bn_at = j;
-    } else if (kind == layer_kind::flatten) {
-      flattened = true;
-    } else if (kind != layer_kind::dropout && kind != layer_kind::pool2d &&
-               kind != layer_kind::adaptive_pool2d) {
-      require<value_error>(false, "nn::widen: layer '", k->name(), "' (", k->describe(),
-                           ") between layer '", name,
-                           "' and the next conv2d/dense layer cannot be widened through");
+  const channel_group group = channel_group_of(m, name, "nn::widen");
+  const index_type c = group.channels, cn = opt.new_channels;
+  require<value_error>(cn >= c, "widen: cannot shrink from ", c, " to ", cn, " channels");
+  require<value_error>(opt.noise >= 0 && std::isfinite(opt.noise),
+                       "widen: noise must be >= 0 and finite, got ", opt.noise);
+  detail::check_widen_phi(slot, opt, name);
+  // Every layer of the group once, in model order, with what it does with the channels.
+  struct member {
+    std::string name;
+    bool reads = false, writes = false;
+    index_type span = 1;
+  };
+  std::vector<member> members;
+  for (const channel_member& mb : group.members) {
+    if (members.empty() || members.back().name != mb.layer) members.push_back({mb.layer});
+    member& me = members.back();
+    if (mb.role == channel_role::consumer) {
+      me.reads = true;
+      me.span = mb.span;
+    } else if (mb.role == channel_role::producer) {
+      me.writes = true;
+    } else {
+      me.writes = true;  // a batch norm or depthwise filter: per-channel rows only
     }
   }
-  require<value_error>(j < list.size(), "nn::widen: layer '", name,
-                       "' has no following conv2d/dense layer in its list whose input could grow");
-  const layer<Scalar>& nx = *list[j];
-  // Only a flatten changes the rank, and the model's shapes were checked when it was built: a
-  // dense layer never feeds a conv2d, and a conv2d feeds a dense layer only through a flatten.
-  NETMORPH_ASSERT(!(l.kind() == layer_kind::dense && nx.kind() == layer_kind::conv2d));
-  NETMORPH_ASSERT(!(l.kind() == layer_kind::conv2d && nx.kind() == layer_kind::dense) || flattened);
-  // The weight-level rules do not depend on the activation, and the weight-level probes are off:
-  // phi is derived only to check a caller's phi against the model (the one activation in
-  // between, the identity when there is none, and with several, or a P-activation whose a moves
-  // in training, a stand-in with the same value at zero).
-  std::optional<activation_fn> determined;
-  if (acts == 0) determined = activation_fn{activation_kind::identity};
-  if (acts == 1) determined = detail::following_activation(slot);
-  widen_options o = opt;
-  if (determined) {
-    o.phi = detail::derive_phi(opt.phi, determined, "nn::widen", name);
-  } else {
-    o.phi = activation_fn{nonzero_at_zero ? activation_kind::sigmoid : activation_kind::identity};
-    require<value_error>(!opt.phi || opt.phi->zero_at_zero() == !nonzero_at_zero,
-                         "nn::widen: options.phi ",
-                         opt.phi ? detail::describe_activation(*opt.phi) : std::string(),
-                         " disagrees with the activations after layer '", name,
-                         "'; leave phi unset, the model determines it");
+  for (const member& me : members) {
+    const layer<Scalar>& ml = m.find(me.name);
+    for (const parameter<Scalar>* p : const_cast<layer<Scalar>&>(ml).parameters()) {
+      require_finite(p->value, "widen", cat("'", me.name, "' ", p->name).c_str());
+      shape_type s = p->value.shape();
+      if (me.writes) s[0] = s[0] / c * cn;
+      if (me.reads && s.size() > 1) s[1] = s[1] / c * cn;
+      netmorph::detail::require_allocatable("widen", cat("the widened '", me.name, "'"), s,
+                                            sizeof(Scalar));
+    }
   }
-  o.probe.count = 0;  // the whole model is measured instead
-  const batch_norm<Scalar>* bnl = bn_at ? layer_cast<batch_norm>(list[bn_at].get()) : nullptr;
-  std::optional<batch_norm_weights<Scalar>> bn;
-  if (bnl) bn = bnl->weights();
-
   return detail::transact(m, name, "nn::widen", opt.seed, opt.probe, [&] {
-    auto build = [&](const auto& lay, const auto& next) {
-      auto r = netmorph::widen(lay.weights(), next.weights(), o, bn);
-      const detail::channel_carry carry(r.source, lay.weight().value.dim(0),
-                                        opt.rule == width_rule::net2net);
-      detail::replacement<Scalar> rep;
-      rep.count = static_cast<index_type>(j - i + 1);
-      rep.layers.push_back(detail::widened<Scalar>(lay, r.layer, carry, true));
-      for (std::size_t k = i + 1; k < j; ++k) {
-        if (k != bn_at) {
-          rep.layers.push_back(list[k]->clone());
-          continue;
-        }
-        auto nb = std::make_unique<batch_norm<Scalar>>(*r.batch_norm, bnl->momentum());
-        nb->gamma().velocity = carry.rows(bnl->gamma().velocity, nb->gamma().value);
-        nb->beta().velocity = carry.rows(bnl->beta().velocity, nb->beta().value);
-        rep.layers.push_back(std::move(nb));
-      }
-      rep.layers.push_back(detail::widened<Scalar>(next, r.next, carry, false));
-      rep.changed = {0, rep.layers.size() - 1};
-      if (bn_at) rep.changed.push_back(bn_at - i);
-      rep.report = r.report;
-      return rep;
-    };
-    const auto* lc = layer_cast<conv2d>(&l);
-    const auto* ld = layer_cast<dense>(&l);
-    const auto* nc = layer_cast<conv2d>(&nx);
-    const auto* nd = layer_cast<dense>(&nx);
-    if (lc && nc) return build(*lc, *nc);
-    if (lc) return build(*lc, *nd);
-    return build(*ld, *nd);
+    std::mt19937_64 rng(opt.seed);
+    const detail::channel_plan plan(c, opt, rng);
+    detail::replacement<Scalar> rep;
+    morph_report& r = rep.report;
+    r.operation = "widen";
+    r.algorithm = to_string(opt.rule);
+    r.exact = true;  // both rules are exact by construction, for any activations
+    r.width = width_details{c, cn};
+    for (const member& me : members)
+      rep.each.emplace_back(me.name, detail::widened_member(m.find(me.name), me.reads, me.span,
+                                                            me.writes, plan, rng, r));
+    if (members.size() > 3)
+      r.notes.push_back(
+          cat("The channel group of layer '", name, "' spans ", members.size(), " layers."));
+    return rep;
   });
 }
 

@@ -180,6 +180,7 @@ namespace detail {
 
 inline std::string print_layer(const conv_spec& c, index_type n) {
   std::ostringstream os;
+  netmorph::detail::throwing(os);
   os << '(' << c.k << ':' << c.c;
   if (n > 1) os << 'x' << n;
   os << ')';

@@ -319,3 +319,52 @@ TEST_CASE("nn::widen refuses a group a grouped convolution mixes, and leaves the
   for (std::size_t i = 0; i < now.size(); ++i)
     REQUIRE(now[i] == before[i]);
 }
+
+TEMPLATE_TEST_CASE("nn::widen through a flatten's features: a batch norm and a residual dense "
+                   "layer over them grow H*W entries per channel",
+                   "[nn][channels][width]", float, double) {
+  std::mt19937_64 rng(106);
+  // conv 3->4 on 2x2 (16 features after the flatten), a batch norm over the 16 features, a
+  // residual dense layer 16->16 summed with them, and a dense head.
+  nn::model<TestType> m({3, 2, 2}, 6);
+  m.add(conv<TestType>(3, 4, 3, rng), "conv");
+  m.add(nn::flatten<TestType>(), "flat");
+  m.add(bn<TestType>(16, rng), "bn");
+  add_block(m, "res",
+            path<TestType>(nn::dense<TestType>(nmtest::randn<TestType>({16, 16}, rng, 0.3),
+                                               nmtest::randn<TestType>({16}, rng))),
+            nn::layer_list<TestType>());
+  m.add(nn::dense<TestType>(nmtest::randn<TestType>({5, 16}, rng, 0.3), tensor<TestType>()),
+        "head");
+  CHECK(roles(nn::channel_group_of(m, "conv")) ==
+        std::vector<std::string>{"conv:producer", "bn:through", "res.body.0:consumer",
+                                 "res.body.0:producer", "head:consumer"});
+  require_exact_widen(m, "conv", 2, rng);
+  nn::model<TestType> grown = m;
+  netmorph::widen_options w;
+  w.new_channels = 6;
+  nn::widen(grown, "conv", w);
+  REQUIRE(nn::layer_cast<nn::batch_norm>(&grown.find("bn"))->gamma().value.size() == 24);
+  REQUIRE(grown.find("res.body.0").describe() == "dense 24->24");
+  // The residual dense layer writes features, not channels: the conv is what to widen.
+  const auto before = state_of(m);
+  NM_REQUIRE_THROWS_WITH(nn::widen(m, "res.body.0", w), netmorph::value_error,
+                         "nn::widen: layer 'conv' holds 4 entries of the channels of layer "
+                         "'res.body.0' (16); they are the features of a flatten");
+  REQUIRE(state_of(m) == before);
+}
+
+TEST_CASE("a replace token does not restore in the model a move left empty", "[nn][names]") {
+  std::mt19937_64 rng(107);
+  nn::model<double> m({2, 6, 6});
+  m.add(conv<double>(2, 3, 3, rng), "a");
+  m.add(conv<double>(3, 2, 3, rng), "b");
+  nn::layer_list<double> one;
+  one.push_back(m.find("a").clone());
+  auto token = m.replace("a", 1, std::move(one));
+  nn::model<double> moved = std::move(m);
+  NM_REQUIRE_THROWS_WITH(m.restore(std::move(token)), netmorph::value_error,
+                         "model::restore: the replacement is not this model's last change");
+  moved.restore(std::move(token));
+  REQUIRE(moved.names() == std::vector<std::string>{"a", "b"});
+}

@@ -588,6 +588,9 @@ deepen_grouped_double(const conv2d_weights<Scalar>& parent, const deepen_options
       rep.depth->iterations = std::max(rep.depth->iterations, d.second.depth->iterations);
       rep.depth->half_steps = std::max(rep.depth->half_steps, d.second.depth->half_steps);
       rep.depth->fallback = rep.depth->fallback || d.second.depth->fallback;
+      for (std::string& note : d.second.notes)  // a note of another group, unless said already
+        if (std::find(rep.notes.begin(), rep.notes.end(), note) == rep.notes.end())
+          rep.notes.push_back(cat("Group ", g, ": ", std::move(note)));
     }
     w1.push_back(std::move(d.first.first.weight));
     b1.push_back(std::move(d.first.first.bias));
@@ -606,7 +609,10 @@ deepen_grouped_double(const conv2d_weights<Scalar>& parent, const deepen_options
                          summarize("F2", layers.second.weight)};
       rep.notes.push_back(cat("Solved group by group: ", groups, " groups of ", c2g,
                               " filters; the child layers are grouped ", groups,
-                              " times, the residual is the largest group's."));
+                              " times; the residual and iteration counts are the largest "
+                              "group's, the solved kernels and conditions group 0's (every "
+                              "group has the same sizes), the notes above group 0's and any "
+                              "other group's that differ."));
       return {std::move(layers), std::move(rep)};
     }
   }

@@ -209,6 +209,22 @@ channel_group channel_group_of(const model<Scalar>& m, const std::string& name,
     const auto* c = static_cast<const conv2d<Scalar>*>(target->l);
     out.channels = c->weight().value.dim(0);
   }
+  // Every layer that holds the channels as its leading axis holds a whole number of entries per
+  // channel: one, or H*W after a flatten. The target must be one that holds one (a layer that
+  // writes a flattened stream makes features, not channels).
+  for (const auto& u : w.uses) {
+    if (w.find(u.out) != g) continue;
+    index_type lead = 0;
+    if (const auto* c = layer_cast<conv2d>(u.l)) lead = c->weight().value.dim(0);
+    if (const auto* d = layer_cast<dense>(u.l)) lead = d->weight().value.dim(0);
+    if (const auto* b = layer_cast<batch_norm>(u.l)) lead = b->gamma().value.size();
+    require<value_error>(lead >= out.channels && lead % out.channels == 0, who, ": layer '",
+                         u.l->name(), "' holds ", lead, " entries of the channels of layer '",
+                         name, "' (", out.channels,
+                         (lead < out.channels ? "); they are the features of a flatten: widen "
+                                                "the layer that makes the channels before it"
+                                              : "), not a whole number per channel"));
+  }
   for (channel_member& mb : out.members)
     if (mb.role == channel_role::consumer) {
       require<value_error>(out.channels > 0 && mb.span % out.channels == 0, who, ": layer '",

@@ -129,8 +129,35 @@ class model {
     if (this != &o) *this = model(o);
     return *this;
   }
-  model(model&&) noexcept = default;
-  model& operator=(model&&) noexcept = default;
+  /// A move takes the layers and the generation; the source gets a new generation, so a token of
+  /// a change made before the move restores only in the model that now holds the layers.
+  model(model&& o) noexcept
+      : input_shape_(std::move(o.input_shape_)),
+        layers_(std::move(o.layers_)),
+        names_(std::move(o.names_)),
+        output_shape_(std::move(o.output_shape_)),
+        generation_(o.generation_),
+        rng_(std::move(o.rng_)),
+        added_(o.added_),
+        input_(std::move(o.input_)),
+        buffers_(std::move(o.buffers_)) {
+    o.generation_ = next_generation();
+  }
+  model& operator=(model&& o) noexcept {
+    if (this != &o) {
+      input_shape_ = std::move(o.input_shape_);
+      layers_ = std::move(o.layers_);
+      names_ = std::move(o.names_);
+      output_shape_ = std::move(o.output_shape_);
+      generation_ = o.generation_;
+      rng_ = std::move(o.rng_);
+      added_ = o.added_;
+      input_ = std::move(o.input_);
+      buffers_ = std::move(o.buffers_);
+      o.generation_ = next_generation();
+    }
+    return *this;
+  }
 
   /// Appends a layer (any `layer<Scalar>` subclass, by value) under `name` (default: the number
   /// of layers added before it).

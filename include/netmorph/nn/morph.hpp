@@ -269,7 +269,9 @@ struct channel_plan {
   tensor<Scalar> rows(const tensor<Scalar>& t, Fill&& fill) const {
     shape_type s = t.shape();
     const index_type row = t.size() / std::max<index_type>(1, old_channels());
-    s[0] = new_channels();
+    // The leading axis holds `row / (values per entry)` entries per channel: one for a filter
+    // row, H*W for a batch norm or dense layer over the features of a flatten.
+    s[0] = s[0] / old_channels() * new_channels();
     tensor<Scalar> out(s);
     for (index_type p = 0; p < new_channels(); ++p) {
       const index_type src = source[static_cast<std::size_t>(p)];

@@ -320,9 +320,10 @@ TEST_CASE("nn::widen refuses a group a grouped convolution mixes, and leaves the
     REQUIRE(now[i] == before[i]);
 }
 
-TEMPLATE_TEST_CASE("nn::widen through a flatten's features: a batch norm and a residual dense "
-                   "layer over them grow H*W entries per channel",
-                   "[nn][channels][width]", float, double) {
+TEMPLATE_TEST_CASE(
+    "nn::widen through a flatten's features: a batch norm and a residual dense "
+    "layer over them grow H*W entries per channel",
+    "[nn][channels][width]", float, double) {
   std::mt19937_64 rng(106);
   // conv 3->4 on 2x2 (16 features after the flatten), a batch norm over the 16 features, a
   // residual dense layer 16->16 summed with them, and a dense head.

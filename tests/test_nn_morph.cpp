@@ -525,9 +525,10 @@ TEST_CASE("model morphs refuse layers and options they cannot use", "[nn][morph]
   w.new_channels = 12;
   NM_REQUIRE_THROWS_WITH(nn::widen(m, "1", w), netmorph::value_error,
                          "nn::widen: layer '1' is activation tanh, expected conv2d or dense");
-  NM_REQUIRE_THROWS_WITH(nn::widen(m, "4", w), netmorph::value_error,
-                         "nn::widen: layer '4' has no conv2d/dense layer after it whose input could "
-                         "grow: its channels reach the model's output");
+  NM_REQUIRE_THROWS_WITH(
+      nn::widen(m, "4", w), netmorph::value_error,
+      "nn::widen: layer '4' has no conv2d/dense layer after it whose input could "
+      "grow: its channels reach the model's output");
   w.phi = activation_fn{activation_kind::sigmoid};
   NM_REQUIRE_THROWS_WITH(nn::widen(m, "0.2", w), netmorph::value_error,
                          "nn::widen: options.phi is sigmoid but layer '0.2' is followed by tanh");

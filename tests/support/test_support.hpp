@@ -134,7 +134,7 @@ tensor<Scalar> naive_compose(const tensor<Scalar>& f2, const tensor<Scalar>& f1)
 /// run over all of them.
 inline const std::vector<netmorph::activation_kind>& all_activation_kinds() {
   static const std::vector<netmorph::activation_kind> kinds(netmorph::activation_kinds.begin(),
-                                                           netmorph::activation_kinds.end());
+                                                            netmorph::activation_kinds.end());
   return kinds;
 }
 

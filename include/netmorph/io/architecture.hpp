@@ -332,10 +332,9 @@ class architecture_builder {
       }
       const index_type groups = j.contains("groups") ? integer(j, "groups", ctx, 1) : 1;
       if (in % groups != 0 || out % groups != 0)
-        fail(ctx, "in_channels ", in, " and out_channels ", out, " must split into groups = ",
-             groups);
-      const conv2d_options opt{integer(j, "stride", ctx, 1), integer(j, "padding", ctx, 0),
-                               groups};
+        fail(ctx, "in_channels ", in, " and out_channels ", out,
+             " must split into groups = ", groups);
+      const conv2d_options opt{integer(j, "stride", ctx, 1), integer(j, "padding", ctx, 0), groups};
       const bool bias = boolean(j, "bias", ctx);
       tensor<Scalar> w = get(name + ".weight", {out, in / groups, kh, kw}, ctx);
       tensor<Scalar> b = bias ? get(name + ".bias", {out}, ctx) : tensor<Scalar>();

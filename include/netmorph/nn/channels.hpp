@@ -219,8 +219,8 @@ channel_group channel_group_of(const model<Scalar>& m, const std::string& name,
     if (const auto* d = layer_cast<dense>(u.l)) lead = d->weight().value.dim(0);
     if (const auto* b = layer_cast<batch_norm>(u.l)) lead = b->gamma().value.size();
     require<value_error>(lead >= out.channels && lead % out.channels == 0, who, ": layer '",
-                         u.l->name(), "' holds ", lead, " entries of the channels of layer '",
-                         name, "' (", out.channels,
+                         u.l->name(), "' holds ", lead, " entries of the channels of layer '", name,
+                         "' (", out.channels,
                          (lead < out.channels ? "); they are the features of a flatten: widen "
                                                 "the layer that makes the channels before it"
                                               : "), not a whole number per channel"));

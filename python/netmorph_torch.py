@@ -146,7 +146,7 @@ class _Node(nn.Module):
 class Network(nn.Module):
     """The network of a netmorph model file: its layers sit in a module tree at their dotted
     names (so ``state_dict`` keys are the file's tensor names) and run in the file's order;
-    parallel blocks sum their paths."""
+    parallel blocks sum, concatenate (along the channels) or multiply their paths."""
 
     def __init__(self, arch, modules):
         super().__init__()
@@ -180,7 +180,11 @@ class Network(nn.Module):
         for e in entries:
             if e["kind"] == "parallel":
                 self._place(e["name"], _Node())
-                program.append(("parallel", [self._plan(p, modules) for p in e["paths"]]))
+                merge = e.get("merge", "add")
+                if merge not in ("add", "concat", "mul"):
+                    raise NetmorphError(f"netmorph_torch.load: block '{e['name']}' has an "
+                                        f"unknown merge '{merge}' (add, concat, mul)")
+                program.append((merge, [self._plan(p, modules) for p in e["paths"]]))
             else:
                 m = modules[e["name"]]
                 self._place(e["name"], m)
@@ -193,11 +197,13 @@ class Network(nn.Module):
             if kind == "layer":
                 x = what(x)
             else:
-                out = None
-                for path in what:
-                    y = Network._run(path, x)
-                    out = y if out is None else out + y
-                x = out
+                outs = [Network._run(path, x) for path in what]
+                if kind == "concat":
+                    x = torch.cat(outs, 1)
+                else:
+                    x = outs[0]
+                    for y in outs[1:]:
+                        x = x + y if kind == "add" else x * y
         return x
 
     def forward(self, x):
@@ -422,9 +428,11 @@ class _Writer:
             f"MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Parallel, torchvision "
             f"VGG, ResNet and MobileNetV2, and Network")
 
-    def _block(self, name, paths):
+    def _block(self, name, paths, merge="add"):
         if not name:
             raise UnsupportedModule("netmorph_torch: a Parallel block cannot be the root")
+        if merge != "add":
+            return self.entry(name, "parallel", paths=paths, merge=merge)
         return self.entry(name, "parallel", paths=paths)
 
     def _network(self, net, prefix):
@@ -433,7 +441,8 @@ class _Writer:
             for e in entries:
                 full = f"{prefix}.{e['name']}" if prefix else e["name"]
                 if e["kind"] == "parallel":
-                    out.append(self._block(full, [walk(p) for p in e["paths"]]))
+                    out.append(self._block(full, [walk(p) for p in e["paths"]],
+                                           e.get("merge", "add")))
                 else:
                     out += self.leaf(net.get_submodule(e["name"]), full)
             return out

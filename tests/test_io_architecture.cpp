@@ -77,17 +77,22 @@ TEST_CASE("architecture_json describes every layer in order with its hyper-param
   CHECK(l[3]["paths"][1][0]["name"] == "block.shortcut");
   CHECK(l[3]["paths"][1][1]["name"] == "block.path1.1");
   CHECK(l[3]["paths"][2].empty());
-  CHECK(l[4]["mode"] == "max");
-  CHECK(l[4]["window"] == 3);
-  CHECK(l[4]["padding"] == 1);
-  CHECK(l[5]["mode"] == "average");
-  CHECK(l[5]["padding"] == 0);
-  CHECK(l[6]["kind"] == "adaptive_pool2d");
-  CHECK(l[6]["output_size"] == json::array({2, 3}));
-  CHECK(l[7]["p"] == 0.25);
-  CHECK(l[8]["kind"] == "flatten");
-  CHECK(l[9]["kind"] == "dense");
-  CHECK(l[11]["bias"] == false);
+  CHECK_FALSE(l[3].contains("merge"));  // written only when not "add"
+  CHECK(l[4]["merge"] == "concat");
+  CHECK(l[4]["paths"][1][0]["name"] == "cat.path1.0");
+  CHECK(l[5]["merge"] == "mul");
+  CHECK(l[5]["paths"][0].empty());
+  CHECK(l[6]["mode"] == "max");
+  CHECK(l[6]["window"] == 3);
+  CHECK(l[6]["padding"] == 1);
+  CHECK(l[7]["mode"] == "average");
+  CHECK(l[7]["padding"] == 0);
+  CHECK(l[8]["kind"] == "adaptive_pool2d");
+  CHECK(l[8]["output_size"] == json::array({2, 3}));
+  CHECK(l[9]["p"] == 0.25);
+  CHECK(l[10]["kind"] == "flatten");
+  CHECK(l[11]["kind"] == "dense");
+  CHECK(l[13]["bias"] == false);
   for (std::size_t i = 0; i < l.size(); ++i)
     CHECK(l[i]["kind"] == nn::to_string(m.layers()[i]->kind()));
 }

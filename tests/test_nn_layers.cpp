@@ -170,6 +170,109 @@ TEST_CASE("parallel blocks sum their paths in both directions", "[nn][gradient]"
   check_gradients(par, nmtest::randn<double>({2, 2, 4, 4}, rng), rng);
 }
 
+TEST_CASE("parallel blocks concatenate and multiply their paths in both directions",
+          "[nn][gradient]") {
+  auto rng = nmtest::make_rng(114);
+  const auto conv = [&](idx in, idx out, idx k) {
+    return std::make_unique<nn::conv2d<double>>(nmtest::randn<double>({out, in, k, k}, rng),
+                                                nmtest::randn<double>({out}, rng),
+                                                netmorph::conv2d_options{1, (k - 1) / 2});
+  };
+  const tensor<double> x = nmtest::randn<double>({2, 3, 4, 4}, rng);
+  // concat: a 3x3 path (2 channels), the identity (3) and a tanh'ed 1x1 path (1), in this order.
+  std::vector<nn::layer_list<double>> paths(3);
+  paths[0].push_back(conv(3, 2, 3));
+  paths[2].push_back(conv(3, 1, 1));
+  paths[2].push_back(
+      std::make_unique<nn::activation<double>>(activation_fn{activation_kind::tanh}));
+  nn::parallel<double> cat(std::move(paths), nn::merge_kind::concat);
+  REQUIRE(cat.output_shape({3, 4, 4}) == netmorph::shape_type{6, 4, 4});
+  REQUIRE(cat.describe() == "parallel 3 paths (1 layers, 0 layers, 2 layers) concat");
+  {
+    const tensor<double> y = cat.forward(x, false);
+    const tensor<double> a = cat.paths()[0][0]->forward(x, false);
+    const tensor<double> b =
+        cat.paths()[2][1]->forward(cat.paths()[2][0]->forward(x, false), false);
+    for (idx n = 0; n < 2; ++n)
+      for (idx i = 0; i < 4; ++i)
+        for (idx j = 0; j < 4; ++j) {
+          REQUIRE(y(n, 0, i, j) == a(n, 0, i, j));
+          REQUIRE(y(n, 1, i, j) == a(n, 1, i, j));
+          for (idx c = 0; c < 3; ++c)
+            REQUIRE(y(n, 2 + c, i, j) == x(n, c, i, j));
+          REQUIRE(y(n, 5, i, j) == b(n, 0, i, j));
+        }
+  }
+  check_gradients(cat, x, rng);
+  // mul: the identity times a squeeze-and-excitation gate (3, 1, 1) and a full-size path.
+  std::vector<nn::layer_list<double>> gate(3);
+  gate[1].push_back(std::make_unique<nn::adaptive_pool2d<double>>(1, 1));
+  gate[1].push_back(conv(3, 3, 1));
+  gate[1].push_back(
+      std::make_unique<nn::activation<double>>(activation_fn{activation_kind::sigmoid}));
+  gate[2].push_back(conv(3, 3, 3));
+  nn::parallel<double> mul(std::move(gate), nn::merge_kind::mul);
+  REQUIRE(mul.output_shape({3, 4, 4}) == netmorph::shape_type{3, 4, 4});
+  {
+    const tensor<double> y = mul.forward(x, false);
+    const tensor<double> g = mul.paths()[1][2]->forward(
+        mul.paths()[1][1]->forward(mul.paths()[1][0]->forward(x, false), false), false);
+    const tensor<double> f = mul.paths()[2][0]->forward(x, false);
+    for (idx n = 0; n < 2; ++n)
+      for (idx c = 0; c < 3; ++c)
+        for (idx i = 0; i < 4; ++i)
+          for (idx j = 0; j < 4; ++j)
+            REQUIRE(y(n, c, i, j) == Approx(x(n, c, i, j) * g(n, c, 0, 0) * f(n, c, i, j)));
+  }
+  check_gradients(mul, x, rng);
+  // A copy taken between forward and backward back-propagates like the original, and an
+  // inference pass in between changes neither.
+  for (nn::parallel<double>* b : {&cat, &mul}) {
+    const tensor<double> y = b->forward(x, true);
+    nn::parallel<double> copy = *b;
+    b->forward(nmtest::randn<double>({1, 3, 4, 4}, rng), false);
+    const tensor<double> dy = nmtest::randn<double>(y.shape(), rng);
+    REQUIRE(copy.backward(dy) == b->backward(dy));
+  }
+  // Broadcasting: a gate first, and factors of which none has the full shape.
+  std::vector<nn::layer_list<double>> cross(2);
+  cross[0].push_back(std::make_unique<nn::adaptive_pool2d<double>>(1, 1));
+  cross[1].push_back(conv(3, 1, 1));
+  nn::parallel<double> outer(std::move(cross), nn::merge_kind::mul);
+  REQUIRE(outer.output_shape({3, 4, 4}) == netmorph::shape_type{3, 4, 4});
+  {
+    const tensor<double> y = outer.forward(x, false);
+    const tensor<double> p = outer.paths()[0][0]->forward(x, false);
+    const tensor<double> q = outer.paths()[1][0]->forward(x, false);
+    for (idx n = 0; n < 2; ++n)
+      for (idx c = 0; c < 3; ++c)
+        for (idx i = 0; i < 4; ++i)
+          for (idx j = 0; j < 4; ++j)
+            REQUIRE(y(n, c, i, j) == p(n, c, 0, 0) * q(n, 0, i, j));
+  }
+  check_gradients(outer, x, rng);
+  // Shapes that do not merge are refused with both shapes.
+  std::vector<nn::layer_list<double>> bad(2);
+  bad[0].push_back(conv(3, 2, 1));
+  nn::parallel<double> bad_mul(std::move(bad), nn::merge_kind::mul);
+  NM_REQUIRE_THROWS_WITH(bad_mul.output_shape({3, 4, 4}), netmorph::shape_error,
+                         "nn::parallel (mul): path 1 gives shape (3, 4, 4), which does not "
+                         "broadcast with (2, 4, 4) of the paths before it");
+  std::vector<nn::layer_list<double>> flat(2);
+  flat[0].push_back(std::make_unique<nn::flatten<double>>());
+  nn::parallel<double> bad_cat(std::move(flat), nn::merge_kind::concat);
+  NM_REQUIRE_THROWS_WITH(bad_cat.output_shape({3, 4, 4}), netmorph::shape_error,
+                         "nn::parallel (concat): path 1 gives shape (3, 4, 4), path 0 gives (48); "
+                         "all but the channel axis must agree");
+  NM_REQUIRE_THROWS_WITH(nn::merge_kind_from_string("sum", "test"), netmorph::value_error,
+                         "test: unknown merge 'sum' (add, concat, mul)");
+  // A wrong gradient shape after a forward pass names both shapes.
+  mul.forward(x, true);
+  NM_REQUIRE_THROWS_WITH(mul.backward(tensor<double>({2, 3, 4, 3})), netmorph::shape_error,
+                         "nn::parallel::backward: gradient has shape (2, 3, 4, 3), the output "
+                         "has (2, 3, 4, 4)");
+}
+
 TEST_CASE("softmax cross-entropy gradient matches finite differences", "[nn][gradient]") {
   auto rng = nmtest::make_rng(114);
   auto z = nmtest::randn<double>({4, 5}, rng);

@@ -551,7 +551,7 @@ TEST_CASE("model morphs refuse layers and options they cannot use", "[nn][morph]
   from_input.add(nn::parallel<double>(std::move(skip)), "res");
   from_input.add(nn::conv2d<double>::he(3, 3, 3, rng));
   NM_REQUIRE_THROWS_WITH(nn::widen(from_input, "res.path0.0", w), netmorph::value_error,
-                         "nn::widen: the output channels of layer 'res.path0.0' are summed with "
+                         "nn::widen: the output channels of layer 'res.path0.0' are merged with "
                          "the model's input");
 }
 

@@ -622,17 +622,30 @@ nlohmann::ordered_json to_json(const netmorph::morph_report& r, const netmorph::
   return o;
 }
 
+/// Prints `layers` one per line: name, description, what it reads (`from` for the first layer;
+/// a parallel block lists the outputs it merges) and its output shape. Returns the name of the
+/// last layer's output (`from` for no layers).
 template <typename Scalar>
-void list_layers(const nn::layer_list<Scalar>& layers, netmorph::shape_type shape,
-                 std::ostream& os) {
+std::string list_layers(const nn::layer_list<Scalar>& layers, netmorph::shape_type shape,
+                        std::string from, std::ostream& os) {
   for (const auto& l : layers) {
     const netmorph::shape_type out = l->output_shape(shape);
-    os << l->name() << "  " << l->describe() << "  -> " << shape_text(out) << "\n";
-    if (const auto* p = nn::layer_cast<nn::parallel>(l.get()))
+    if (const auto* p = nn::layer_cast<nn::parallel>(l.get())) {
+      std::ostringstream inner;
+      std::string merged;
       for (const auto& path : p->paths())
-        list_layers(path, shape, os);
+        merged += (merged.empty() ? "" : ", ") + list_layers(path, shape, from, inner);
+      os << l->name() << "  " << l->describe() << "  <- " << merged << "  -> " << shape_text(out)
+         << "\n"
+         << inner.str();
+    } else {
+      os << l->name() << "  " << l->describe() << "  <- " << from << "  -> " << shape_text(out)
+         << "\n";
+    }
+    from = l->name();
     shape = out;
   }
+  return from;
 }
 
 /// What `main` needs to know of IN before loading it: the dtype OUT gets without --dtype
@@ -659,14 +672,18 @@ int run(const config& c, const input_facts& in) {
   nn::model<Scalar> m = netmorph::io::load<Scalar>(c.in);
   if (c.list) {
     std::cout << "input  " << shape_text(m.input_shape()) << "\n";
-    list_layers(m.layers(), m.input_shape(), std::cout);
+    list_layers(m.layers(), m.input_shape(), "input", std::cout);
     return ok;
   }
   if (!c.group.empty()) {
     const nn::channel_group g = nn::channel_group_of(m, c.group, "netmorph-morph --group");
     std::cout << "channels  " << g.channels << "\n";
     for (const auto& mb : g.members)
-      std::cout << mb.layer << "  " << nn::to_string(mb.role) << "  span " << mb.span << "\n";
+      std::cout << mb.layer << "  " << nn::to_string(mb.role) << "  span " << mb.span
+                << (mb.offset ? netmorph::detail::cat("  offset ", mb.offset) : std::string())
+                << (mb.entries != 1 ? netmorph::detail::cat("  entries ", mb.entries)
+                                    : std::string())
+                << "\n";
     return ok;
   }
   std::vector<netmorph::morph_report> reports;

@@ -97,7 +97,8 @@ void randomise(netmorph::nn::model<Scalar>& m, std::mt19937_64& rng) {
 
 /// A model on 2 x 8 x 8 inputs with every layer kind: convs with and without bias, batch norm
 /// with running statistics, P-activations with a != 1, both pools, a parallel block with a
-/// residual (empty) path, dropout, flatten, dense layers with and without bias. Random sizes.
+/// residual (empty) path, a concatenation, a gate (mul), dropout, flatten, dense layers with and
+/// without bias. Random sizes.
 template <typename Scalar>
 netmorph::nn::model<Scalar> every_kind_model(std::mt19937_64& rng) {
   namespace nn = netmorph::nn;
@@ -122,6 +123,17 @@ netmorph::nn::model<Scalar> every_kind_model(std::mt19937_64& rng) {
   paths[1].push_back(std::make_unique<nn::p_activation<Scalar>>(
       netmorph::make_p_activation({activation_kind::leaky_relu, 0.2}, 0.6)));
   m.add(nn::parallel<Scalar>(std::move(paths)), "block");
+  // A concatenation of a 1-channel and a (c-1)-channel path, and a squeeze-and-excitation gate.
+  std::vector<nn::layer_list<Scalar>> parts(2), gate(2);
+  parts[0].push_back(std::make_unique<nn::conv2d<Scalar>>(nn::conv2d<Scalar>::he(c, 1, 1, rng)));
+  parts[1].push_back(
+      std::make_unique<nn::conv2d<Scalar>>(nn::conv2d<Scalar>::he(c, c - 1, 3, rng)));
+  m.add(nn::parallel<Scalar>(std::move(parts), nn::merge_kind::concat), "cat");
+  gate[1].push_back(std::make_unique<nn::adaptive_pool2d<Scalar>>(1, 1));
+  gate[1].push_back(std::make_unique<nn::conv2d<Scalar>>(nn::conv2d<Scalar>::he(c, c, 1, rng)));
+  gate[1].push_back(
+      std::make_unique<nn::activation<Scalar>>(activation_fn{activation_kind::hardsigmoid}));
+  m.add(nn::parallel<Scalar>(std::move(gate), nn::merge_kind::mul), "gate");
   m.add(nn::pool2d<Scalar>(nn::pool_mode::max, 3, 2, 1));   // 8 x 8 -> 4 x 4, padded
   m.add(nn::pool2d<Scalar>(nn::pool_mode::average, 2, 1));  // -> 3 x 3
   m.add(nn::adaptive_pool2d<Scalar>(2, 3));                 // -> 2 x 3, overlapping rows

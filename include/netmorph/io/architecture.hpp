@@ -24,8 +24,10 @@
 /// - dropout: p
 /// - activation: fn (`to_string(activation_kind)`), param
 /// - p_activation: fn, param (of phi) -> a (1)
-/// - parallel: paths, an array of arrays of entries (the paths' outputs are summed; an empty
-///   path is the identity, a residual shortcut)
+/// - parallel: paths, an array of arrays of entries (an empty path is the identity, a residual
+///   shortcut), merge (optional: "add", the default, sums the paths' outputs; "concat"
+///   concatenates them along the channels; "mul" multiplies them with broadcasting; written only
+///   when it is not "add", so a reader without merges refuses one by its unknown field)
 ///
 /// Tensors carry PyTorch state_dict names `<layer name>.<tensor>`; a layer inside a parallel block
 /// `N` has a name starting with `N.` (the model names them `N.path<i>.<j>` unless told otherwise:
@@ -166,6 +168,7 @@ nlohmann::ordered_json layer_json(const nn::layer<Scalar>& l, const std::string&
         paths.push_back(std::move(p));
       }
       j["paths"] = std::move(paths);
+      if (c.merge() != nn::merge_kind::add) j["merge"] = nn::to_string(c.merge());
     }
   });
   return j;
@@ -399,7 +402,11 @@ class architecture_builder {
         l = std::move(p);
       });
     } else if (kind == "parallel") {
-      only(j, {"name", "kind", "paths"}, ctx);
+      only(j, {"name", "kind", "paths", "merge"}, ctx);
+      nn::merge_kind merge = nn::merge_kind::add;
+      if (j.contains("merge"))
+        guarded(ctx + ".merge",
+                [&] { merge = nn::merge_kind_from_string(string(j, "merge", ctx), "parallel"); });
       const nlohmann::json& paths = field(j, "paths", ctx);
       if (!paths.is_array() || paths.empty())
         fail(ctx + ".paths", "must be a non-empty array of arrays of layers, got ", paths.dump());
@@ -413,7 +420,7 @@ class architecture_builder {
           list.push_back(build_layer(paths[i][k], name, cat(pctx, "[", k, "]"), s));
         lists.push_back(std::move(list));
       }
-      l = std::make_unique<nn::parallel<Scalar>>(std::move(lists));
+      l = std::make_unique<nn::parallel<Scalar>>(std::move(lists), merge);
     } else {
       fail(ctx + ".kind", "unknown layer kind '", kind,
            "' (conv2d, dense, pool2d, adaptive_pool2d, flatten, batch_norm, dropout, activation, "

@@ -4,10 +4,11 @@
 /// \file channels.hpp
 /// Coupled channels (docs/DESIGN.md §8.5): the layers whose tensors change size together when the
 /// output channels of one layer grow. Channels flow unchanged through activations, batch norm,
-/// dropout, pooling, flatten and depthwise convolutions; the paths of a parallel block are summed,
-/// so every path's output, the block's input (through an identity path) and its output carry the
-/// same channels. A convolution (`groups = 1`) or dense layer ends the flow: its input columns
-/// grow (a consumer) and its output rows start a new channel space (a producer).
+/// dropout, pooling, flatten and depthwise convolutions; the paths of a parallel block that sums
+/// or multiplies them carry the same channels (every path's output, the block's input through an
+/// identity path, and its output); a concatenation places each path's channels at an offset. A
+/// convolution (`groups = 1`) or dense layer ends the flow: its input columns grow (a consumer)
+/// and its output rows start a new channel space (a producer).
 
 #include <netmorph/detail/message.hpp>
 #include <netmorph/error.hpp>
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace netmorph {
@@ -42,7 +44,7 @@ inline const char* to_string(channel_role r) {
   return "unknown";  // not reached: every role is listed, and -Wswitch names a forgotten one
 }
 
-/// One layer of a channel group.
+/// One layer of a channel group, with where the group's channels sit on its channel axis.
 struct channel_member {
   std::string layer;
   channel_role role = channel_role::producer;
@@ -50,30 +52,45 @@ struct channel_member {
   /// values (1 for batch norm, `K_h K_w` for a depthwise filter), and in each output row of a
   /// consumer `K_h K_w` (a convolution), `H W` (a dense layer after a flatten) or 1.
   index_type span = 0;
+  /// The first entry of the group on the layer's channel axis (a consumer's input axis, the
+  /// output axis otherwise): the entries of the channels concatenated before the group's.
+  index_type offset = 0;
+  /// Entries of that axis per channel: 1, or `H W` for the features of a flatten.
+  index_type entries = 1;
 };
 
 /// The layers whose tensors grow together with a layer's output channels.
 struct channel_group {
   index_type channels = 0;  ///< the group's channel count
   /// In model order (depth first); a layer that reads and writes the group (a convolution inside
-  /// a residual path) is listed as a consumer, then as a producer.
+  /// a residual path) is listed as a consumer, then as a producer; a layer that holds the group
+  /// twice (a concatenation of the same channels) is listed once per place.
   std::vector<channel_member> members;
 };
 
 namespace detail {
 
-/// The channel spaces of a model: each layer's input and output space, joined where channels
-/// flow unchanged or are summed (a union-find over space ids).
+/// The channel spaces of a model (docs/DESIGN.md §8.5): the channel axis of every tensor between
+/// layers is a list of segments, each a run of entries of one channel space (several after a
+/// concatenation); spaces are joined where the paths of a parallel block are summed or multiplied
+/// (a union-find over space ids).
 template <typename Scalar>
 struct channel_walk {
   enum class kind { mixing, through, grouped };
+  struct segment {
+    int space;
+    index_type entries;  ///< entries on the channel axis: channels, or features after a flatten
+  };
+  using layout = std::vector<segment>;
   struct use {
     const layer<Scalar>* l;
     kind k;
-    int in, out;
+    layout in, out;
   };
   std::vector<int> parent;
   std::vector<use> uses;
+  /// Spaces that cannot grow, with the reason.
+  std::vector<std::pair<int, std::string>> blocked;
 
   int fresh() {
     parent.push_back(static_cast<int>(parent.size()));
@@ -87,11 +104,37 @@ struct channel_walk {
   }
   void unite(int a, int b) { parent[static_cast<std::size_t>(find(a))] = find(b); }
 
-  /// Walks `list` from the space `in`; returns the space after it.
-  int walk(const layer_list<Scalar>& list, int in) {
-    int cur = in;
+  /// Joins the layouts of paths merged elementwise by `block`: segment by segment where they
+  /// agree, else all their spaces become one that cannot grow.
+  void join(const std::vector<const layout*>& ls, const layer<Scalar>& block) {
+    bool same = true;
+    for (const layout* l : ls) {
+      same = same && l->size() == ls[0]->size();
+      for (std::size_t k = 0; same && k < l->size(); ++k)
+        same = (*l)[k].entries == (*ls[0])[k].entries;
+    }
+    if (same) {
+      for (const layout* l : ls)
+        for (std::size_t k = 0; k < l->size(); ++k)
+          unite((*l)[k].space, (*ls[0])[k].space);
+      return;
+    }
+    for (const layout* l : ls)
+      for (const segment& sg : *l)
+        unite(sg.space, ls[0]->front().space);
+    blocked.emplace_back(ls[0]->front().space,
+                         netmorph::detail::cat("block '", block.name(), "' (", block.describe(),
+                                               ") merges paths with different channel layouts "
+                                               "(a concatenation or a flatten on some of them)"));
+  }
+
+  /// Walks `list` from the channel layout `in` at per-sample shape `shape` (updated); returns the
+  /// layout after it.
+  layout walk(const layer_list<Scalar>& list, const layout& in, shape_type& shape) {
+    layout cur = in;
     for (const auto& p : list) {
       const layer<Scalar>* l = p.get();
+      const shape_type next = l->output_shape(shape);
       switch (l->kind()) {
         case layer_kind::conv2d: {
           const auto* c = static_cast<const conv2d<Scalar>*>(l);
@@ -100,43 +143,84 @@ struct channel_walk {
           if (depthwise) {
             uses.push_back({l, kind::through, cur, cur});
           } else {
-            const int out = fresh();
+            layout out{{fresh(), c->weight().value.dim(0)}};
             uses.push_back({l, c->groups() == 1 ? kind::mixing : kind::grouped, cur, out});
-            cur = out;
+            cur = std::move(out);
           }
           break;
         }
         case layer_kind::dense: {
-          const int out = fresh();
+          layout out{{fresh(), static_cast<const dense<Scalar>*>(l)->weight().value.dim(0)}};
           uses.push_back({l, kind::mixing, cur, out});
-          cur = out;
+          cur = std::move(out);
           break;
         }
         case layer_kind::batch_norm:
           uses.push_back({l, kind::through, cur, cur});
           break;
+        case layer_kind::flatten: {
+          index_type per = 1;  // each channel's H*W consecutive features
+          for (std::size_t a = 1; a < shape.size(); ++a)
+            per *= shape[a];
+          for (segment& sg : cur)
+            sg.entries *= per;
+          break;
+        }
         case layer_kind::parallel: {
-          int out = -1;
-          for (const auto& path : static_cast<const parallel<Scalar>*>(l)->paths()) {
-            const int o = walk(path, cur);
-            if (out < 0)
-              out = o;
-            else
-              unite(o, out);
+          const auto* block = static_cast<const parallel<Scalar>*>(l);
+          std::vector<layout> outs;
+          std::vector<shape_type> shapes;
+          for (const auto& path : block->paths()) {
+            shapes.push_back(shape);
+            outs.push_back(walk(path, cur, shapes.back()));
           }
-          cur = out;
+          layout out;
+          if (block->merge() == merge_kind::concat) {
+            for (const layout& o : outs)
+              out.insert(out.end(), o.begin(), o.end());
+          } else {
+            std::vector<const layout*> joined;
+            for (std::size_t i = 0; i < outs.size(); ++i) {
+              if (!shapes[i].empty() && !next.empty() && shapes[i][0] != next[0]) {
+                // a gate broadcast over the channels (one channel): it cannot grow with them
+                for (const segment& sg : outs[i])
+                  blocked.emplace_back(
+                      sg.space, netmorph::detail::cat("block '", l->name(), "' (", l->describe(),
+                                                      ") broadcasts path ", i,
+                                                      "'s one channel over the others"));
+                continue;
+              }
+              joined.push_back(&outs[i]);
+            }
+            if (!joined.empty()) {
+              join(joined, *l);
+              out = *joined.front();
+            }
+          }
+          cur = std::move(out);
           break;
         }
         case layer_kind::pool2d:
         case layer_kind::adaptive_pool2d:
-        case layer_kind::flatten:
         case layer_kind::dropout:
         case layer_kind::activation:
         case layer_kind::p_activation:
-          break;  // channels pass unchanged (a flatten gives each H*W consecutive features)
+          break;  // channels pass unchanged
       }
+      shape = next;
     }
     return cur;
+  }
+
+  /// Where space `g` sits in `l`: (offset, entries) of each of its segments.
+  std::vector<std::pair<index_type, index_type>> places(const layout& l, int g) {
+    std::vector<std::pair<index_type, index_type>> out;
+    index_type offset = 0;
+    for (const segment& sg : l) {
+      if (find(sg.space) == g) out.emplace_back(offset, sg.entries);
+      offset += sg.entries;
+    }
+    return out;
   }
 };
 
@@ -145,19 +229,24 @@ struct channel_walk {
 /// The channel group of layer `name`'s output channels: every layer whose tensors grow when they
 /// do (docs/DESIGN.md §8.5). `who` prefixes the messages.
 /// \throws value_error when the layer is not conv2d/dense, when the group reaches the model's
-///         input or output (they cannot grow), or when a grouped convolution other than a
-///         depthwise one reads or writes the group (it mixes channels in groups).
+///         input or output (they cannot grow), when a grouped convolution other than a
+///         depthwise one reads or writes the group (it mixes channels in groups), or when the
+///         channels are merged where they cannot grow (a one-channel gate broadcast over them,
+///         an elementwise merge of paths with different channel layouts).
 template <typename Scalar>
 channel_group channel_group_of(const model<Scalar>& m, const std::string& name,
                                const char* who = "nn::channel_group_of") {
   using netmorph::detail::require;
-  detail::channel_walk<Scalar> w;
+  using walk_type = detail::channel_walk<Scalar>;
+  using kind = typename walk_type::kind;
+  walk_type w;
   const int input = w.fresh();
-  const int output = w.walk(m.layers(), input);
-  const typename detail::channel_walk<Scalar>::use* target = nullptr;
+  shape_type shape = m.input_shape();
+  const typename walk_type::layout in{{input, shape.empty() ? 1 : shape[0]}};
+  const typename walk_type::layout output = w.walk(m.layers(), in, shape);
+  const typename walk_type::use* target = nullptr;
   for (const auto& u : w.uses)
     if (u.l->name() == name) target = &u;
-  using kind = typename detail::channel_walk<Scalar>::kind;
   if (!target ||
       (target->l->kind() != layer_kind::conv2d && target->l->kind() != layer_kind::dense)) {
     const auto names = m.names();
@@ -171,68 +260,61 @@ channel_group channel_group_of(const model<Scalar>& m, const std::string& name,
                        target->l->describe(),
                        ") mixes channels in groups; widening a grouped convolution other than a "
                        "depthwise one is not supported");
-  const int g = w.find(target->out);
+  require<value_error>(target->out.size() == 1, who, ": layer '", name, "' (",
+                       target->l->describe(),
+                       ") filters the channels of a concatenation; widen a layer that makes them");
+  const int g = w.find(target->out.front().space);
   require<value_error>(w.find(input) != g, who, ": the output channels of layer '", name,
-                       "' are summed with the model's input (an identity path from it), which "
-                       "cannot grow");
-  require<value_error>(w.find(output) != g, who, ": layer '", name,
+                       "' are merged with the model's input (an identity path from it) or filter "
+                       "it, and the input cannot grow");
+  require<value_error>(w.places(output, g).empty(), who, ": layer '", name,
                        "' has no conv2d/dense layer after it whose input could grow: its channels "
                        "reach the model's output");
+  for (const auto& b : w.blocked)
+    require<value_error>(w.find(b.first) != g, who, ": the channels of layer '", name,
+                         "' cannot grow: ", b.second);
   channel_group out;
+  out.channels = target->out.front().entries;
+  const index_type c = out.channels;
+  require<value_error>(c > 0, who, ": layer '", name, "' has no output channels");
   for (const auto& u : w.uses) {
-    const bool reads = w.find(u.in) == g, writes = w.find(u.out) == g;
-    if (!reads && !writes) continue;
+    const auto reads = w.places(u.in, g), writes = w.places(u.out, g);
+    if (reads.empty() && writes.empty()) continue;
     require<value_error>(u.k != kind::grouped, who, ": layer '", u.l->name(), "' (",
-                         u.l->describe(), ") ", reads ? "reads" : "writes",
+                         u.l->describe(), ") ", reads.empty() ? "writes" : "reads",
                          " the channels of layer '", name,
                          "' and mixes them in groups: widening through a grouped convolution "
                          "other than a depthwise one is not supported");
+    // Every layer holds a whole number of entries per channel: one, or H*W after a flatten. The
+    // target must hold one (a layer that writes a flattened stream makes features, not channels).
+    for (const auto* places : {&reads, &writes})
+      for (const auto& pl : *places)
+        require<value_error>(pl.second >= c && pl.second % c == 0, who, ": layer '", u.l->name(),
+                             "' holds ", pl.second, " entries of the channels of layer '", name,
+                             "' (", c,
+                             (pl.second < c ? "); they are the features of a flatten: widen "
+                                              "the layer that makes the channels before it"
+                                            : "), not a whole number per channel"));
     const tensor<Scalar>* weight = nullptr;
-    if (const auto* c = layer_cast<conv2d>(u.l)) weight = &c->weight().value;
+    if (const auto* cv = layer_cast<conv2d>(u.l)) weight = &cv->weight().value;
     if (const auto* d = layer_cast<dense>(u.l)) weight = &d->weight().value;
+    const index_type row = weight ? weight->size() / weight->dim(0) : 1;
     if (u.k == kind::through) {
-      out.members.push_back(
-          {u.l->name(), channel_role::through, weight ? weight->size() / weight->dim(0) : 1});
+      for (const auto& pl : writes)
+        out.members.push_back({u.l->name(), channel_role::through, row, pl.first, pl.second / c});
       continue;
     }
-    if (reads) {
-      const index_type c_in = weight->size() / weight->dim(0);
-      out.members.push_back({u.l->name(), channel_role::consumer, 0});
-      out.members.back().span = c_in;  // values per row; divided by the group's channels below
-    }
-    if (writes) {
-      out.members.push_back({u.l->name(), channel_role::producer, weight->size() / weight->dim(0)});
-      if (u.l == target->l) out.channels = weight->dim(0);
-    }
+    // A consumer's row holds `inner` values per input entry (K_h K_w for a convolution).
+    index_type axis = 0;
+    for (const auto& sg : u.in)
+      axis += sg.entries;
+    const index_type inner = row / std::max<index_type>(1, axis);
+    for (const auto& pl : reads)
+      out.members.push_back(
+          {u.l->name(), channel_role::consumer, pl.second / c * inner, pl.first, pl.second / c});
+    for (const auto& pl : writes)
+      out.members.push_back({u.l->name(), channel_role::producer, row, pl.first, pl.second / c});
   }
-  if (target->k == kind::through) {  // a depthwise target: its channels are its filters
-    const auto* c = static_cast<const conv2d<Scalar>*>(target->l);
-    out.channels = c->weight().value.dim(0);
-  }
-  // Every layer that holds the channels as its leading axis holds a whole number of entries per
-  // channel: one, or H*W after a flatten. The target must be one that holds one (a layer that
-  // writes a flattened stream makes features, not channels).
-  for (const auto& u : w.uses) {
-    if (w.find(u.out) != g) continue;
-    index_type lead = 0;
-    if (const auto* c = layer_cast<conv2d>(u.l)) lead = c->weight().value.dim(0);
-    if (const auto* d = layer_cast<dense>(u.l)) lead = d->weight().value.dim(0);
-    if (const auto* b = layer_cast<batch_norm>(u.l)) lead = b->gamma().value.size();
-    require<value_error>(lead >= out.channels && lead % out.channels == 0, who, ": layer '",
-                         u.l->name(), "' holds ", lead, " entries of the channels of layer '", name,
-                         "' (", out.channels,
-                         (lead < out.channels ? "); they are the features of a flatten: widen "
-                                                "the layer that makes the channels before it"
-                                              : "), not a whole number per channel"));
-  }
-  for (channel_member& mb : out.members)
-    if (mb.role == channel_role::consumer) {
-      require<value_error>(out.channels > 0 && mb.span % out.channels == 0, who, ": layer '",
-                           mb.layer, "' has ", mb.span,
-                           " input values per row, not a multiple of the group's ", out.channels,
-                           " channels");
-      mb.span /= out.channels;
-    }
   return out;
 }
 

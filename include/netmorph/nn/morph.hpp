@@ -263,45 +263,59 @@ struct channel_plan {
   index_type old_channels() const { return static_cast<index_type>(count.size()); }
   index_type new_channels() const { return static_cast<index_type>(source.size()); }
 
-  /// `t` with rows (leading axis) per channel: row `p` is old row `source[p]`, or for a new
-  /// channel `fill(values)` fills it (`values` points at its `row` values).
+  /// `t` with the group's block of its leading axis replaced: `entries` entries per channel from
+  /// entry `offset` (one per filter row; `H W` for a batch norm or dense layer over the features
+  /// of a flatten). New channel `p`'s entries are old channel `source[p]`'s, or `fill(values, n)`
+  /// fills them for a new NetMorph channel; the entries before and after the block are kept.
   template <typename Scalar, typename Fill>
-  tensor<Scalar> rows(const tensor<Scalar>& t, Fill&& fill) const {
+  tensor<Scalar> rows(const tensor<Scalar>& t, Fill&& fill, index_type offset = 0,
+                      index_type entries = 1) const {
     shape_type s = t.shape();
-    const index_type row = t.size() / std::max<index_type>(1, old_channels());
-    // The leading axis holds `row / (values per entry)` entries per channel: one for a filter
-    // row, H*W for a batch norm or dense layer over the features of a flatten.
-    s[0] = s[0] / old_channels() * new_channels();
+    const index_type c = old_channels(), cn = new_channels();
+    const index_type inner = t.size() / std::max<index_type>(1, s[0]), block = entries * inner;
+    NETMORPH_ASSERT(offset >= 0 && offset + c * entries <= s[0]);
+    s[0] += (cn - c) * entries;
     tensor<Scalar> out(s);
-    for (index_type p = 0; p < new_channels(); ++p) {
+    const Scalar* from = t.data() + offset * inner;
+    Scalar* to = std::copy(t.data(), from, out.data());
+    for (index_type p = 0; p < cn; ++p, to += block) {
       const index_type src = source[static_cast<std::size_t>(p)];
-      Scalar* o = out.data() + p * row;
       if (src >= 0)
-        std::copy(t.data() + src * row, t.data() + (src + 1) * row, o);
+        std::copy(from + src * block, from + (src + 1) * block, to);
       else
-        fill(o, row);
+        fill(to, block);
     }
+    std::copy(from + c * block, t.data() + t.size(), to);
     return out;
   }
-  /// `t` of `o` rows with `span` columns per channel after the channel axis `axis` (1): column
-  /// block `p` of every row is old block `source[p]` divided by the number of its copies, or
-  /// zero for a new channel.
+  /// `t` (a weight with the input axis 1: dense `(O, F)` or conv `(O, C, K_h, K_w)`) with the
+  /// group's block of that axis replaced: `entries` entries per channel from entry `offset`.
+  /// New channel `p`'s block in every row is old block `source[p]` divided by the number of its
+  /// copies, or zero for a new channel; the entries before and after the block are kept.
   template <typename Scalar>
-  tensor<Scalar> columns(const tensor<Scalar>& t, index_type span) const {
+  tensor<Scalar> columns(const tensor<Scalar>& t, index_type offset = 0,
+                         index_type entries = 1) const {
     shape_type s = t.shape();
-    const index_type o = s[0], c = old_channels(), cn = new_channels();
-    s[1] = s[1] / c * cn;  // dense (O, C span) or conv (O, C, K_h, K_w)
+    const index_type c = old_channels(), cn = new_channels(), o = s[0];
+    const index_type row = t.size() / std::max<index_type>(1, o);
+    const index_type inner = row / std::max<index_type>(1, s[1]), block = entries * inner;
+    NETMORPH_ASSERT(offset >= 0 && offset + c * entries <= s[1]);
+    s[1] += (cn - c) * entries;
     tensor<Scalar> out(s);
-    for (index_type r = 0; r < o; ++r)
-      for (index_type p = 0; p < cn; ++p) {
+    const index_type new_row = out.size() / std::max<index_type>(1, o);
+    for (index_type r = 0; r < o; ++r) {
+      const Scalar* from = t.data() + r * row + offset * inner;
+      Scalar* to = std::copy(t.data() + r * row, from, out.data() + r * new_row);
+      for (index_type p = 0; p < cn; ++p, to += block) {
         const index_type src = source[static_cast<std::size_t>(p)];
-        if (src < 0) continue;
+        if (src < 0) continue;  // zero: the tensor starts zeroed
         const double div = double(count[static_cast<std::size_t>(src)]);
-        const Scalar* from = t.data() + (r * c + src) * span;
-        Scalar* to = out.data() + (r * cn + p) * span;
-        for (index_type k = 0; k < span; ++k)
-          to[k] = div == 1.0 ? from[k] : static_cast<Scalar>(double(from[k]) / div);
+        const Scalar* f = from + src * block;
+        for (index_type k = 0; k < block; ++k)
+          to[k] = div == 1.0 ? f[k] : static_cast<Scalar>(double(f[k]) / div);
       }
+      std::copy(from + c * block, t.data() + (r + 1) * row, to);
+    }
     return out;
   }
 };
@@ -336,28 +350,37 @@ auto constant_rows(double v) {
   return [v](Scalar* o, index_type n) { std::fill(o, o + n, static_cast<Scalar>(v)); };
 }
 
+/// Where a layer holds a channel group: blocks of `entries` entries per channel from `offset`
+/// on its input axis (`reads`, a consumer) and on its output axis (`writes`: a producer, a batch
+/// norm, a depthwise filter), in decreasing offset so that growing one keeps the others' places.
+struct channel_blocks {
+  std::vector<std::pair<index_type, index_type>> reads, writes;  // (offset, entries)
+};
+
 /// One layer of a channel group, widened: columns first where it reads the group, then rows
 /// where it writes it (a convolution inside a residual path does both), with its velocities.
 template <typename Scalar>
-std::unique_ptr<layer<Scalar>> widened_member(const layer<Scalar>& l, bool reads, index_type span,
-                                              bool writes, const channel_plan& plan,
-                                              std::mt19937_64& rng, morph_report& rep) {
+std::unique_ptr<layer<Scalar>> widened_member(const layer<Scalar>& l, const channel_blocks& at,
+                                              const channel_plan& plan, std::mt19937_64& rng,
+                                              morph_report& rep) {
   const bool netmorph_rule = plan.rule == width_rule::netmorph;
   const auto grow = [&](const parameter<Scalar>& p, bool is_bias, index_type fan_in,
                         tensor<Scalar>& value, tensor<Scalar>& velocity) {
     value = p.value;
     velocity = p.velocity;
-    if (reads && !is_bias) {
-      value = plan.columns(value, span);
-      velocity = plan.columns(velocity, span);
-    }
-    if (writes) {
+    if (!is_bias)
+      for (const auto& b : at.reads) {
+        value = plan.columns(value, b.first, b.second);
+        velocity = plan.columns(velocity, b.first, b.second);
+      }
+    for (const auto& b : at.writes) {
       if (netmorph_rule)
-        value = is_bias ? plan.rows(value, random_bias(p.value, plan.noise, rng))
-                        : plan.rows(value, random_rows(p.value, fan_in, plan.noise, rng));
-      else
-        value = plan.rows(value, constant_rows<Scalar>(0));  // Net2Net: every row has a source
-      velocity = plan.rows(velocity, constant_rows<Scalar>(0));
+        value = is_bias ? plan.rows(value, random_bias(p.value, plan.noise, rng), b.first, b.second)
+                        : plan.rows(value, random_rows(p.value, fan_in, plan.noise, rng), b.first,
+                                    b.second);
+      else  // Net2Net: every row has a source
+        value = plan.rows(value, constant_rows<Scalar>(0), b.first, b.second);
+      velocity = plan.rows(velocity, constant_rows<Scalar>(0), b.first, b.second);
     }
   };
   const auto summarize = [&](const char* what, const tensor<Scalar>& t) {
@@ -392,13 +415,18 @@ std::unique_ptr<layer<Scalar>> widened_member(const layer<Scalar>& l, bool reads
   // A new channel's batch norm is the identity in inference mode (gamma 1, beta 0, mean 0,
   // variance 1); a Net2Net replica copies its source's.
   batch_norm_weights<Scalar> w = bn->weights();
-  w.gamma = plan.rows(w.gamma, constant_rows<Scalar>(1));
-  w.beta = plan.rows(w.beta, constant_rows<Scalar>(0));
-  w.running_mean = plan.rows(w.running_mean, constant_rows<Scalar>(0));
-  w.running_var = plan.rows(w.running_var, constant_rows<Scalar>(1));
+  tensor<Scalar> vg = bn->gamma().velocity, vb = bn->beta().velocity;
+  for (const auto& b : at.writes) {
+    w.gamma = plan.rows(w.gamma, constant_rows<Scalar>(1), b.first, b.second);
+    w.beta = plan.rows(w.beta, constant_rows<Scalar>(0), b.first, b.second);
+    w.running_mean = plan.rows(w.running_mean, constant_rows<Scalar>(0), b.first, b.second);
+    w.running_var = plan.rows(w.running_var, constant_rows<Scalar>(1), b.first, b.second);
+    vg = plan.rows(vg, constant_rows<Scalar>(0), b.first, b.second);
+    vb = plan.rows(vb, constant_rows<Scalar>(0), b.first, b.second);
+  }
   auto out = std::make_unique<batch_norm<Scalar>>(w, bn->momentum());
-  out->gamma().velocity = plan.rows(bn->gamma().velocity, constant_rows<Scalar>(0));
-  out->beta().velocity = plan.rows(bn->beta().velocity, constant_rows<Scalar>(0));
+  out->gamma().velocity = std::move(vg);
+  out->beta().velocity = std::move(vb);
   summarize("weight", out->gamma().value);
   summarize("bias", out->beta().value);
   summarize("running_mean", out->running_mean());
@@ -503,33 +531,27 @@ morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_option
   require<value_error>(opt.noise >= 0 && std::isfinite(opt.noise),
                        "widen: noise must be >= 0 and finite, got ", opt.noise);
   detail::check_widen_phi(slot, opt, name);
-  // Every layer of the group once, in model order, with what it does with the channels.
-  struct member {
-    std::string name;
-    bool reads = false, writes = false;
-    index_type span = 1;
-  };
-  std::vector<member> members;
+  // Every layer of the group once, in model order, with where it holds the channels.
+  std::vector<std::pair<std::string, detail::channel_blocks>> members;
   for (const channel_member& mb : group.members) {
-    if (members.empty() || members.back().name != mb.layer) members.push_back({mb.layer});
-    member& me = members.back();
-    if (mb.role == channel_role::consumer) {
-      me.reads = true;
-      me.span = mb.span;
-    } else if (mb.role == channel_role::producer) {
-      me.writes = true;
-    } else {
-      me.writes = true;  // a batch norm or depthwise filter: per-channel rows only
-    }
+    if (members.empty() || members.back().first != mb.layer)
+      members.emplace_back(mb.layer, detail::channel_blocks{});
+    detail::channel_blocks& at = members.back().second;
+    (mb.role == channel_role::consumer ? at.reads : at.writes).emplace_back(mb.offset, mb.entries);
   }
-  for (const member& me : members) {
-    const layer<Scalar>& ml = m.find(me.name);
+  for (auto& me : members) {
+    for (auto* blocks : {&me.second.reads, &me.second.writes})
+      std::sort(blocks->rbegin(), blocks->rend());
+    const layer<Scalar>& ml = m.find(me.first);
     for (const parameter<Scalar>* p : const_cast<layer<Scalar>&>(ml).parameters()) {
-      require_finite(p->value, "widen", cat("'", me.name, "' ", p->name).c_str());
+      require_finite(p->value, "widen", cat("'", me.first, "' ", p->name).c_str());
       shape_type s = p->value.shape();
-      if (me.writes) s[0] = s[0] / c * cn;
-      if (me.reads && s.size() > 1) s[1] = s[1] / c * cn;
-      netmorph::detail::require_allocatable("widen", cat("the widened '", me.name, "'"), s,
+      for (const auto& b : me.second.writes)
+        s[0] += (cn - c) * b.second;
+      if (s.size() > 1)
+        for (const auto& b : me.second.reads)
+          s[1] += (cn - c) * b.second;
+      netmorph::detail::require_allocatable("widen", cat("the widened '", me.first, "'"), s,
                                             sizeof(Scalar));
     }
   }
@@ -542,9 +564,9 @@ morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_option
     r.algorithm = to_string(opt.rule);
     r.exact = true;  // both rules are exact by construction, for any activations
     r.width = width_details{c, cn};
-    for (const member& me : members)
-      rep.each.emplace_back(me.name, detail::widened_member(m.find(me.name), me.reads, me.span,
-                                                            me.writes, plan, rng, r));
+    for (const auto& me : members)
+      rep.each.emplace_back(me.first,
+                            detail::widened_member(m.find(me.first), me.second, plan, rng, r));
     if (members.size() > 3)
       r.notes.push_back(
           cat("The channel group of layer '", name, "' spans ", members.size(), " layers."));

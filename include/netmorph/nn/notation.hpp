@@ -202,7 +202,8 @@ inline std::string print_group(const group_spec& g) {
 }  // namespace detail
 
 /// Prints the convolutional part of a model in the notation: a pooling layer ends a group.
-/// A parallel block is printed as `{path+path}` (netmorph's extension; not parsed back).
+/// A parallel block is printed as `{path+path}`, `{path|path}` (concat) or `{path*path}` (mul)
+/// (netmorph's extension; not parsed back).
 template <typename Scalar>
 std::string to_notation(const model<Scalar>& m) {
   std::string out;
@@ -242,9 +243,13 @@ std::string to_notation(const model<Scalar>& m) {
       case layer_kind::parallel: {
         emit();
         out += "{";
-        const auto& paths = layer_cast<parallel>(l.get())->paths();
+        const auto* block = layer_cast<parallel>(l.get());
+        const auto& paths = block->paths();
+        const char* join = block->merge() == merge_kind::add      ? "+"
+                           : block->merge() == merge_kind::concat ? "|"
+                                                                  : "*";
         for (std::size_t k = 0; k < paths.size(); ++k) {
-          if (k) out += "+";
+          if (k) out += join;
           for (const auto& q : paths[k])
             if (const auto* pc = layer_cast<conv2d>(q.get()))
               out += detail::print_layer(spec(*pc), 1);

@@ -321,25 +321,56 @@ TEST_CASE(
                          "channel over the others");
   REQUIRE(state_of(sg) == before);
   require_exact_widen(sg, "stem", 2, rng);  // the stream itself grows; the gate reads it
-  // A sum of a concatenation and a convolution: the layouts differ.
-  std::vector<nn::layer_list<double>> inner;
-  inner.push_back(path<double>(conv<double>(c, 2, 1, rng)));
-  inner.push_back(path<double>(conv<double>(c, 1, 1, rng)));
-  auto mix = around<double>(
+}
+
+TEMPLATE_TEST_CASE(
+    "nn::widen where a sum or a gate meets a concatenation splits the other path's channels",
+    "[nn][channels][merge][width]", float, double) {
+  std::mt19937_64 rng(209);
+  const idx c = 3;
+  netmorph::widen_options w;
+  w.new_channels = 5;
+  // A concatenation (2 + 1 channels) summed with one convolution's 3 channels: its rows split
+  // between the two concatenated layers' groups.
+  std::vector<nn::layer_list<TestType>> inner;
+  inner.push_back(path<TestType>(conv<TestType>(c, 2, 1, rng)));
+  inner.push_back(path<TestType>(conv<TestType>(c, 1, 3, rng)));
+  auto mix = around<TestType>(
       rng, c,
-      block<double>(
+      block<TestType>(
           "mix", nn::merge_kind::add,
-          paths_of(path<double>(nn::parallel<double>(std::move(inner), nn::merge_kind::concat)),
-                   path<double>(conv<double>(c, 3, 1, rng)))),
+          paths_of(path<TestType>(nn::parallel<TestType>(std::move(inner), nn::merge_kind::concat)),
+                   path<TestType>(conv<TestType>(c, 3, 1, rng), bn<TestType>(3, rng)))),
       3);
-  before = state_of(mix);
-  for (const char* target : {"mix.p0.0.p0.0", "mix.p1.0"})
-    NM_REQUIRE_THROWS_WITH(
-        nn::widen(mix, target, w), netmorph::value_error,
-        "cannot grow: block 'mix' (parallel 2 paths (1 layers, 1 layers)) merges "
-        "paths with different channel layouts");
+  CHECK(places(nn::channel_group_of(mix, "mix.p0.0.p1.0")) ==
+        std::vector<std::string>{"mix.p0.0.p1.0:producer@0", "mix.p1.0:producer@2",
+                                 "mix.p1.1:through@2", "head:consumer@2"});
+  for (const char* target : {"stem", "mix.p0.0.p0.0", "mix.p0.0.p1.0"})
+    require_exact_widen(mix, target, draw(rng, 1, 3), rng);
+  auto before = state_of(mix);
+  NM_REQUIRE_THROWS_WITH(nn::widen(mix, "mix.p1.0", w), netmorph::value_error,
+                         "nn::widen: layer 'mix.p1.0' (conv2d 3->3 1x1 stride 1 padding 0) "
+                         "writes channels that a merge with a concatenation splits between "
+                         "several groups; widen a layer of the concatenation");
   REQUIRE(state_of(mix) == before);
-  require_exact_widen(mix, "stem", 2, rng);
+  // A squeeze-and-excitation gate over a DenseNet-style concatenation: the gate's last
+  // convolution holds the stem's channels in its first rows and the new features' after them.
+  nn::model<TestType> cs({2, 5, 5}, 13);
+  cs.add(conv<TestType>(2, c, 3, rng), "stem");
+  add_named(cs, block<TestType>("d0", nn::merge_kind::concat,
+                                paths_of(nn::layer_list<TestType>(),
+                                         path<TestType>(conv<TestType>(c, 2, 3, rng)))));
+  add_named(cs, block<TestType>("se", nn::merge_kind::mul, se_paths<TestType>(rng, c + 2, 2)));
+  cs.add(conv<TestType>(c + 2, 3, 1, rng), "head");
+  CHECK(places(nn::channel_group_of(cs, "d0.p1.0")) ==
+        std::vector<std::string>{"d0.p1.0:producer@0", "se.p1.1:consumer@3", "se.p1.3:producer@3",
+                                 "head:consumer@3"});
+  for (const char* target : {"stem", "d0.p1.0", "se.p1.1"})
+    require_exact_widen(cs, target, draw(rng, 1, 3), rng);
+  before = state_of(cs);
+  NM_REQUIRE_THROWS_WITH(nn::widen(cs, "se.p1.3", w), netmorph::value_error,
+                         "splits between several groups");
+  REQUIRE(state_of(cs) == before);
 }
 
 TEST_CASE("a model with concatenations and gates trains, and so does its widened child",

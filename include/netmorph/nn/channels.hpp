@@ -104,28 +104,114 @@ struct channel_walk {
   }
   void unite(int a, int b) { parent[static_cast<std::size_t>(find(a))] = find(b); }
 
-  /// Joins the layouts of paths merged elementwise by `block`: segment by segment where they
-  /// agree, else all their spaces become one that cannot grow.
-  void join(const std::vector<const layout*>& ls, const layer<Scalar>& block) {
-    bool same = true;
-    for (const layout* l : ls) {
-      same = same && l->size() == ls[0]->size();
-      for (std::size_t k = 0; same && k < l->size(); ++k)
-        same = (*l)[k].entries == (*ls[0])[k].entries;
+  /// Spaces split into pieces where an elementwise merge met a concatenation: by the space's
+  /// root at the time of the split, its pieces with their shares of `total` (a reference of `E`
+  /// entries holds `E * share / total` entries of each piece).
+  struct split_record {
+    std::vector<std::pair<int, index_type>> pieces;
+    index_type total;
+  };
+  std::vector<std::pair<int, split_record>> splits;
+
+  const split_record* split_of(int space) {
+    const int r = find(space);
+    for (const auto& sp : splits)
+      if (sp.first == r) return &sp.second;
+    return nullptr;
+  }
+  /// The spaces `space` consists of now (itself, or the pieces of its splits).
+  void leaves(int space, std::vector<int>& out) {
+    if (const split_record* sp = split_of(space)) {
+      for (const auto& pc : sp->pieces)
+        leaves(pc.first, out);
+    } else {
+      out.push_back(find(space));
     }
-    if (same) {
-      for (const layout* l : ls)
-        for (std::size_t k = 0; k < l->size(); ++k)
-          unite((*l)[k].space, (*ls[0])[k].space);
+  }
+  /// `l` with every segment of a split space replaced by its pieces.
+  layout expand(const layout& l) {
+    layout out;
+    for (const segment& sg : l)
+      expand_into(sg, out);
+    return out;
+  }
+  void expand_into(const segment& sg, layout& out) {
+    const split_record* sp = split_of(sg.space);
+    if (!sp) {
+      out.push_back({find(sg.space), sg.entries});
       return;
     }
-    for (const layout* l : ls)
-      for (const segment& sg : *l)
-        unite(sg.space, ls[0]->front().space);
-    blocked.emplace_back(ls[0]->front().space,
-                         netmorph::detail::cat("block '", block.name(), "' (", block.describe(),
-                                               ") merges paths with different channel layouts "
-                                               "(a concatenation or a flatten on some of them)"));
+    bool whole = true;
+    for (const auto& pc : sp->pieces)
+      whole = whole && (sg.entries * pc.second) % sp->total == 0;
+    if (!whole) {  // a piece would split a channel's features: none of them can grow
+      std::vector<int> ls;
+      leaves(sg.space, ls);
+      for (int leaf : ls)
+        blocked.emplace_back(leaf, "a merge splits the features of one channel");
+      out.push_back({ls.front(), sg.entries});
+      return;
+    }
+    const split_record copy = *sp;  // expand_into may add splits
+    for (const auto& pc : copy.pieces)
+      expand_into({pc.first, sg.entries * pc.second / copy.total}, out);
+  }
+
+  /// Joins the layouts of paths merged elementwise by `block` segment by segment. Where their
+  /// segments differ (a concatenation summed with one convolution's output, a gate over a
+  /// concatenation), a segment that spans several of another path's segments is split into
+  /// pieces at their boundaries first: the convolution's output channels then belong to several
+  /// spaces.
+  void join(std::vector<layout> ls, const layer<Scalar>& block) {
+    const auto total = [](const layout& l) {
+      index_type t = 0;
+      for (const segment& sg : l)
+        t += sg.entries;
+      return t;
+    };
+    for (const layout& l : ls)
+      if (total(l) != total(ls[0])) {  // not reached for shapes that merge; refuse all the same
+        for (const layout& k : ls)
+          for (const segment& sg : k)
+            blocked.emplace_back(
+                find(sg.space),
+                netmorph::detail::cat("block '", block.name(), "' (", block.describe(),
+                                      ") merges paths of different channel sizes"));
+        return;
+      }
+    for (bool changed = true; changed;) {
+      changed = false;
+      std::vector<index_type> cuts;  // every path's segment boundaries
+      for (layout& l : ls) {
+        l = expand(l);
+        index_type o = 0;
+        for (const segment& sg : l)
+          cuts.push_back(o += sg.entries);
+      }
+      std::sort(cuts.begin(), cuts.end());
+      for (std::size_t i = 0; i < ls.size() && !changed; ++i) {
+        index_type o = 0;
+        for (const segment& sg : ls[i]) {
+          split_record rec{{}, sg.entries};
+          index_type at = o;
+          for (index_type cut : cuts)
+            if (cut > at && cut < o + sg.entries) {
+              rec.pieces.emplace_back(fresh(), cut - at);
+              at = cut;
+            }
+          if (!rec.pieces.empty()) {
+            rec.pieces.emplace_back(fresh(), o + sg.entries - at);
+            splits.emplace_back(find(sg.space), std::move(rec));
+            changed = true;
+            break;
+          }
+          o += sg.entries;
+        }
+      }
+    }
+    for (const layout& l : ls)
+      for (std::size_t k = 0; k < l.size(); ++k)
+        unite(l[k].space, ls[0][k].space);
   }
 
   /// Walks `list` from the channel layout `in` at per-sample shape `shape` (updated); returns the
@@ -179,7 +265,7 @@ struct channel_walk {
             for (const layout& o : outs)
               out.insert(out.end(), o.begin(), o.end());
           } else {
-            std::vector<const layout*> joined;
+            std::vector<layout> joined;
             for (std::size_t i = 0; i < outs.size(); ++i) {
               if (!shapes[i].empty() && !next.empty() && shapes[i][0] != next[0]) {
                 // a gate broadcast over the channels (one channel): it cannot grow with them
@@ -190,11 +276,11 @@ struct channel_walk {
                                                       "'s one channel over the others"));
                 continue;
               }
-              joined.push_back(&outs[i]);
+              joined.push_back(outs[i]);
             }
             if (!joined.empty()) {
-              join(joined, *l);
-              out = *joined.front();
+              out = joined.front();
+              join(std::move(joined), *l);
             }
           }
           cur = std::move(out);
@@ -216,7 +302,7 @@ struct channel_walk {
   std::vector<std::pair<index_type, index_type>> places(const layout& l, int g) {
     std::vector<std::pair<index_type, index_type>> out;
     index_type offset = 0;
-    for (const segment& sg : l) {
+    for (const segment& sg : expand(l)) {
       if (find(sg.space) == g) out.emplace_back(offset, sg.entries);
       offset += sg.entries;
     }
@@ -260,21 +346,36 @@ channel_group channel_group_of(const model<Scalar>& m, const std::string& name,
                        target->l->describe(),
                        ") mixes channels in groups; widening a grouped convolution other than a "
                        "depthwise one is not supported");
-  require<value_error>(target->out.size() == 1, who, ": layer '", name, "' (",
-                       target->l->describe(),
-                       ") filters the channels of a concatenation; widen a layer that makes them");
-  const int g = w.find(target->out.front().space);
-  require<value_error>(w.find(input) != g, who, ": the output channels of layer '", name,
+  const typename walk_type::layout made = w.expand(target->out);
+  require<value_error>(made.size() == 1, who, ": layer '", name, "' (", target->l->describe(),
+                       target->k == kind::through
+                           ? ") filters the channels of a concatenation; widen a layer that "
+                             "makes them"
+                           : ") writes channels that a merge with a concatenation splits between "
+                             "several groups; widen a layer of the concatenation");
+  const int g = w.find(made.front().space);
+  std::vector<int> fixed;  // the model input's spaces
+  w.leaves(input, fixed);
+  require<value_error>(std::find(fixed.begin(), fixed.end(), g) == fixed.end(), who,
+                       ": the output channels of layer '", name,
                        "' are merged with the model's input (an identity path from it) or filter "
                        "it, and the input cannot grow");
   require<value_error>(w.places(output, g).empty(), who, ": layer '", name,
                        "' has no conv2d/dense layer after it whose input could grow: its channels "
                        "reach the model's output");
-  for (const auto& b : w.blocked)
-    require<value_error>(w.find(b.first) != g, who, ": the channels of layer '", name,
-                         "' cannot grow: ", b.second);
+  for (const auto& u : w.uses) {  // every expansion once, so that `blocked` is complete
+    w.expand(u.in);
+    w.expand(u.out);
+  }
+  for (const auto& b : w.blocked) {
+    std::vector<int> ls;
+    w.leaves(b.first, ls);
+    for (int leaf : ls)
+      require<value_error>(w.find(leaf) != g, who, ": the channels of layer '", name,
+                           "' cannot grow: ", b.second);
+  }
   channel_group out;
-  out.channels = target->out.front().entries;
+  out.channels = made.front().entries;
   const index_type c = out.channels;
   require<value_error>(c > 0, who, ": layer '", name, "' has no output channels");
   for (const auto& u : w.uses) {

@@ -57,6 +57,8 @@ function(netmorph_io_add_tests)
       add_test(NAME test_io_python_read
                COMMAND ${python} ${CMAKE_CURRENT_SOURCE_DIR}/io/read_safetensors.py ${dir})
       set_tests_properties(test_io_python_read PROPERTIES FIXTURES_REQUIRED netmorph_io_python)
+      # tests/python's bridge test loads these files too.
+      set_property(GLOBAL PROPERTY NETMORPH_IO_FIXTURE_DIR ${dir})
     else()
       message(STATUS "netmorph: numpy not found for /usr/bin/python3; test_io_python_read skipped")
     endif()

@@ -277,7 +277,7 @@ TEST_CASE("write files for the Python reader", "[.python_fixture]") {
 #endif
   nlohmann::json expected = nlohmann::json::object();
   std::mt19937_64 rng = make_rng(600);
-  auto add = [&](const auto& m, const std::string& file, io::save_options opt) {
+  auto add = [&](auto m, const std::string& file, io::save_options opt) {
     io::save(m, std::string(dir) + "/" + file, opt);
     nlohmann::json& e = expected[file];
     for (const auto& t : tensors_of(m)) {
@@ -285,6 +285,14 @@ TEST_CASE("write files for the Python reader", "[.python_fixture]") {
       e[t.first] = {{"shape", t.second.shape()}, {"values", v}};
     }
     e["__architecture__"] = io::architecture_json(m);
+    // What the model computes in inference mode on a random batch, for the PyTorch bridge.
+    using Scalar = typename std::decay_t<decltype(m.parameters().front()->value)>::scalar_type;
+    netmorph::shape_type s = m.input_shape();
+    s.insert(s.begin(), 2);
+    const tensor<Scalar> x = randn<Scalar>(s, rng);
+    const tensor<Scalar> y = m.forward(x, false);
+    e["__input__"] = {{"shape", x.shape()}, {"values", std::vector<double>(x.begin(), x.end())}};
+    e["__output__"] = {{"shape", y.shape()}, {"values", std::vector<double>(y.begin(), y.end())}};
   };
   add(every_kind_model<float>(rng), "float32.safetensors", {});
   add(every_kind_model<double>(rng), "float64.safetensors", {});

@@ -191,6 +191,24 @@ class Bridge(unittest.TestCase):
                 with torch.no_grad():
                     self.assertLessEqual(rel(back(x), m(x)), TOL[dtype])
 
+    def test_load_models_written_by_the_library(self):
+        """Every layer kind, a concatenation and a gate (mul) included: the files written by the
+        C++ library's test fixture compute in torch what they computed there."""
+        d = os.environ.get("NETMORPH_IO_FIXTURE_DIR")
+        if not d:
+            self.skipTest("NETMORPH_IO_FIXTURE_DIR is not set (CTest sets it)")
+        import json
+        expected = json.load(open(os.path.join(d, "expected.json")))
+        for name, dtype in (("float32.safetensors", torch.float32),
+                            ("float64.safetensors", torch.float64)):
+            net = nmt.load(os.path.join(d, name)).eval()
+            self.assertIn('"merge": "concat"', json.dumps(net.architecture))
+            self.assertIn('"merge": "mul"', json.dumps(net.architecture))
+            x, y = (torch.tensor(expected[name][k]["values"], dtype=dtype).reshape(
+                expected[name][k]["shape"]) for k in ("__input__", "__output__"))
+            with torch.no_grad():
+                self.assertLessEqual(rel(net(x), y), TOL[dtype], name)
+
     def test_torchvision_vgg11_and_resnet18(self):
         import torchvision
         vgg = randomise(torchvision.models.vgg11(), 11)

@@ -6,7 +6,8 @@
 /// output channels of one layer grow. Channels flow unchanged through activations, batch norm,
 /// dropout, pooling, flatten and depthwise convolutions; the paths of a parallel block that sums
 /// or multiplies them carry the same channels (every path's output, the block's input through an
-/// identity path, and its output); a concatenation places each path's channels at an offset. A
+/// identity path, and its output); a concatenation places each path's channels at an offset, and
+/// where a sum or a gate meets a concatenation the other paths' channels split to match it. A
 /// convolution (`groups = 1`) or dense layer ends the flow: its input columns grow (a consumer)
 /// and its output rows start a new channel space (a producer).
 
@@ -316,9 +317,10 @@ struct channel_walk {
 /// do (docs/DESIGN.md §8.5). `who` prefixes the messages.
 /// \throws value_error when the layer is not conv2d/dense, when the group reaches the model's
 ///         input or output (they cannot grow), when a grouped convolution other than a
-///         depthwise one reads or writes the group (it mixes channels in groups), or when the
-///         channels are merged where they cannot grow (a one-channel gate broadcast over them,
-///         an elementwise merge of paths with different channel layouts).
+///         depthwise one reads or writes the group (it mixes channels in groups), when the
+///         channels are merged where they cannot grow (a one-channel gate broadcast over them),
+///         or when the layer's output channels are split between several groups (a convolution
+///         summed with a concatenation: widen a layer of the concatenation).
 template <typename Scalar>
 channel_group channel_group_of(const model<Scalar>& m, const std::string& name,
                                const char* who = "nn::channel_group_of") {

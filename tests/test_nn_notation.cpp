@@ -40,7 +40,8 @@ TEST_CASE("the architecture notation round-trips and names the position of error
                          "parse_architecture: input must be (C, H, W), got (28, 28)");
 }
 
-TEST_CASE("the notation printer shows parallel blocks as {path+path}", "[nn][notation]") {
+TEST_CASE("the notation printer shows parallel blocks as {path+path}, {path|path}, {path*path}",
+          "[nn][notation]") {
   std::mt19937_64 rng(3);
   auto m = nn::parse_architecture<double>("(3:4)", {1, 8, 8});
   std::vector<nn::layer_list<double>> paths(2);
@@ -56,4 +57,13 @@ TEST_CASE("the notation printer shows parallel blocks as {path+path}", "[nn][not
   n.add(nn::conv2d<double>::he(4, 2, 5, rng));
   REQUIRE(nn::to_notation(n) == "(3:4){(3:4)(1:4)+}(5:2)");
   REQUIRE(nn::to_notation(m) == "(3:4)");
+  // Nested blocks, concatenations and gates: a DenseNet layer holding a squeeze-and-excitation
+  // gate.
+  std::vector<nn::layer_list<double>> gate(2), dense(2);
+  gate[1].push_back(std::make_unique<nn::adaptive_pool2d<double>>(1, 1));
+  gate[1].push_back(std::make_unique<nn::conv2d<double>>(nn::conv2d<double>::he(2, 2, 1, rng)));
+  dense[1].push_back(std::make_unique<nn::conv2d<double>>(nn::conv2d<double>::he(2, 2, 3, rng)));
+  dense[1].push_back(std::make_unique<nn::parallel<double>>(std::move(gate), nn::merge_kind::mul));
+  n.add(nn::parallel<double>(std::move(dense), nn::merge_kind::concat));
+  REQUIRE(nn::to_notation(n) == "(3:4){(3:4)(1:4)+}(5:2){|(3:2){*(1:2)}}");
 }

@@ -199,6 +199,25 @@ inline std::string print_group(const group_spec& g) {
   return g.size() == 1 ? out : "[" + out + "]";
 }
 
+/// A parallel block in the notation: `{` its paths' convolutions (nested blocks likewise) joined
+/// by `+` (add), `|` (concat) or `*` (mul) `}`.
+template <typename Scalar>
+std::string print_block(const parallel<Scalar>& block) {
+  const char* join = block.merge() == merge_kind::add      ? "+"
+                     : block.merge() == merge_kind::concat ? "|"
+                                                           : "*";
+  std::string out = "{";
+  for (std::size_t k = 0; k < block.paths().size(); ++k) {
+    if (k) out += join;
+    for (const auto& q : block.paths()[k]) {
+      if (const auto* pc = layer_cast<conv2d>(q.get()))
+        out += print_layer(conv_spec{pc->weight().value.dim(2), pc->weight().value.dim(0)}, 1);
+      if (const auto* inner = layer_cast<parallel>(q.get())) out += print_block(*inner);
+    }
+  }
+  return out + "}";
+}
+
 }  // namespace detail
 
 /// Prints the convolutional part of a model in the notation: a pooling layer ends a group.
@@ -240,23 +259,10 @@ std::string to_notation(const model<Scalar>& m) {
       case layer_kind::pool2d:
         flush();
         break;
-      case layer_kind::parallel: {
+      case layer_kind::parallel:
         emit();
-        out += "{";
-        const auto* block = layer_cast<parallel>(l.get());
-        const auto& paths = block->paths();
-        const char* join = block->merge() == merge_kind::add      ? "+"
-                           : block->merge() == merge_kind::concat ? "|"
-                                                                  : "*";
-        for (std::size_t k = 0; k < paths.size(); ++k) {
-          if (k) out += join;
-          for (const auto& q : paths[k])
-            if (const auto* pc = layer_cast<conv2d>(q.get()))
-              out += detail::print_layer(spec(*pc), 1);
-        }
-        out += "}";
+        out += detail::print_block(*layer_cast<parallel>(l.get()));
         break;
-      }
       default:
         break;
     }

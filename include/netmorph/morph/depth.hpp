@@ -243,7 +243,8 @@ struct depth_factors {
 
 /// A random filter whose `(O, I*K*K)` matrix has orthonormal rows or columns (Gaussian, then
 /// the Q of its QR decomposition).
-inline tensor<double> random_semi_orthogonal(shape_type shape, std::mt19937_64& rng) {
+template <typename Rng>
+tensor<double> random_semi_orthogonal(shape_type shape, Rng& rng) {
   tensor<double> t = tensor<double>::random_normal(std::move(shape), rng);
   const index_type rows = t.dim(0), cols = t.size() / std::max<index_type>(rows, 1);
   if (rows == 0 || cols == 0) return t;
@@ -260,8 +261,8 @@ inline tensor<double> random_semi_orthogonal(shape_type shape, std::mt19937_64& 
   return t;
 }
 
-inline double rel_residual(const tensor<double>& gt, const tensor<double>& f2,
-                           const tensor<double>& f1) {
+template <typename Real>
+double rel_residual(const tensor<Real>& gt, const tensor<Real>& f2, const tensor<Real>& f1) {
   const tensor<double> c = compose(f2, f1);
   const double den = gt.vector().norm();
   const double num = (c.vector() - gt.vector()).norm();
@@ -278,9 +279,9 @@ inline solve::factor_solve_options half_step_options(const deepen_options& opt) 
 
 /// Algorithm 1 at fixed kernel sizes: random init, alternate the half-steps, starting with the
 /// one that can be exact, until the residual reaches `opt.tolerance` or `max_iter` iterations ran.
-inline depth_factors algorithm1(const tensor<double>& gt, const depth_sizes& sz, index_type k1,
-                                index_type k2, const deepen_options& opt, int max_iter,
-                                std::mt19937_64& rng) {
+template <typename Rng>
+depth_factors algorithm1(const tensor<double>& gt, const depth_sizes& sz, index_type k1,
+                         index_type k2, const deepen_options& opt, int max_iter, Rng& rng) {
   const depth_counts counts = sz.counts(k1, k2);
   const solve::factor_solve_options settings = half_step_options(opt);
   depth_factors s;
@@ -317,7 +318,8 @@ inline depth_factors algorithm1(const tensor<double>& gt, const depth_sizes& sz,
 }
 
 /// IdMorph (Net2Net's deeper op): F1 = G, F2 = the identity filter.
-inline depth_factors idmorph_factors(const tensor<double>& gd, const depth_sizes& sz) {
+template <typename Real>
+depth_factors idmorph_factors(const tensor<Real>& gd, const depth_sizes& sz) {
   depth_factors s;
   s.f1 = gd;
   s.f2 = identity_filter<double>(sz.c2, sz.k2);
@@ -351,8 +353,9 @@ inline std::vector<std::pair<index_type, index_type>> depth_candidates(const dep
 /// Algorithms 1 and 2: Algorithm 1 on each candidate until one reaches the tolerance; the best
 /// one, its factors zero-padded back to the requested kernels. The residual is recomputed from
 /// the composed filters (the half-steps estimate theirs from the Gram matrices).
-inline depth_factors solve_depth(const tensor<double>& gd, const depth_sizes& sz,
-                                 const deepen_options& opt, std::mt19937_64& rng) {
+template <typename Rng>
+depth_factors solve_depth(const tensor<double>& gd, const depth_sizes& sz,
+                          const deepen_options& opt, Rng& rng) {
   const auto candidates = depth_candidates(sz, opt.algorithm);
   // G~ at kernel t: G itself, or a zero-padded copy (no copy of a large dense G).
   tensor<double> padded;
@@ -400,10 +403,10 @@ inline void equalise_scale(depth_factors& s) {
 
 /// b1 (random of the parent bias's RMS size, or zero) and b2 = g - F2 (*) b1, so that the
 /// composed bias is the parent's; both empty when the parent has no bias.
-inline std::pair<tensor<double>, tensor<double>> depth_biases(const tensor<double>& gb,
-                                                              const tensor<double>& f2,
-                                                              index_type c1, bool random_bias,
-                                                              std::mt19937_64& rng) {
+template <typename Rng>
+std::pair<tensor<double>, tensor<double>> depth_biases(const tensor<double>& gb,
+                                                       const tensor<double>& f2, index_type c1,
+                                                       bool random_bias, Rng& rng) {
   if (gb.empty()) return {};
   tensor<double> b1({c1});
   auto rms = [](const tensor<double>& t) {

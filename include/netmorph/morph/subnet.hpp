@@ -184,8 +184,9 @@ struct double_chain {
 /// Eq. 19 by repeated depth morphing: `G` splits into `F_1` and a remainder `H_1` of kernel
 /// `K~ - K_1 + 1`, `H_1` into `F_2` and `H_2`, ..., each step a `deepen` on a stride-1 unpadded
 /// layer. Then the first layer gets the parent's padding plus `(K~ - K)/2`, the last the stride.
-inline double_chain repeated_depth(const conv2d_weights<double>& parent, const subnet_options& opt,
-                                   index_type kt, std::uint64_t seed) {
+template <typename Real>
+double_chain repeated_depth(const conv2d_weights<Real>& parent, const subnet_options& opt,
+                            index_type kt, std::uint64_t seed) {
   const index_type k = parent.weight.dim(2);
   const std::size_t p = opt.widths.size();
   conv2d_weights<double> rest{parent.weight, parent.bias, conv2d_options{1, 0}};
@@ -219,8 +220,9 @@ inline double_chain repeated_depth(const conv2d_weights<double>& parent, const s
 }
 
 /// \f$ \|\sum_i C_i - \tilde G\| / \|\tilde G\| \f$ with every term zero-padded to `kt`.
-inline double padded_residual(const std::vector<const tensor<double>*>& terms,
-                              const tensor<double>& g, index_type kt) {
+template <typename Real>
+double padded_residual(const std::vector<const tensor<Real>*>& terms, const tensor<Real>& g,
+                       index_type kt) {
   const tensor<double> gt = pad_kernel(g, kt, kt);
   tensor<double> sum(gt.shape());
   for (const tensor<double>* t : terms)

@@ -280,8 +280,8 @@ double residual_norm2(const colmat& k, const colmat& y, const colmat& b, Rng& rn
 
 /// \f$ \text{out}[o,c](v) = \sum_{i,u} Y[o,i](u+v)\, F[c,i](u) \f$: applies \f$ A(F)^T \f$ to every
 /// row of `Y (C_out, C_in, K_t, K_t)`; the adjoint of `compose(., F)`.
-inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double>& f,
-                                    index_type kx) {
+template <typename Real>
+tensor<double> adjoint_apply(const tensor<Real>& y, const tensor<double>& f, index_type kx) {
   const index_type cout = y.dim(0), cin = y.dim(1), kt = y.dim(2);
   const index_type cmid = f.dim(0), kf = f.dim(2), q = cin * kf * kf;
   tensor<double> out({cout, cmid, kx, kx});
@@ -311,7 +311,8 @@ inline tensor<double> adjoint_apply(const tensor<double>& y, const tensor<double
 
 /// \f$ A^T A \f$ with index `(c, v)`: block `(v, v')` is the channel correlation of `F` at shift
 /// `v - v'`, \f$ R_\delta[c,c'] = \sum_{i,u} F[c,i](u)\, F[c',i](u+\delta) \f$.
-inline colmat gram_cols(const tensor<double>& f, index_type kx) {
+template <typename Real>
+colmat gram_cols(const tensor<Real>& f, index_type kx) {
   const index_type cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kk = kx * kx, n = cmid * kk;
   if (kx == 1) return gram(f.matrix(cmid, cin * kf * kf));  // only the zero shift
   colmat h = colmat::Zero(n, n);
@@ -356,7 +357,8 @@ inline colmat gram_cols(const tensor<double>& f, index_type kx) {
 
 /// \f$ A A^T \f$ with index `(i, w)`: the sum over the `K_x^2` offsets `v` of
 /// \f$ P = F_{mat}^T F_{mat} \f$ (index `(i, u)`) placed at `w = u + v`.
-inline colmat gram_rows(const tensor<double>& f, index_type kx) {
+template <typename Real>
+colmat gram_rows(const tensor<Real>& f, index_type kx) {
   const index_type cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kt = kf + kx - 1;
   const index_type q = cin * kf * kf, m = cin * kt * kt;
   const colmat p = gram(f.matrix(cmid, q).transpose());
@@ -403,8 +405,9 @@ inline double frobenius(const tensor<double>& t) {
   return t.vector().norm();
 }
 
-inline double relative_residual(const tensor<double>& x, const tensor<double>& f,
-                                const tensor<double>& target) {
+template <typename Real>
+double relative_residual(const tensor<Real>& x, const tensor<double>& f,
+                         const tensor<double>& target) {
   const tensor<double> c = compose(x, f);
   const double den = frobenius(target);
   const double num = (c.vector() - target.vector()).norm();
@@ -463,7 +466,8 @@ double gram_identity_deviation(const Eigen::MatrixBase<Derived>& fm, Rng& rng) {
 /// The explicit block-Toeplitz matrix \f$ A(F)[(i,w),(c,v)] = F[c,i](w-v) \f$ of size
 /// `(C_in K_t^2) x (C_mid K_x^2)`, so that `vec(compose(X, F)[o]) = A vec(X[o])`. Used by the
 /// rank-revealing fallback, by tests and by the reference benchmark.
-inline Eigen::MatrixXd toeplitz_matrix(const tensor<double>& f, index_type kx) {
+template <typename Real>
+Eigen::MatrixXd toeplitz_matrix(const tensor<Real>& f, index_type kx) {
   netmorph::detail::check_filter(f.shape(), "toeplitz_matrix", "F");
   netmorph::detail::require<value_error>(kx >= 1, "toeplitz_matrix: K_x must be >= 1, got ", kx);
   const index_type cmid = f.dim(0), cin = f.dim(1), kf = f.dim(2), kt = kf + kx - 1;

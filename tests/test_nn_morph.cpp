@@ -582,9 +582,10 @@ TEST_CASE("Net2Net through batch norm, pooling and a flatten carries and divides
   c0 = nn::layer_cast<nn::conv2d>(&m.find("0"));
   bn = nn::layer_cast<nn::batch_norm>(&m.find("1"));
   dn = nn::layer_cast<nn::dense>(&m.find("5"));
-  // Every new channel replicates an old one (found by its weights); its incoming velocity and
-  // batch-norm velocity are the old channel's, its H*W outgoing columns are divided by the
-  // number of copies, like the weights.
+  // Every new channel replicates an old one (found by its weights); its velocity follows the
+  // gradient (docs/DESIGN.md §8.4): the incoming and batch-norm velocity are the old channel's
+  // divided by its number of copies, the H*W outgoing columns are copied (the weights there are
+  // divided).
   std::vector<idx> src(9, -1), copies(4, 0);
   for (idx q = 0; q < 9; ++q)
     for (idx o = 0; o < 4 && src[q] < 0; ++o) {
@@ -601,12 +602,12 @@ TEST_CASE("Net2Net through batch norm, pooling and a flatten carries and divides
     const idx s = src[q];
     CAPTURE(q, s);
     for (idx k = 0; k < 18; ++k)
-      REQUIRE(c0->weight().velocity.data()[q * 18 + k] == v0.data()[s * 18 + k]);
-    REQUIRE(bn->beta().velocity(q) == vb(s));
+      REQUIRE(c0->weight().velocity.data()[q * 18 + k] ==
+              Approx(v0.data()[s * 18 + k] / double(copies[s])).epsilon(1e-15));
+    REQUIRE(bn->beta().velocity(q) == Approx(vb(s) / double(copies[s])).epsilon(1e-15));
     for (idx g = 0; g < 3; ++g)
       for (idx t = 0; t < 9; ++t) {
-        REQUIRE(dn->weight().velocity(g, q * 9 + t) ==
-                Approx(vd(g, s * 9 + t) / double(copies[s])).epsilon(1e-15));
+        REQUIRE(dn->weight().velocity(g, q * 9 + t) == vd(g, s * 9 + t));
         REQUIRE(dn->weight().value(g, q * 9 + t) ==
                 Approx(wd(g, s * 9 + t) / double(copies[s])).epsilon(1e-15));
       }

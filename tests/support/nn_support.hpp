@@ -30,7 +30,8 @@ netmorph::nn::dataset<Scalar> synthetic(idx n, std::mt19937_64& rng) {
   return d;
 }
 
-/// Every parameter value, gradient and velocity of a model, in order, for exact comparisons.
+/// Every parameter value, gradient and optimizer state (velocity, Adam's moments and step count)
+/// of a model, in order, for exact comparisons.
 template <typename Scalar>
 std::vector<tensor<Scalar>> state_of(netmorph::nn::model<Scalar>& m) {
   std::vector<tensor<Scalar>> out;
@@ -38,14 +39,18 @@ std::vector<tensor<Scalar>> state_of(netmorph::nn::model<Scalar>& m) {
     out.push_back(p->value);
     out.push_back(p->grad);
     out.push_back(p->velocity);
+    out.push_back(p->exp_avg);
+    out.push_back(p->exp_avg_sq);
+    out.push_back(tensor<Scalar>({1}, static_cast<Scalar>(p->step)));
   }
   return out;
 }
 
 /// A model trained for one epoch of the synthetic task: `(3:6)(3:6)` on 1x8x8 with batch norm,
 /// ELU(1), a dense head of 8 and 3 classes, and a residual block `res` (a parallel block whose
-/// first path is one 3x3 convolution, the second the identity) after layer 4. Its velocities,
-/// batch-norm statistics and generator have all moved, so a morph that changes any of them shows.
+/// first path is one 3x3 convolution, the second the identity) after layer 4, trained one epoch
+/// with SGD and one with AdamW. Its velocities, Adam moments and steps, batch-norm statistics and
+/// generator have all moved, so a morph that changes any of them shows.
 inline netmorph::nn::model<double> trained_block_model() {
   namespace nn = netmorph::nn;
   std::mt19937_64 rng(77);
@@ -66,6 +71,7 @@ inline netmorph::nn::model<double> trained_block_model() {
     if (l->name() == "4") out.add(nn::parallel<double>(std::move(paths)), "res");
   }
   nn::train_epoch(out, data, nn::sgd{0.01, 0.9, 1e-4}, 4);
+  nn::train_epoch(out, data, nn::adamw(1e-3, 1e-4), 4);  // Adam's moments and steps too
   return out;
 }
 

@@ -2,8 +2,9 @@
 #define NETMORPH_NN_MODEL_HPP
 
 /// \file model.hpp
-/// A sequential model with parallel blocks (paths summed), softmax cross-entropy, SGD with
-/// momentum and weight decay, a learning-rate schedule, and training/evaluation loops.
+/// A sequential model with parallel blocks, softmax cross-entropy, the optimizers (SGD with
+/// momentum and weight decay, Adam, AdamW), a learning-rate schedule, and training/evaluation
+/// loops.
 
 #include <netmorph/detail/message.hpp>
 #include <netmorph/error.hpp>
@@ -24,6 +25,7 @@
 #include <string>
 #include <unordered_set>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace netmorph {
@@ -98,7 +100,8 @@ struct layer_slot {
 };
 
 /// A sequential model on per-sample inputs of `input_shape` (e.g. `{1, 28, 28}` or `{784}`), with
-/// parallel blocks. Copying a model deep-copies its layers (parameters, gradients, velocities).
+/// parallel blocks. Copying a model deep-copies its layers (parameters, gradients, optimizer
+/// state).
 ///
 /// Layer names: every layer has a unique name, state_dict style, which morphs, reports and files
 /// use. `add` names a top-level layer by the number of layers added before it ("0", "1", ...)
@@ -595,6 +598,125 @@ struct sgd {
   }
 };
 
+/// Adam (Kingma and Ba), and AdamW (Loshchilov and Hutter) when `decoupled_weight_decay` is set
+/// (`adamw()` makes one), PyTorch's convention: per parameter, with its own step count `t`,
+/// \f$ g \leftarrow g + \lambda w \f$ (Adam) or \f$ w \leftarrow (1 - \eta\lambda) w \f$ (AdamW),
+/// \f$ m \leftarrow \beta_1 m + (1-\beta_1) g,\; v \leftarrow \beta_2 v + (1-\beta_2) g^2,\;
+/// w \leftarrow w - \eta\, \frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon} \f$.
+/// The step count is the parameter's own, so a parameter a morph creates starts its bias
+/// correction at 1 while the others keep theirs (docs/DESIGN.md §8.4).
+struct adam {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool decoupled_weight_decay = false;  ///< AdamW: decay the weights, not through the gradient
+
+  /// One step on every parameter of the model (allocating its moments on its first step), then
+  /// the layers' `after_step`.
+  template <typename Scalar>
+  void step(model<Scalar>& m) const {
+    const Scalar b1 = static_cast<Scalar>(beta1), b2 = static_cast<Scalar>(beta2);
+    for (auto* p : m.parameters()) {
+      if (p->exp_avg.empty()) {
+        p->exp_avg = tensor<Scalar>(p->value.shape());
+        p->exp_avg_sq = tensor<Scalar>(p->value.shape());
+      }
+      ++p->step;
+      auto wv = p->value.vector();
+      auto gv = p->grad.vector();
+      auto mv = p->exp_avg.vector();
+      auto vv = p->exp_avg_sq.vector();
+      auto w = wv.array();
+      auto g = gv.array();
+      auto mo = mv.array();
+      auto ve = vv.array();
+      if (weight_decay != 0 && decoupled_weight_decay)
+        w *= static_cast<Scalar>(1.0 - lr * weight_decay);
+      if (weight_decay != 0 && !decoupled_weight_decay) g += static_cast<Scalar>(weight_decay) * w;
+      mo = b1 * mo + (Scalar(1) - b1) * g;
+      ve = b2 * ve + (Scalar(1) - b2) * g.square();
+      const double t = double(p->step);
+      const double c1 = 1.0 - std::pow(beta1, t), c2 = std::sqrt(1.0 - std::pow(beta2, t));
+      w -= static_cast<Scalar>(lr / c1) * mo /
+           (ve.sqrt() / static_cast<Scalar>(c2) + static_cast<Scalar>(eps));
+    }
+    m.after_step();
+  }
+};
+
+/// An AdamW optimizer: Adam with decoupled weight decay, PyTorch's defaults.
+inline adam adamw(double lr = 1e-3, double weight_decay = 1e-2) {
+  adam a;
+  a.lr = lr;
+  a.weight_decay = weight_decay;
+  a.decoupled_weight_decay = true;
+  return a;
+}
+
+/// One of the optimizers above, which `train_epoch` and the model files take: built implicitly
+/// from an `sgd` or an `adam`, whose hyper-parameters it checks.
+class optimizer {
+ public:
+  /// \throws value_error naming `nn::optimizer` and the value: a learning rate, momentum or
+  ///         weight decay that is negative or not finite.
+  optimizer(const sgd& s) : settings_(s) { check(); }  // NOLINT: implicit on purpose
+  /// \throws value_error as above, and for betas outside [0, 1) or eps <= 0.
+  optimizer(const adam& a) : settings_(a) { check(); }  // NOLINT: implicit on purpose
+
+  /// "sgd", "adam" or "adamw": the name files and the command line use.
+  std::string kind() const {
+    if (const adam* a = as_adam()) return a->decoupled_weight_decay ? "adamw" : "adam";
+    return "sgd";
+  }
+  /// The SGD settings, or null.
+  const sgd* as_sgd() const { return std::get_if<sgd>(&settings_); }
+  /// The Adam or AdamW settings, or null.
+  const adam* as_adam() const { return std::get_if<adam>(&settings_); }
+  /// The learning rate.
+  double lr() const {
+    return std::visit([](const auto& o) { return o.lr; }, settings_);
+  }
+  /// Sets the learning rate (a schedule's value).
+  /// \throws value_error as the constructors, leaving the optimizer as it was.
+  void set_lr(double lr) {
+    optimizer changed = *this;
+    std::visit([lr](auto& o) { o.lr = lr; }, changed.settings_);
+    changed.check();
+    *this = changed;
+  }
+  /// One step of the chosen optimizer on every parameter of `m`.
+  template <typename Scalar>
+  void step(model<Scalar>& m) const {
+    std::visit([&m](const auto& o) { o.step(m); }, settings_);
+  }
+
+ private:
+  void check() const {
+    const auto require = [](bool ok, const char* what, double v) {
+      netmorph::detail::require<value_error>(ok, "nn::optimizer: ", what, " ", v,
+                                             " is out of range");
+    };
+    const auto non_negative = [](double v) { return std::isfinite(v) && v >= 0; };
+    const auto beta = [](double v) { return std::isfinite(v) && v >= 0 && v < 1; };
+    if (const sgd* s = as_sgd()) {
+      require(non_negative(s->lr), "the learning rate", s->lr);
+      require(non_negative(s->momentum), "the momentum", s->momentum);
+      require(non_negative(s->weight_decay), "the weight decay", s->weight_decay);
+    } else {
+      const adam& a = *as_adam();
+      require(non_negative(a.lr), "the learning rate", a.lr);
+      require(beta(a.beta1), "beta1 (in [0, 1))", a.beta1);
+      require(beta(a.beta2), "beta2 (in [0, 1))", a.beta2);
+      require(std::isfinite(a.eps) && a.eps > 0, "eps (> 0)", a.eps);
+      require(non_negative(a.weight_decay), "the weight decay", a.weight_decay);
+    }
+  }
+
+  std::variant<sgd, adam> settings_;
+};
+
 /// Step schedule: \f$ \eta_e = \eta_0 \gamma^{\lfloor e / s \rfloor} \f$.
 struct step_schedule {
   double base_lr = 0.01;
@@ -661,10 +783,11 @@ epoch_report evaluate(model<Scalar>& m, const dataset<Scalar>& d, index_type bat
   return st;
 }
 
-/// One epoch of minibatch SGD over a shuffled dataset (the model's generator shuffles).
+/// One epoch of minibatch training with `opt` over a shuffled dataset (the model's generator
+/// shuffles).
 /// Prints a progress line per epoch to `progress` unless it is null.
 template <typename Scalar>
-epoch_report train_epoch(model<Scalar>& m, const dataset<Scalar>& d, const sgd& opt,
+epoch_report train_epoch(model<Scalar>& m, const dataset<Scalar>& d, const optimizer& opt,
                          index_type batch, int epoch = 0, std::ostream* progress = nullptr) {
   netmorph::detail::require<value_error>(batch >= 1, "train_epoch: batch must be >= 1, got ",
                                          batch);
@@ -696,7 +819,7 @@ epoch_report train_epoch(model<Scalar>& m, const dataset<Scalar>& d, const sgd& 
   if (progress) {
     *progress << "epoch " << epoch << "  loss " << st.loss << "  accuracy " << st.accuracy
               << "  samples/s " << static_cast<long long>(st.samples_per_second) << "  lr "
-              << opt.lr << std::endl;
+              << opt.lr() << std::endl;
   }
   return st;
 }

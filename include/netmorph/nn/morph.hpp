@@ -8,7 +8,7 @@
 /// restores the old layers when they do not fit), and only then measures the whole model's
 /// function preservation on probe inputs in inference mode; when that measurement fails (an
 /// exception of any kind, `std::bad_alloc` included) `model::restore` puts the parent's layers
-/// back. A morph that throws leaves the model, its SGD velocities and its buffers exactly as they
+/// back. A morph that throws leaves the model, its optimizer state and its buffers exactly as they
 /// were (the strong guarantee, for every exception; docs/DESIGN.md §8.3).
 ///
 /// What the model determines is derived, never silently overwritten: the activation of the
@@ -23,8 +23,9 @@
 /// the layers summed with it in parallel blocks, the batch norms and depthwise filters the
 /// channels flow through, the inputs of the conv2d/dense layers that read them, `H*W` columns per
 /// channel after a flatten).
-/// SGD velocities are carried over: unchanged parameters keep theirs, moved with any channel
-/// permutation; new parameters start at zero.
+/// The optimizer state (SGD velocities, Adam's moments and step counts) is carried over by one
+/// rule (docs/DESIGN.md §8.4): unchanged parameters keep theirs bit for bit; grown ones carry it
+/// to where their channels and taps went, following the gradient; new parameters start at zero.
 ///
 /// Names follow `model::replace`: `deepen` and `to_subnet` turn layer `N` into `N.0`, `N.1`, ...;
 /// `to_stacked_subnet` makes `N` a parallel block with layers `N.path<i>.<j>`; `widen` and
@@ -265,11 +266,13 @@ struct channel_plan {
 
   /// `t` with the group's block of its leading axis replaced: `entries` entries per channel from
   /// entry `offset` (one per filter row; `H W` for a batch norm or dense layer over the features
-  /// of a flatten). New channel `p`'s entries are old channel `source[p]`'s, or `fill(values, n)`
-  /// fills them for a new NetMorph channel; the entries before and after the block are kept.
+  /// of a flatten). New channel `p`'s entries are old channel `source[p]`'s divided by its number
+  /// of copies to the power `power` (0: copied; optimizer state follows the gradient, §8.4), or
+  /// `fill(values, n)` fills them for a new NetMorph channel; the entries before and after the
+  /// block are kept.
   template <typename Scalar, typename Fill>
   tensor<Scalar> rows(const tensor<Scalar>& t, Fill&& fill, index_type offset = 0,
-                      index_type entries = 1) const {
+                      index_type entries = 1, int power = 0) const {
     shape_type s = t.shape();
     const index_type c = old_channels(), cn = new_channels();
     const index_type inner = t.size() / std::max<index_type>(1, s[0]), block = entries * inner;
@@ -280,10 +283,14 @@ struct channel_plan {
     Scalar* to = std::copy(t.data(), from, out.data());
     for (index_type p = 0; p < cn; ++p, to += block) {
       const index_type src = source[static_cast<std::size_t>(p)];
-      if (src >= 0)
-        std::copy(from + src * block, from + (src + 1) * block, to);
-      else
+      if (src < 0) {
         fill(to, block);
+        continue;
+      }
+      const double div = std::pow(double(count[static_cast<std::size_t>(src)]), power);
+      const Scalar* f = from + src * block;
+      for (index_type k = 0; k < block; ++k)
+        to[k] = div == 1.0 ? f[k] : static_cast<Scalar>(double(f[k]) / div);
     }
     std::copy(from + c * block, t.data() + t.size(), to);
     return out;
@@ -291,10 +298,11 @@ struct channel_plan {
   /// `t` (a weight with the input axis 1: dense `(O, F)` or conv `(O, C, K_h, K_w)`) with the
   /// group's block of that axis replaced: `entries` entries per channel from entry `offset`.
   /// New channel `p`'s block in every row is old block `source[p]` divided by the number of its
-  /// copies, or zero for a new channel; the entries before and after the block are kept.
+  /// copies to the power `power` (1 for weights, 0 for optimizer state: copied), or zero for a
+  /// new channel; the entries before and after the block are kept.
   template <typename Scalar>
-  tensor<Scalar> columns(const tensor<Scalar>& t, index_type offset = 0,
-                         index_type entries = 1) const {
+  tensor<Scalar> columns(const tensor<Scalar>& t, index_type offset = 0, index_type entries = 1,
+                         int power = 1) const {
     shape_type s = t.shape();
     const index_type c = old_channels(), cn = new_channels(), o = s[0];
     const index_type row = t.size() / std::max<index_type>(1, o);
@@ -309,7 +317,7 @@ struct channel_plan {
       for (index_type p = 0; p < cn; ++p, to += block) {
         const index_type src = source[static_cast<std::size_t>(p)];
         if (src < 0) continue;  // zero: the tensor starts zeroed
-        const double div = double(count[static_cast<std::size_t>(src)]);
+        const double div = std::pow(double(count[static_cast<std::size_t>(src)]), power);
         const Scalar* f = from + src * block;
         for (index_type k = 0; k < block; ++k)
           to[k] = div == 1.0 ? f[k] : static_cast<Scalar>(double(f[k]) / div);
@@ -344,7 +352,7 @@ auto random_bias(const tensor<Scalar>& old, double noise, std::mt19937_64& rng) 
       o[k] = static_cast<Scalar>(sd * normal(rng));
   };
 }
-/// A filler of new rows with a constant (zero velocities, an identity batch norm).
+/// A filler of new rows with a constant (zero optimizer state, an identity batch norm).
 template <typename Scalar>
 auto constant_rows(double v) {
   return [v](Scalar* o, index_type n) { std::fill(o, o + n, static_cast<Scalar>(v)); };
@@ -358,21 +366,21 @@ struct channel_blocks {
 };
 
 /// One layer of a channel group, widened: columns first where it reads the group, then rows
-/// where it writes it (a convolution inside a residual path does both), with its velocities.
+/// where it writes it (a convolution inside a residual path does both), with its optimizer
+/// state. The state follows the gradient (docs/DESIGN.md §8.4): new NetMorph channels start at
+/// zero; a Net2Net replica's gradient is its source's divided by the `n` copies in the rows it
+/// writes and equal in the columns it reads, so its state is divided by `n` (first moments) or
+/// `n^2` (second moments) in rows and copied in columns.
 template <typename Scalar>
 std::unique_ptr<layer<Scalar>> widened_member(const layer<Scalar>& l, const channel_blocks& at,
                                               const channel_plan& plan, std::mt19937_64& rng,
                                               morph_report& rep) {
   const bool netmorph_rule = plan.rule == width_rule::netmorph;
-  const auto grow = [&](const parameter<Scalar>& p, bool is_bias, index_type fan_in,
-                        tensor<Scalar>& value, tensor<Scalar>& velocity) {
-    value = p.value;
-    velocity = p.velocity;
+  const auto grow_value = [&](const parameter<Scalar>& p, bool is_bias, index_type fan_in) {
+    tensor<Scalar> value = p.value;
     if (!is_bias)
-      for (const auto& b : at.reads) {
+      for (const auto& b : at.reads)
         value = plan.columns(value, b.first, b.second);
-        velocity = plan.columns(velocity, b.first, b.second);
-      }
     for (const auto& b : at.writes) {
       if (netmorph_rule)
         value = is_bias ? plan.rows(value, random_bias(p.value, plan.noise, rng), b.first, b.second)
@@ -380,32 +388,42 @@ std::unique_ptr<layer<Scalar>> widened_member(const layer<Scalar>& l, const chan
                                     b.second);
       else  // Net2Net: every row has a source
         value = plan.rows(value, constant_rows<Scalar>(0), b.first, b.second);
-      velocity = plan.rows(velocity, constant_rows<Scalar>(0), b.first, b.second);
     }
+    return value;
+  };
+  const auto grow_state = [&](bool is_bias) {
+    return [&at, &plan, is_bias](const tensor<Scalar>& state, state_order order) {
+      tensor<Scalar> t = state;
+      if (!is_bias)
+        for (const auto& b : at.reads)
+          t = plan.columns(t, b.first, b.second, 0);
+      for (const auto& b : at.writes)
+        t = plan.rows(t, constant_rows<Scalar>(0), b.first, b.second, static_cast<int>(order));
+      return t;
+    };
   };
   const auto summarize = [&](const char* what, const tensor<Scalar>& t) {
     rep.new_tensors.push_back(netmorph::detail::summarize(cat(l.name(), ".", what), t));
   };
   if (const auto* c = layer_cast<conv2d>(&l)) {
-    tensor<Scalar> w, vw, b, vb;
-    grow(c->weight(), false, c->weight().value.size() / c->weight().value.dim(0), w, vw);
-    if (c->has_bias()) grow(c->bias(), true, 0, b, vb);
+    tensor<Scalar> w =
+        grow_value(c->weight(), false, c->weight().value.size() / c->weight().value.dim(0));
+    tensor<Scalar> b = c->has_bias() ? grow_value(c->bias(), true, 0) : tensor<Scalar>();
     conv2d_options o = c->options();
     if (o.groups > 1) o.groups = w.dim(0);  // a depthwise layer: one group per channel
     auto out = std::make_unique<conv2d<Scalar>>(w, b, o);
-    out->weight().velocity = std::move(vw);
-    if (c->has_bias()) out->bias().velocity = std::move(vb);
+    carry_state(c->weight(), out->weight(), grow_state(false));
+    if (c->has_bias()) carry_state(c->bias(), out->bias(), grow_state(true));
     summarize("weight", out->weight().value);
     if (c->has_bias()) summarize("bias", out->bias().value);
     return out;
   }
   if (const auto* d = layer_cast<dense>(&l)) {
-    tensor<Scalar> w, vw, b, vb;
-    grow(d->weight(), false, d->weight().value.dim(1), w, vw);
-    if (d->has_bias()) grow(d->bias(), true, 0, b, vb);
+    tensor<Scalar> w = grow_value(d->weight(), false, d->weight().value.dim(1));
+    tensor<Scalar> b = d->has_bias() ? grow_value(d->bias(), true, 0) : tensor<Scalar>();
     auto out = std::make_unique<dense<Scalar>>(w, b);
-    out->weight().velocity = std::move(vw);
-    if (d->has_bias()) out->bias().velocity = std::move(vb);
+    carry_state(d->weight(), out->weight(), grow_state(false));
+    if (d->has_bias()) carry_state(d->bias(), out->bias(), grow_state(true));
     summarize("weight", out->weight().value);
     if (d->has_bias()) summarize("bias", out->bias().value);
     return out;
@@ -415,18 +433,15 @@ std::unique_ptr<layer<Scalar>> widened_member(const layer<Scalar>& l, const chan
   // A new channel's batch norm is the identity in inference mode (gamma 1, beta 0, mean 0,
   // variance 1); a Net2Net replica copies its source's.
   batch_norm_weights<Scalar> w = bn->weights();
-  tensor<Scalar> vg = bn->gamma().velocity, vb = bn->beta().velocity;
   for (const auto& b : at.writes) {
     w.gamma = plan.rows(w.gamma, constant_rows<Scalar>(1), b.first, b.second);
     w.beta = plan.rows(w.beta, constant_rows<Scalar>(0), b.first, b.second);
     w.running_mean = plan.rows(w.running_mean, constant_rows<Scalar>(0), b.first, b.second);
     w.running_var = plan.rows(w.running_var, constant_rows<Scalar>(1), b.first, b.second);
-    vg = plan.rows(vg, constant_rows<Scalar>(0), b.first, b.second);
-    vb = plan.rows(vb, constant_rows<Scalar>(0), b.first, b.second);
   }
   auto out = std::make_unique<batch_norm<Scalar>>(w, bn->momentum());
-  out->gamma().velocity = std::move(vg);
-  out->beta().velocity = std::move(vb);
+  carry_state(bn->gamma(), out->gamma(), grow_state(true));
+  carry_state(bn->beta(), out->beta(), grow_state(true));
   summarize("weight", out->gamma().value);
   summarize("bias", out->beta().value);
   summarize("running_mean", out->running_mean());
@@ -574,28 +589,31 @@ morph_report widen(model<Scalar>& m, const layer_ref& target, const widen_option
   });
 }
 
-/// Kernel-size morph of conv2d layer `target` to `opt.new_kernel` (its velocity zero-padded
-/// likewise). \throws value_error when the layer is not conv2d or `opt.probe.size` is set; what
-/// `netmorph::grow_kernel` throws.
+/// Kernel-size morph of conv2d layer `target` to `opt.new_kernel` (its optimizer state
+/// zero-padded likewise, the bias's kept). \throws value_error when the layer is not conv2d or
+/// `opt.probe.size` is set; what `netmorph::grow_kernel` throws.
 template <typename Scalar>
 morph_report grow_kernel(model<Scalar>& m, const layer_ref& target,
                          const grow_kernel_options& opt) {
   const std::string name = target.name(m);
   grow_kernel_options o = opt;
   o.probe.count = 0;
-  return detail::morph_conv(m, name, "nn::grow_kernel", opt.seed, opt.probe, std::nullopt,
-                            [&](const conv2d<Scalar>& c, const activation_fn&) {
-                              auto r = netmorph::grow_kernel(c.weights(), o);
-                              detail::replacement<Scalar> rep;
-                              auto grown = detail::make_layer(r.layer);
-                              auto* g = static_cast<conv2d<Scalar>*>(grown.get());
-                              g->weight().velocity =
-                                  pad_kernel(c.weight().velocity, o.new_kernel, o.new_kernel);
-                              if (c.has_bias()) g->bias().velocity = c.bias().velocity;
-                              rep.layers.push_back(std::move(grown));
-                              rep.report = r.report;
-                              return rep;
-                            });
+  return detail::morph_conv(
+      m, name, "nn::grow_kernel", opt.seed, opt.probe, std::nullopt,
+      [&](const conv2d<Scalar>& c, const activation_fn&) {
+        auto r = netmorph::grow_kernel(c.weights(), o);
+        detail::replacement<Scalar> rep;
+        auto grown = detail::make_layer(r.layer);
+        auto* g = static_cast<conv2d<Scalar>*>(grown.get());
+        carry_state(c.weight(), g->weight(), [&](const tensor<Scalar>& t, state_order) {
+          return pad_kernel(t, o.new_kernel, o.new_kernel);
+        });
+        if (c.has_bias())
+          carry_state(c.bias(), g->bias(), [](const tensor<Scalar>& t, state_order) { return t; });
+        rep.layers.push_back(std::move(grown));
+        rep.report = r.report;
+        return rep;
+      });
 }
 
 /// Sequential-subnet morph of conv2d layer `target` (`N`) into `N.0`, `N.1`, ...: the subnet's

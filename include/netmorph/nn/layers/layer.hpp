@@ -10,6 +10,7 @@
 #include <netmorph/error.hpp>
 #include <netmorph/tensor.hpp>
 
+#include <cstdint>
 #include <memory>
 #include <random>
 #include <string>
@@ -62,17 +63,45 @@ inline const char* to_string(layer_kind k) {
   return "unknown";  // not reached: every kind is listed above
 }
 
-/// A trainable tensor with its gradient and its SGD velocity (momentum buffer). The velocity
-/// lives here so that morph operations can carry it over with the parameter.
+/// A trainable tensor with its gradient and its optimizer state, which lives here so that every
+/// morph carries it with the parameter (docs/DESIGN.md §8.4): SGD's velocity (momentum buffer)
+/// and Adam's moment estimates and step count (PyTorch's `exp_avg`, `exp_avg_sq` and `step`).
+/// Adam's tensors stay empty, meaning zero, until the parameter's first Adam step.
 template <typename Scalar>
 struct parameter {
   std::string name;
   tensor<Scalar> value, grad, velocity;
+  tensor<Scalar> exp_avg, exp_avg_sq;
+  std::int64_t step = 0;  ///< Adam steps this parameter has taken (its bias correction)
 
   parameter() = default;
   parameter(std::string n, tensor<Scalar> v)
       : name(std::move(n)), value(std::move(v)), grad(value.shape()), velocity(value.shape()) {}
+
+  /// Whether the parameter holds Adam state.
+  bool has_adam_state() const { return !exp_avg.empty() || step != 0; }
 };
+
+/// The power of the gradient an optimizer state tensor accumulates: 1 for SGD's velocity and
+/// Adam's first moment, 2 for Adam's second moment. A morph that scales a parameter's gradient
+/// by `s` scales its state by `s` to this power (docs/DESIGN.md §8.4).
+enum class state_order { first = 1, second = 2 };
+
+/// Gives `to` the optimizer state of `from` with each state tensor passed through
+/// `f(const tensor<Scalar>&, state_order)`, and the same step count; Adam's tensors only when
+/// `from` has them (empty stays empty).
+template <typename Scalar, typename F>
+void carry_state(const parameter<Scalar>& from, parameter<Scalar>& to, F&& f) {
+  to.velocity = f(from.velocity, state_order::first);
+  if (from.exp_avg.empty()) {
+    to.exp_avg = tensor<Scalar>();
+    to.exp_avg_sq = tensor<Scalar>();
+  } else {
+    to.exp_avg = f(from.exp_avg, state_order::first);
+    to.exp_avg_sq = f(from.exp_avg_sq, state_order::second);
+  }
+  to.step = from.step;
+}
 
 /// Base class of every layer.
 ///

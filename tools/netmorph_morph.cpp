@@ -58,9 +58,10 @@ const char* const help_template =
 
 Reads the model in IN, applies the ops in order, checks that the child computes the parent's
 function, and writes it to OUT (only when every op succeeded; an existing OUT is otherwise left
-as it was). Each op names its layer by its name at that point: see --list. When IN holds SGD
-velocities (netmorph::io::save_options::velocities), OUT holds them too, morphed with the weights
-(new units start at zero), so training resumes where it stopped.
+as it was). Each op names its layer by its name at that point: see --list. When IN holds
+optimizer state (SGD velocities, Adam moments and steps: netmorph::io::save_options::
+optimizer_state) and settings, OUT holds them too, the state carried through every op as the
+library's morphs carry it (new parameters start at zero), so training resumes where it stopped.
 
 Ops:
   deepen:NAME[:k1=K1,k2=K2,width=C1,act=ACT]
@@ -649,21 +650,26 @@ std::string list_layers(const nn::layer_list<Scalar>& layers, netmorph::shape_ty
 }
 
 /// What `main` needs to know of IN before loading it: the dtype OUT gets without --dtype
-/// (float64 when IN holds an F64 weight, else float32) and whether IN holds SGD velocities.
+/// (float64 when IN holds an F64 weight, else float32), whether IN holds optimizer state
+/// (velocities or Adam moments), and the optimizer settings it holds.
 struct input_facts {
   netmorph::io::dtype type = netmorph::io::dtype::float32;
-  bool velocities = false;
+  bool optimizer_state = false;
+  std::optional<nn::optimizer> optimizer;
 };
 
 input_facts inspect(const std::string& in) {
   netmorph::io::safetensors_reader r(in, "netmorph::io::load");
   input_facts f;
-  const std::string prefix = netmorph::io::velocity_prefix;
   for (const auto& t : r.tensors()) {
-    const bool velocity = t.name.compare(0, prefix.size(), prefix) == 0;
-    f.velocities = f.velocities || velocity;
-    if (!velocity && t.type == netmorph::io::dtype::float64) f.type = netmorph::io::dtype::float64;
+    bool state = false;
+    for (const std::string prefix : {netmorph::io::velocity_prefix, netmorph::io::exp_avg_prefix,
+                                     netmorph::io::exp_avg_sq_prefix})
+      state = state || t.name.compare(0, prefix.size(), prefix) == 0;
+    f.optimizer_state = f.optimizer_state || state;
+    if (!state && t.type == netmorph::io::dtype::float64) f.type = netmorph::io::dtype::float64;
   }
+  f.optimizer = netmorph::io::load_optimizer(in);
   return f;
 }
 
@@ -722,7 +728,8 @@ int run(const config& c, const input_facts& in) {
   }
   netmorph::io::save_options so;
   so.dtype = netmorph::io::native_dtype<Scalar>();
-  so.velocities = in.velocities;
+  so.optimizer_state = in.optimizer_state;
+  so.optimizer = in.optimizer;
   netmorph::io::save(m, c.out, so);
   if (c.json) {
     nlohmann::ordered_json a = nlohmann::ordered_json::array();

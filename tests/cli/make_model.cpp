@@ -1,14 +1,15 @@
 // Helper of the netmorph-morph tests.
 //
-//   make_model write PATH [float32|float64|float32-overflow] [velocities]
+//   make_model write PATH [float32|float64|float32-overflow] [sgd|adam]
 //                                             writes the known test model to PATH (with
 //                                             float32-overflow: every weight of layer 0 is 3e38,
-//                                             finite, but its outputs overflow float); with
-//                                             `velocities`, after two SGD steps, with its
-//                                             velocities
-//   make_model velocities A B                 exit 0 when B holds velocities, not all zero, and
-//                                             the tensors B shares with A (same name, shape and
-//                                             values; at least one) have A's velocities
+//                                             finite, but its outputs overflow float); with `sgd`
+//                                             or `adam`, after two steps of SGD with momentum or
+//                                             of AdamW, with the optimizer's state and settings
+//   make_model state A B                      exit 0 when B holds optimizer state, not all zero,
+//                                             and A's optimizer settings, and the tensors B
+//                                             shares with A (same name, shape and values; at
+//                                             least one) have A's state (velocity, moments, step)
 //   make_model compare A B TOLERANCE          exit 0 when the models in A and B compute the same
 //                                             function on a fixed input: ||y_B - y_A|| / ||y_A||
 //                                             <= TOLERANCE (both evaluated in double)
@@ -57,24 +58,29 @@ nn::model<double> test_model() {
   return m;
 }
 
-/// Tensor name -> (value, velocity) of every parameter of `m`.
-std::map<std::string, std::pair<netmorph::tensor<double>, netmorph::tensor<double>>> params_of(
-    const nn::model<double>& m) {
-  std::map<std::string, std::pair<netmorph::tensor<double>, netmorph::tensor<double>>> out;
+/// Tensor name -> parameter (value and optimizer state) of every parameter of `m`.
+std::map<std::string, nn::parameter<double>> params_of(const nn::model<double>& m) {
+  std::map<std::string, nn::parameter<double>> out;
   netmorph::io::detail::for_each_tensor(
-      m, [&](const std::string& name, const netmorph::tensor<double>& value,
+      m, [&](const std::string& name, const netmorph::tensor<double>&,
              const nn::parameter<double>* p) {
-        if (p) out[name] = {value, p->velocity};
+        if (p) out[name] = *p;
       });
   return out;
 }
 
 int usage() {
-  std::cerr << "usage: make_model write PATH [float32|float64|float32-overflow] [velocities]\n"
-               "       make_model velocities A B\n"
+  std::cerr << "usage: make_model write PATH [float32|float64|float32-overflow] [sgd|adam]\n"
+               "       make_model state A B\n"
                "       make_model compare A B TOLERANCE\n"
                "       make_model truncate SRC DST BYTES\n";
   return 1;
+}
+
+/// The optimizer the `write` mode trains with.
+nn::optimizer optimizer_for(const std::string& kind) {
+  if (kind == "sgd") return nn::sgd{0.01, 0.9, 0.0};
+  return nn::adamw(1e-3, 1e-2);
 }
 
 }  // namespace
@@ -84,47 +90,61 @@ int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "write" && argc >= 3 && argc <= 5) {
       const std::string dt = argc >= 4 ? argv[3] : "float32";
-      const bool velocities = argc == 5 && std::string(argv[4]) == "velocities";
+      const std::string kind = argc == 5 ? argv[4] : "";
+      const bool train = kind == "sgd" || kind == "adam";
       const bool overflow = dt == "float32-overflow";
-      if ((dt != "float32" && dt != "float64" && !overflow) || (argc == 5 && !velocities))
+      if ((dt != "float32" && dt != "float64" && !overflow) || (argc == 5 && !train))
         return usage();
       netmorph::io::save_options so;
       so.dtype = dt == "float64" ? netmorph::io::dtype::float64 : netmorph::io::dtype::float32;
-      so.velocities = velocities;
       nn::model<double> m = test_model();
       if (overflow)  // finite in float32, but the first layer's outputs overflow to infinity
         for (double& v : m.parameters()[0]->value)
           v = 3e38;
-      if (velocities) {  // two SGD steps with momentum: non-zero velocities everywhere
+      if (train) {  // two steps: non-zero state everywhere
         std::mt19937_64 rng(5);
         const nn::dataset<double> d{netmorph::tensor<double>::random_normal({8, 2, 8, 8}, rng),
                                     {0, 1, 2, 3, 4, 0, 1, 2}};
-        nn::train_epoch(m, d, nn::sgd{0.01, 0.9, 0.0}, 4);
+        nn::train_epoch(m, d, optimizer_for(kind), 4);
+        so.optimizer_state = true;
+        so.optimizer = optimizer_for(kind);
       }
       netmorph::io::save(m, argv[2], so);
       return 0;
     }
-    if (mode == "velocities" && argc == 4) {
+    if (mode == "state" && argc == 4) {
       const auto a = params_of(netmorph::io::load<double>(argv[2]));
       const auto b = params_of(netmorph::io::load<double>(argv[3]));
+      const auto oa = netmorph::io::load_optimizer(argv[2]);
+      const auto ob = netmorph::io::load_optimizer(argv[3]);
+      if (!oa || !ob ||
+          netmorph::io::detail::optimizer_json(*oa) != netmorph::io::detail::optimizer_json(*ob)) {
+        std::cerr << "make_model state: '" << argv[3] << "' does not hold the optimizer settings"
+                  << " of '" << argv[2] << "'\n";
+        return 1;
+      }
       double norm = 0;
       int shared = 0;
       for (const auto& kv : b) {
-        for (double v : kv.second.second)
-          norm += v * v;
+        const nn::parameter<double>& p = kv.second;
+        for (const auto* t : {&p.velocity, &p.exp_avg, &p.exp_avg_sq})
+          for (double v : *t)
+            norm += v * v;
         const auto it = a.find(kv.first);
-        if (it == a.end() || it->second.first != kv.second.first) continue;
+        if (it == a.end() || it->second.value != p.value) continue;
         ++shared;
-        if (it->second.second != kv.second.second) {
-          std::cerr << "make_model velocities: '" << kv.first << "' has the same value in '"
-                    << argv[2] << "' and '" << argv[3] << "' but another velocity\n";
+        const nn::parameter<double>& q = it->second;
+        if (q.velocity != p.velocity || q.exp_avg != p.exp_avg || q.exp_avg_sq != p.exp_avg_sq ||
+            q.step != p.step) {
+          std::cerr << "make_model state: '" << kv.first << "' has the same value in '" << argv[2]
+                    << "' and '" << argv[3] << "' but another optimizer state\n";
           return 1;
         }
       }
-      std::cout << shared << " tensors kept with their velocities, velocity norm^2 " << norm
-                << "\n";
+      std::cout << shared << " tensors kept with their " << ob->kind()
+                << " state, state norm^2 " << norm << "\n";
       if (!(norm > 0) || shared == 0) {
-        std::cerr << "make_model velocities: '" << argv[3] << "' holds no velocities or shares "
+        std::cerr << "make_model state: '" << argv[3] << "' holds no optimizer state or shares "
                   << "no tensor with '" << argv[2] << "'\n";
         return 1;
       }

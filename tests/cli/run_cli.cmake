@@ -2,8 +2,9 @@
 #   TOOL, MAKE_MODEL  the two programs;  DIR  a fresh working directory (recreated)
 #   ARGS              the tool's arguments separated by '|' (run in DIR)
 #   DTYPE             dtype of in.safetensors written by make_model (default float32)
-#   VELOCITIES        ON: in.safetensors holds SGD velocities, and out.safetensors must carry
-#                     them (`make_model velocities in.safetensors out.safetensors`)
+#   STATE             sgd or adam: in.safetensors holds that optimizer's state and settings, and
+#                     out.safetensors must carry them (`make_model state in.safetensors
+#                     out.safetensors`)
 #   TRUNCATE          also write trunc.safetensors, the first TRUNCATE bytes of in.safetensors
 #   SENTINEL          ON: write out.safetensors with a known text first; it must survive a failure
 #   EXPECT_RC         expected exit code
@@ -27,11 +28,7 @@ endif()
 
 file(REMOVE_RECURSE "${DIR}")
 file(MAKE_DIRECTORY "${DIR}")
-set(velocities "")
-if(VELOCITIES)
-  set(velocities velocities)
-endif()
-execute_process(COMMAND "${MAKE_MODEL}" write in.safetensors ${DTYPE} ${velocities}
+execute_process(COMMAND "${MAKE_MODEL}" write in.safetensors ${DTYPE} ${STATE}
                 WORKING_DIRECTORY "${DIR}" RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "make_model write failed: ${rc}")
@@ -110,13 +107,13 @@ if(COMPARE_TOL)
     message(FATAL_ERROR "out.safetensors does not compute in.safetensors' function: ${cmp}")
   endif()
 endif()
-if(VELOCITIES AND EXPECT_RC EQUAL 0)
-  execute_process(COMMAND "${MAKE_MODEL}" velocities in.safetensors out.safetensors
-                  WORKING_DIRECTORY "${DIR}" RESULT_VARIABLE rc OUTPUT_VARIABLE vel
-                  ERROR_VARIABLE vel)
-  message(STATUS "${vel}")
+if(STATE AND EXPECT_RC EQUAL 0)
+  execute_process(COMMAND "${MAKE_MODEL}" state in.safetensors out.safetensors
+                  WORKING_DIRECTORY "${DIR}" RESULT_VARIABLE rc OUTPUT_VARIABLE st
+                  ERROR_VARIABLE st)
+  message(STATUS "${st}")
   if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "out.safetensors does not carry in.safetensors' velocities: ${vel}")
+    message(FATAL_ERROR "out.safetensors does not carry in.safetensors' optimizer state: ${st}")
   endif()
 endif()
 if(JSON_KEYS AND EXISTS /usr/bin/python3)

@@ -68,6 +68,18 @@ inline constexpr const char* format_key = "netmorph.format";
 inline constexpr const char* format_version = "1";
 /// Prefix of the tensors holding SGD velocities: `__netmorph_velocity__.0.weight`.
 inline constexpr const char* velocity_prefix = "__netmorph_velocity__.";
+/// Prefixes of the tensors holding Adam's first and second moments (PyTorch's `exp_avg` and
+/// `exp_avg_sq`): `__netmorph_exp_avg__.0.weight`.
+inline constexpr const char* exp_avg_prefix = "__netmorph_exp_avg__.";
+inline constexpr const char* exp_avg_sq_prefix = "__netmorph_exp_avg_sq__.";
+/// The `__metadata__` key holding Adam's step count of every parameter, a JSON object
+/// `{"0.weight": 120, ...}`, written with the moments.
+inline constexpr const char* steps_key = "netmorph.steps";
+/// The `__metadata__` key holding the optimizer's kind and settings, a JSON object:
+/// `{"kind": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0}` or
+/// `{"kind": "adam" | "adamw", "lr": ..., "beta1": ..., "beta2": ..., "eps": ..., "weight_decay":
+/// ...}`.
+inline constexpr const char* optimizer_key = "netmorph.optimizer";
 
 namespace detail {
 

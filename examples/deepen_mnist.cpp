@@ -111,7 +111,7 @@ int main(int argc, char** argv) try {
   parent_s.decay_last = int(o.number("decay_last", 0));
   schedule child_s = parent_s;
   child_s.epochs = child_epochs;
-  child_s.opt.lr = lr * child_lr;
+  child_s.opt.set_lr(lr * child_lr);
   child_s.warmup = int(o.number("warmup", 0));
   schedule raw_s = parent_s;
   raw_s.epochs = parent_epochs + child_epochs;

@@ -247,13 +247,13 @@ struct progress {
 struct schedule {
   int epochs = 10;
   index_type batch = 64;
-  nn::sgd opt{0.05, 0.9, 0.0};
-  /// Learning rate of epoch e (0-based within this schedule): `opt.lr`, times 0.1 in the last
-  /// `decay_last` epochs; during the first `warmup` epochs it rises linearly to `opt.lr`.
+  nn::optimizer opt = nn::sgd{0.05, 0.9, 0.0};
+  /// Learning rate of epoch e (0-based within this schedule): `opt.lr()`, times 0.1 in the last
+  /// `decay_last` epochs; during the first `warmup` epochs it rises linearly to `opt.lr()`.
   int decay_last = 0;
   int warmup = 0;
   double lr(int e) const {
-    double r = opt.lr;
+    double r = opt.lr();
     if (warmup > 0 && e < warmup) r *= double(e + 1) / double(warmup + 1);
     if (decay_last > 0 && e >= epochs - decay_last) r *= 0.1;
     return r;
@@ -278,8 +278,8 @@ inline void train(model& m, const data_sets& d, const schedule& s, const std::st
   }
   const auto t0 = std::chrono::steady_clock::now();
   for (int e = 0; e < s.epochs; ++e) {
-    nn::sgd opt = s.opt;
-    opt.lr = s.lr(e);
+    nn::optimizer opt = s.opt;
+    opt.set_lr(s.lr(e));
     const nn::epoch_report r = nn::train_epoch(m, d.train, opt, s.batch);
     ++p.epoch;
     p.step += (d.train.size() + s.batch - 1) / s.batch;

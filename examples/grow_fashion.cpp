@@ -171,7 +171,7 @@ int main(int argc, char** argv) try {
   fresh.epochs = epochs;
   fresh.opt = nn::sgd{o.number("lr", 0.01), 0.9, o.number("weight_decay", 0.0)};
   schedule after = fresh;
-  after.opt.lr *= o.number("child_lr", 1.0);
+  after.opt.set_lr(after.opt.lr() * o.number("child_lr", 1.0));
   std::vector<std::string> summary;
   bool all_preserved = true;
 

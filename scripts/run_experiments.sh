@@ -43,6 +43,9 @@ run grow_fashion_lr3_kernel-width "$bin/grow_fashion" --out "$out" --chain=kerne
   --child_lr=3 --tag=grow_fashion_lr3
 run grow_fashion_lr03_kernel-width "$bin/grow_fashion" --out "$out" --chain=kernel-width $fm \
   --child_lr=0.3 --tag=grow_fashion_lr03
+# Keep training where you stopped (RESULTS.md §5): Adam's state carried through a morph, reset,
+# or reset with a warm-up.
+run adam_fashion "$bin/adam_fashion" --out "$out" --seeds 3
 wait $depth
 /usr/bin/python3 "$root/scripts/summarize_results.py" "$out" > "$out/summary.md"
 sh "$root/scripts/plot_results.sh" "$out"

@@ -16,7 +16,7 @@ import sys
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else "docs/results"
     for path in sorted(glob.glob(os.path.join(d, "*.csv"))):
-        if path.endswith("_mean.csv"):
+        if path.endswith("_mean.csv") or path.endswith("_loss.csv"):
             continue
         last, order = {}, []
         with open(path) as f:

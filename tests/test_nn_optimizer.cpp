@@ -78,6 +78,19 @@ void one_step(nn::model<Scalar>& m, const nn::dataset<Scalar>& d, const nn::opti
   opt.step(m);
 }
 
+/// A `small_cnn` with a batch of `n` of its inputs, trained `steps` steps on it by `o`.
+template <typename Scalar>
+struct trained_cnn {
+  idx c = 0, h = 0;  // the input's channels and size, drawn by small_cnn (declared first)
+  nn::model<Scalar> m;
+  nn::dataset<Scalar> d;
+  trained_cnn(std::mt19937_64& rng, const nn::optimizer& o, int steps, idx n)
+      : m(small_cnn<Scalar>(rng, c, h)), d(batch_of<Scalar>(n, c, h, rng)) {
+    for (int s = 0; s < steps; ++s)
+      one_step(m, d, o);
+  }
+};
+
 /// Every parameter of `m` by its state_dict name ("conv1.weight").
 template <typename Scalar>
 std::map<std::string, nn::parameter<Scalar>> parameters_by_name(nn::model<Scalar>& m) {
@@ -217,11 +230,8 @@ TEMPLATE_TEST_CASE("nn::widen carries every optimizer's state to where the chann
   auto rng = nmtest::make_rng(902);
   for (int trial = 0; trial < 6; ++trial)
     for (const nn::optimizer& o : optimizers()) {
-      idx c = 0, h = 0;
-      auto m = small_cnn<TestType>(rng, c, h);
-      const auto d = batch_of<TestType>(4, c, h, rng);
-      for (int s = 0; s < 3; ++s)
-        one_step(m, d, o);
+      trained_cnn<TestType> cnn(rng, o, 3, 4);
+      auto& m = cnn.m;
       const auto before = parameters_by_name(m);
       const idx c1 = before.at("conv1.bias").value.size(), cn = c1 + draw(rng, 1, 3);
       netmorph::widen_options w;
@@ -320,11 +330,9 @@ TEMPLATE_TEST_CASE(
         if (!a.decoupled_weight_decay) a.weight_decay = 0;  // coupled decay is not scale-free
         o = a;
       }
-      idx c = 0, h = 0;
-      auto m = small_cnn<TestType>(rng, c, h);
-      const auto d = batch_of<TestType>(5, c, h, rng);
-      for (int s = 0; s < 3; ++s)
-        one_step(m, d, o);
+      trained_cnn<TestType> cnn(rng, o, 3, 5);
+      auto& m = cnn.m;
+      const auto& d = cnn.d;
       auto parent = m;
       const idx c1 = m.find("conv1").parameters()[1]->value.size();
       netmorph::widen_options w;
@@ -379,11 +387,9 @@ TEMPLATE_TEST_CASE("depth, kernel and subnet morphs keep, pad or start the optim
   auto rng = nmtest::make_rng(904);
   for (int op = 0; op < 4; ++op)
     for (const nn::optimizer& o : optimizers()) {
-      idx c = 0, h = 0;
-      auto m = small_cnn<TestType>(rng, c, h);
-      const auto d = batch_of<TestType>(4, c, h, rng);
-      for (int s = 0; s < 2; ++s)
-        one_step(m, d, o);
+      trained_cnn<TestType> cnn(rng, o, 2, 4);
+      auto& m = cnn.m;
+      const auto& d = cnn.d;
       const auto before = parameters_by_name(m);
       netmorph::morph_report r;
       CAPTURE(op, o.kind());

@@ -358,7 +358,8 @@ void require_same_training_state(nn::model<Scalar>& a, nn::model<Scalar>& b) {
     REQUIRE(pa[i]->velocity == pb[i]->velocity);
     REQUIRE(pa[i]->step == pb[i]->step);
     // An Adam state a morph has not started yet is empty in memory and zero in a file.
-    const auto same = [](const tensor<Scalar>& x, const tensor<Scalar>& y, const netmorph::shape_type& s) {
+    const auto same = [](const tensor<Scalar>& x, const tensor<Scalar>& y,
+                         const netmorph::shape_type& s) {
       if (x.empty() && y.empty()) return true;
       return x.empty() || y.empty() ? (x.empty() ? y : x) == tensor<Scalar>(s) : x == y;
     };

@@ -141,8 +141,8 @@ int main(int argc, char** argv) {
           return 1;
         }
       }
-      std::cout << shared << " tensors kept with their " << ob->kind()
-                << " state, state norm^2 " << norm << "\n";
+      std::cout << shared << " tensors kept with their " << ob->kind() << " state, state norm^2 "
+                << norm << "\n";
       if (!(norm > 0) || shared == 0) {
         std::cerr << "make_model state: '" << argv[3] << "' holds no optimizer state or shares "
                   << "no tensor with '" << argv[2] << "'\n";
